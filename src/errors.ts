@@ -1,0 +1,140 @@
+/**
+ * Every error this package throws is a {@link NomicEmbedError}; each subclass
+ * carries the fields that explain it, and its message says what failed, where,
+ * and how to fix it.
+ */
+export class NomicEmbedError extends Error {
+  override name = 'NomicEmbedError';
+}
+
+/** A safetensors file is malformed or holds something we cannot read. */
+export class SafetensorsError extends NomicEmbedError {
+  override name = 'SafetensorsError';
+  constructor(
+    readonly file: string,
+    detail: string,
+    readonly tensor?: string,
+  ) {
+    super(`${file}${tensor === undefined ? '' : ` (tensor "${tensor}")`}: ${detail}`);
+  }
+}
+
+/** A `config.json` field holds a value this implementation does not support. */
+export class ConfigError extends NomicEmbedError {
+  override name = 'ConfigError';
+  constructor(
+    readonly field: string,
+    readonly value: unknown,
+    reason: string,
+  ) {
+    super(`config field "${field}" = ${JSON.stringify(value)}: ${reason}`);
+  }
+}
+
+/** The tensors of a checkpoint do not match what the config calls for. */
+export class WeightsError extends NomicEmbedError {
+  override name = 'WeightsError';
+  constructor(
+    readonly file: string,
+    readonly missing: readonly string[],
+    readonly unexpected: readonly string[],
+    readonly misshaped: readonly { name: string; expected: readonly number[]; actual: readonly number[] }[],
+  ) {
+    const lines = [
+      ...missing.map((n) => `  missing: ${n}`),
+      ...unexpected.map((n) => `  unexpected: ${n}`),
+      ...misshaped.map((m) => `  wrong shape: ${m.name} is [${m.actual}], expected [${m.expected}]`),
+    ];
+    super(`${file} does not match the model config:\n${lines.join('\n')}`);
+  }
+}
+
+/** A weight holds NaN or an infinity. */
+export class NonFiniteWeightError extends NomicEmbedError {
+  override name = 'NonFiniteWeightError';
+  constructor(
+    readonly file: string,
+    readonly tensor: string,
+    readonly index: number,
+    readonly value: number,
+  ) {
+    super(`${file}: tensor "${tensor}" holds ${value} at flat index ${index}; the checkpoint is corrupt`);
+  }
+}
+
+/** A tensor between two pipeline stages has the wrong shape. */
+export class ShapeError extends NomicEmbedError {
+  override name = 'ShapeError';
+  constructor(
+    readonly stage: string,
+    readonly expected: readonly (number | string)[],
+    readonly actual: readonly number[],
+  ) {
+    super(`${stage}: expected shape [${expected.join(', ')}], got [${actual.join(', ')}]`);
+  }
+}
+
+/** A requested backend is not available on this machine. */
+export class BackendError extends NomicEmbedError {
+  override name = 'BackendError';
+  constructor(
+    readonly backend: string,
+    detail: string,
+  ) {
+    super(`backend "${backend}": ${detail}`);
+  }
+}
+
+/** A model folder lacks a file, or a file in it cannot be parsed. */
+export class ModelFilesError extends NomicEmbedError {
+  override name = 'ModelFilesError';
+  constructor(
+    readonly path: string,
+    detail: string,
+  ) {
+    super(`${path}: ${detail}`);
+  }
+}
+
+/** An argument of a public call is invalid. */
+export class InputError extends NomicEmbedError {
+  override name = 'InputError';
+  constructor(
+    readonly argument: string,
+    detail: string,
+    readonly index?: number,
+  ) {
+    super(`${argument}${index === undefined ? '' : `[${index}]`}: ${detail}`);
+  }
+}
+
+/** A text is longer than the maximum length and truncation was refused. */
+export class TextTooLongError extends NomicEmbedError {
+  override name = 'TextTooLongError';
+  constructor(
+    readonly index: number,
+    readonly tokens: number,
+    readonly maxLength: number,
+  ) {
+    super(
+      `texts[${index}] has ${tokens} tokens, more than the maximum of ${maxLength}; ` +
+        `pass truncation: 'truncate' to cut it, or raise maxLength`,
+    );
+  }
+}
+
+/** A single text still ran out of memory after the batch was reduced to it alone. */
+export class OutOfMemoryError extends NomicEmbedError {
+  override name = 'OutOfMemoryError';
+  constructor(
+    readonly index: number,
+    readonly tokens: number,
+    cause: unknown,
+  ) {
+    super(
+      `texts[${index}] (${tokens} tokens) does not fit in memory even alone: ${String(cause)}; ` +
+        `lower maxLength or use a backend with more memory`,
+      { cause },
+    );
+  }
+}

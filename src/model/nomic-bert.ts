@@ -1,0 +1,133 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { ShapeError } from '../errors.js';
+import type { NomicBertConfig } from '../weights/config.js';
+import type { NamedTensor } from '../weights/layout.js';
+import { runtimeNames } from '../weights/weight-table.js';
+import { maskBias, type AttentionContext } from './attention.js';
+import { block, type BlockWeights } from './block.js';
+import { embed, type EmbeddingWeights } from './embeddings.js';
+import { RotaryEmbedding } from './rotary.js';
+
+/** A right-padded batch, as produced by the pipeline's tensor conversion. */
+export interface EncoderInputs {
+  /** [B, T] int32 token ids. */
+  readonly inputIds: tf.Tensor2D;
+  /** [B, T] 1 for real tokens, 0 for padding. */
+  readonly attentionMask: tf.Tensor2D;
+  /** [B, T] int32 segment ids; zeros when omitted. */
+  readonly tokenTypeIds?: tf.Tensor2D;
+}
+
+/**
+ * The Nomic BERT encoder (`NomicBertModel` without pooler). Owns its weight
+ * tensors and rotary tables; call {@link dispose} to free them.
+ */
+export class NomicBertModel {
+  private readonly embeddings: EmbeddingWeights;
+  private readonly layers: readonly BlockWeights[];
+  private readonly rotary: RotaryEmbedding;
+  private owned: tf.Tensor[];
+
+  private constructor(
+    readonly config: NomicBertConfig,
+    weights: ReadonlyMap<string, tf.Tensor>,
+  ) {
+    this.owned = [...weights.values()];
+    const get = <T extends tf.Tensor>(name: string) => weights.get(name) as T;
+    this.embeddings = {
+      word: get(runtimeNames.word),
+      tokenType: get(runtimeNames.tokenType),
+      normWeight: get(`${runtimeNames.embLn}.weight`),
+      normBias: get(`${runtimeNames.embLn}.bias`),
+    };
+    this.layers = Array.from({ length: config.n_layer }, (_, i) => {
+      const p = runtimeNames.layer(i);
+      return {
+        attention: { qkv: get(`${p}.attn.qkv`), out: get(`${p}.attn.out`) },
+        mlp: { upGate: get(`${p}.mlp.up_gate`), down: get(`${p}.mlp.down`) },
+        norm1: { weight: get(`${p}.norm1.weight`), bias: get(`${p}.norm1.bias`) },
+        norm2: { weight: get(`${p}.norm2.weight`), bias: get(`${p}.norm2.bias`) },
+      };
+    });
+    this.rotary = new RotaryEmbedding({
+      headDim: config.headDim,
+      base: config.rotary_emb_base,
+      scalingFactor: config.rotary_scaling_factor,
+      maxTrainedPositions: config.max_trained_positions,
+    });
+  }
+
+  /**
+   * Uploads runtime-layout tensors (as the loader yields them) to the active
+   * backend. If the source fails midway, what was uploaded is freed.
+   */
+  static fromTensors(config: NomicBertConfig, tensors: Iterable<NamedTensor>): NomicBertModel {
+    const weights = new Map<string, tf.Tensor>();
+    try {
+      for (const { name, shape, data } of tensors) weights.set(name, tf.tensor(data, [...shape], 'float32'));
+    } catch (error) {
+      for (const t of weights.values()) t.dispose();
+      throw error;
+    }
+    return new NomicBertModel(config, weights);
+  }
+
+  /**
+   * Runs the encoder and returns `last_hidden_state`, [B, T, D]. The caller
+   * disposes the result. Each layer runs in its own `tf.tidy`, so only one
+   * layer's intermediates are alive at a time.
+   */
+  forward(inputs: EncoderInputs): tf.Tensor3D {
+    this.assertAlive();
+    const { inputIds, attentionMask } = inputs;
+    const [B, T] = inputIds.shape;
+    if (attentionMask.shape.join() !== inputIds.shape.join()) {
+      throw new ShapeError('encoder input attention_mask', [B, T], attentionMask.shape);
+    }
+    if (inputs.tokenTypeIds !== undefined && inputs.tokenTypeIds.shape.join() !== inputIds.shape.join()) {
+      throw new ShapeError('encoder input token_type_ids', [B, T], inputs.tokenTypeIds.shape);
+    }
+    const lengths = this.sequenceLengths(attentionMask);
+    const context: AttentionContext = {
+      batch: B,
+      length: T,
+      heads: this.config.n_head,
+      rotary: this.rotary.tables(lengths, T),
+      maskBias: lengths.every((length) => length === T) ? undefined : maskBias(attentionMask),
+    };
+    const eps = this.config.layer_norm_epsilon;
+    try {
+      let x = tf.tidy(() =>
+        embed(this.embeddings, inputIds, inputs.tokenTypeIds ?? tf.zerosLike(inputIds), eps),
+      ); // [B·T, D]
+      for (const layer of this.layers) {
+        const next = tf.tidy(() => block(layer, x, context, eps));
+        x.dispose();
+        x = next;
+      }
+      const hidden = tf.reshape(x, [B, T, this.config.n_embd]) as tf.Tensor3D;
+      x.dispose();
+      return hidden;
+    } finally {
+      context.rotary.cos.dispose();
+      context.rotary.sin.dispose();
+      context.maskBias?.dispose();
+    }
+  }
+
+  /** Real tokens per row, read from the mask (the batch is right-padded). */
+  private sequenceLengths(attentionMask: tf.Tensor2D): number[] {
+    return Array.from(tf.tidy(() => tf.sum(tf.cast(attentionMask, 'int32'), 1)).dataSync());
+  }
+
+  private assertAlive(): void {
+    if (this.owned.length === 0) throw new Error('NomicBertModel used after dispose()');
+  }
+
+  /** Frees the weights and rotary tables; safe to call twice. */
+  dispose(): void {
+    for (const t of this.owned) t.dispose();
+    this.owned = [];
+    this.rotary.dispose();
+  }
+}

@@ -1,0 +1,320 @@
+import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { SafetensorsError } from '../errors.js';
+
+/**
+ * A strict reader and a small writer for the safetensors format
+ * (8-byte little-endian header length, JSON header, raw little-endian data).
+ *
+ * The reader keeps the file open and reads one tensor at a time straight into a
+ * fresh, aligned typed array, so a 550 MB checkpoint never sits in memory twice.
+ */
+
+/** Bytes per element of every dtype the format defines; only the float ones are readable. */
+const DTYPE_SIZES: Readonly<Record<string, number>> = {
+  BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1,
+  I16: 2, U16: 2, F16: 2, BF16: 2,
+  I32: 4, U32: 4, F32: 4,
+  I64: 8, U64: 8, F64: 8,
+};
+
+export type FloatDtype = 'F32' | 'F16' | 'BF16';
+
+export interface TensorInfo {
+  readonly name: string;
+  readonly dtype: string;
+  readonly shape: readonly number[];
+  /** Byte offsets relative to the start of the data section. */
+  readonly begin: number;
+  readonly end: number;
+}
+
+/** Refuses absurd headers before parsing them; real headers are tens of KB. */
+const MAX_HEADER_BYTES = 100 * 1024 * 1024;
+
+export class SafetensorsFile {
+  private fd: number | undefined;
+
+  private constructor(
+    readonly path: string,
+    fd: number,
+    private readonly dataStart: number,
+    readonly tensors: ReadonlyMap<string, TensorInfo>,
+    readonly metadata: Readonly<Record<string, string>>,
+  ) {
+    this.fd = fd;
+  }
+
+  /** Opens and validates a file; throws {@link SafetensorsError} naming the fault. */
+  static open(path: string): SafetensorsFile {
+    let fd: number;
+    try {
+      fd = openSync(path, 'r');
+    } catch (cause) {
+      throw new SafetensorsError(path, `cannot open: ${(cause as Error).message}`);
+    }
+    try {
+      const { dataStart, tensors, metadata } = parseHeader(path, fd, fstatSync(fd).size);
+      return new SafetensorsFile(path, fd, dataStart, tensors, metadata);
+    } catch (error) {
+      closeSync(fd);
+      throw error;
+    }
+  }
+
+  /** Reads one tensor as float32 (F16 and BF16 are widened). */
+  readFloat32(name: string): Float32Array {
+    const info = this.tensors.get(name);
+    if (info === undefined) throw new SafetensorsError(this.path, 'no such tensor', name);
+    const bytes = this.readBytes(info);
+    switch (info.dtype) {
+      case 'F32':
+        return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+      case 'F16':
+        return f16ToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2));
+      case 'BF16':
+        return bf16ToF32(new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2));
+      default:
+        throw new SafetensorsError(
+          this.path,
+          `dtype ${info.dtype} is not a float type; only F32, F16 and BF16 weights are supported`,
+          name,
+        );
+    }
+  }
+
+  private readBytes(info: TensorInfo): Uint8Array {
+    if (this.fd === undefined) throw new SafetensorsError(this.path, 'file already closed', info.name);
+    // A fresh ArrayBuffer is 8-byte aligned, so typed views over it are always valid.
+    const bytes = new Uint8Array(info.end - info.begin);
+    let done = 0;
+    while (done < bytes.length) {
+      const n = readSync(this.fd, bytes, done, bytes.length - done, this.dataStart + info.begin + done);
+      if (n === 0) throw new SafetensorsError(this.path, 'file ended while reading', info.name);
+      done += n;
+    }
+    return bytes;
+  }
+
+  /** Closes the file; safe to call twice. */
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+function parseHeader(path: string, fd: number, fileSize: number) {
+  if (fileSize < 8) throw new SafetensorsError(path, `file is ${fileSize} bytes, too short for a header`);
+  const lengthBytes = Buffer.alloc(8);
+  readSync(fd, lengthBytes, 0, 8, 0);
+  const headerLength = Number(lengthBytes.readBigUInt64LE(0));
+  if (headerLength > fileSize - 8 || headerLength > MAX_HEADER_BYTES) {
+    throw new SafetensorsError(
+      path,
+      `header length ${headerLength} does not fit in a file of ${fileSize} bytes (truncated or not safetensors)`,
+    );
+  }
+  const headerBytes = Buffer.alloc(headerLength);
+  readSync(fd, headerBytes, 0, headerLength, 8);
+  let header: unknown;
+  try {
+    header = JSON.parse(headerBytes.toString('utf8'));
+  } catch (cause) {
+    throw new SafetensorsError(path, `header is not valid JSON: ${(cause as Error).message}`);
+  }
+  if (header === null || typeof header !== 'object' || Array.isArray(header)) {
+    throw new SafetensorsError(path, 'header is not a JSON object');
+  }
+  const dataStart = 8 + headerLength;
+  const dataSize = fileSize - dataStart;
+  const tensors = new Map<string, TensorInfo>();
+  let metadata: Record<string, string> = {};
+  for (const [name, entry] of Object.entries(header as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      metadata = parseMetadata(path, entry);
+      continue;
+    }
+    tensors.set(name, parseEntry(path, name, entry, dataSize));
+  }
+  checkNoOverlap(path, [...tensors.values()]);
+  return { dataStart, tensors, metadata };
+}
+
+function parseMetadata(path: string, entry: unknown): Record<string, string> {
+  if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) {
+    throw new SafetensorsError(path, '__metadata__ is not an object');
+  }
+  for (const [key, value] of Object.entries(entry)) {
+    if (typeof value !== 'string') throw new SafetensorsError(path, `__metadata__.${key} is not a string`);
+  }
+  return { ...(entry as Record<string, string>) };
+}
+
+function parseEntry(path: string, name: string, entry: unknown, dataSize: number): TensorInfo {
+  const fail = (detail: string) => new SafetensorsError(path, detail, name);
+  if (entry === null || typeof entry !== 'object') throw fail('header entry is not an object');
+  const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
+  if (typeof dtype !== 'string' || !(dtype in DTYPE_SIZES)) {
+    throw fail(`unknown dtype ${JSON.stringify(dtype)}`);
+  }
+  if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
+    throw fail(`shape ${JSON.stringify(shape)} is not a list of non-negative integers`);
+  }
+  if (
+    !Array.isArray(offsets) ||
+    offsets.length !== 2 ||
+    !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) ||
+    offsets[0] > offsets[1]
+  ) {
+    throw fail(`data_offsets ${JSON.stringify(offsets)} is not an ordered [begin, end] pair`);
+  }
+  const [begin, end] = offsets as [number, number];
+  if (end > dataSize) {
+    throw fail(`data ends at byte ${end}, past the end of the data section (${dataSize} bytes; file truncated?)`);
+  }
+  const expectedBytes = (shape as number[]).reduce((a, b) => a * b, 1) * DTYPE_SIZES[dtype];
+  if (end - begin !== expectedBytes) {
+    throw fail(`shape [${shape}] of ${dtype} needs ${expectedBytes} bytes but data_offsets span ${end - begin}`);
+  }
+  return { name, dtype, shape: shape as number[], begin, end };
+}
+
+function checkNoOverlap(path: string, infos: TensorInfo[]): void {
+  const sorted = infos.filter((t) => t.end > t.begin).sort((a, b) => a.begin - b.begin);
+  for (let i = 1; i < sorted.length; i++) {
+    if (sorted[i].begin < sorted[i - 1].end) {
+      throw new SafetensorsError(path, `data overlaps that of "${sorted[i - 1].name}"`, sorted[i].name);
+    }
+  }
+}
+
+/** IEEE half precision to float32, exact (every f16 value is representable). */
+export function f16ToF32(half: Uint16Array): Float32Array {
+  const out = new Float32Array(half.length);
+  for (let i = 0; i < half.length; i++) {
+    const h = half[i];
+    const sign = h & 0x8000 ? -1 : 1;
+    const exponent = (h >> 10) & 0x1f;
+    const fraction = h & 0x3ff;
+    if (exponent === 0) out[i] = sign * fraction * 2 ** -24;
+    else if (exponent === 0x1f) out[i] = fraction === 0 ? sign * Infinity : NaN;
+    else out[i] = sign * (1 + fraction / 1024) * 2 ** (exponent - 15);
+  }
+  return out;
+}
+
+/** bfloat16 is the top half of a float32. */
+export function bf16ToF32(half: Uint16Array): Float32Array {
+  const bits = new Uint32Array(half.length);
+  for (let i = 0; i < half.length; i++) bits[i] = half[i] << 16;
+  return new Float32Array(bits.buffer);
+}
+
+/** float32 to IEEE half precision, rounding to nearest even; overflow becomes infinity. */
+export function f32ToF16(values: Float32Array): Uint16Array {
+  const out = new Uint16Array(values.length);
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  for (let i = 0; i < values.length; i++) {
+    const x = bits[i];
+    const sign = (x >>> 16) & 0x8000;
+    const exponent = (x >>> 23) & 0xff;
+    let mantissa = x & 0x7fffff;
+    if (exponent === 0xff) {
+      out[i] = sign | 0x7c00 | (mantissa ? 0x200 : 0);
+      continue;
+    }
+    let e = exponent - 127 + 15;
+    if (e >= 0x1f) {
+      out[i] = sign | 0x7c00;
+      continue;
+    }
+    if (e <= 0) {
+      if (e < -10) {
+        out[i] = sign;
+        continue;
+      }
+      mantissa |= 0x800000;
+      const shift = 14 - e;
+      const half = 1 << (shift - 1);
+      const rest = mantissa & ((1 << shift) - 1);
+      let m = mantissa >>> shift;
+      if (rest > half || (rest === half && m & 1)) m++;
+      out[i] = sign | m;
+      continue;
+    }
+    const rest = mantissa & 0x1fff;
+    let m = mantissa >>> 13;
+    if (rest > 0x1000 || (rest === 0x1000 && m & 1)) {
+      m++;
+      if (m === 0x400) {
+        m = 0;
+        e++;
+        if (e >= 0x1f) {
+          out[i] = sign | 0x7c00;
+          continue;
+        }
+      }
+    }
+    out[i] = sign | (e << 10) | m;
+  }
+  return out;
+}
+
+export interface TensorToWrite {
+  readonly name: string;
+  readonly dtype: FloatDtype;
+  readonly shape: readonly number[];
+  readonly data: Float32Array;
+}
+
+/**
+ * Writes tensors (float32 data, stored as `dtype`) in the given order.
+ * Data is written tensor by tensor, so nothing is concatenated in memory.
+ */
+export function writeSafetensors(
+  path: string,
+  tensors: readonly TensorToWrite[],
+  metadata: Readonly<Record<string, string>> = {},
+): void {
+  const header: Record<string, unknown> = { __metadata__: metadata };
+  let offset = 0;
+  for (const t of tensors) {
+    const bytes = t.data.length * DTYPE_SIZES[t.dtype];
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  let json = JSON.stringify(header);
+  // Pad so the data section starts 8-byte aligned, as the reference writer does.
+  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+  const fd = openSync(path, 'w');
+  try {
+    writeSync(fd, length);
+    writeSync(fd, json);
+    for (const t of tensors) {
+      const encoded = encode(t);
+      writeSync(fd, new Uint8Array(encoded.buffer, encoded.byteOffset, encoded.byteLength));
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function encode(t: TensorToWrite): Float32Array | Uint16Array {
+  switch (t.dtype) {
+    case 'F32':
+      return t.data;
+    case 'F16':
+      return f32ToF16(t.data);
+    case 'BF16': {
+      // Round to nearest even on the dropped 16 bits.
+      const bits = new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length);
+      const out = new Uint16Array(t.data.length);
+      for (let i = 0; i < bits.length; i++) {
+        const x = bits[i];
+        out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+      }
+      return out;
+    }
+  }
+}
