@@ -1,0 +1,72 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel } from '../src/model/load-model.js';
+import type { NomicBertModel } from '../src/model/nomic-bert.js';
+import { l2Normalize } from '../src/pipeline/normalize.js';
+import { pool } from '../src/pipeline/pooling.js';
+import { useBackend } from './helpers/backend.js';
+import { expectClose, FIXTURE_NAMES, fixtureDir, reference, TOLERANCE, type ReferenceText } from './helpers/fixtures.js';
+
+/** Float32 rounding differences between a padded batch and a lone text stay far below this. */
+const BATCH_TOLERANCE = 1e-6;
+
+/** Right-pads the texts into one batch and returns each text's normalized embedding. */
+function embedBatch(model: NomicBertModel, texts: readonly ReferenceText[]): Float32Array[] {
+  const T = Math.max(...texts.map((t) => t.num_tokens));
+  const pad = (values: number[]) => [...values, ...new Array(T - values.length).fill(0)];
+  return tf.tidy(() => {
+    const shape: [number, number] = [texts.length, T];
+    const attentionMask = tf.tensor2d(texts.flatMap((t) => pad(t.attention_mask)), shape, 'int32');
+    const hidden = model.forward({
+      inputIds: tf.tensor2d(texts.flatMap((t) => pad(t.input_ids)), shape, 'int32'),
+      attentionMask,
+      tokenTypeIds: tf.tensor2d(texts.flatMap((t) => pad(t.token_type_ids)), shape, 'int32'),
+    });
+    const embeddings = l2Normalize(pool(hidden, attentionMask, 'mean')).arraySync();
+    return embeddings.map((row) => Float32Array.from(row));
+  });
+}
+
+describe.each(FIXTURE_NAMES)('%s: a text embeds the same alone and in any padded batch', (fixture) => {
+  let model: NomicBertModel;
+  const texts = reference(fixture).texts;
+  let alone: Float32Array[];
+
+  beforeAll(async () => {
+    await useBackend('wasm');
+    model = loadModel(fixtureDir(fixture));
+    alone = texts.map((t) => embedBatch(model, [t])[0]);
+  });
+  afterAll(() => model.dispose());
+
+  it('matches the reference when embedded alone', () => {
+    texts.forEach((t, i) => expectClose(alone[i], t.embedding, TOLERANCE.embedding, t.name));
+  });
+
+  const orders: [string, (n: number) => number[]][] = [
+    ['input order', (n) => [...Array(n).keys()]],
+    ['reversed', (n) => [...Array(n).keys()].reverse()],
+    ['interleaved', (n) => [...Array(n).keys()].sort((a, b) => (a % 3) - (b % 3) || b - a)],
+  ];
+  it.each(orders)('all texts in one batch, %s', (_, order) => {
+    const indices = order(texts.length);
+    const batched = embedBatch(model, indices.map((i) => texts[i]));
+    indices.forEach((textIndex, row) => {
+      expectClose(batched[row], alone[textIndex], BATCH_TOLERANCE, `${texts[textIndex].name} in row ${row}`);
+    });
+  });
+
+  it('a short text beside the longest one', () => {
+    const longest = texts.reduce((a, b) => (a.num_tokens >= b.num_tokens ? a : b));
+    for (const [i, t] of texts.entries()) {
+      if (t === longest) continue;
+      expectClose(embedBatch(model, [t, longest])[0], alone[i], BATCH_TOLERANCE, `${t.name} beside ${longest.name}`);
+    }
+  });
+
+  it('keeps no tensor alive after a forward pass', () => {
+    const before = tf.memory().numTensors;
+    embedBatch(model, texts.slice(0, 4));
+    expect(tf.memory().numTensors).toBe(before);
+  });
+});

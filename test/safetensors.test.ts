@@ -1,0 +1,132 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { SafetensorsError } from '../src/errors.js';
+import { bf16ToF32, f16ToF32, f32ToF16, SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
+import { fixtureDir } from './helpers/fixtures.js';
+import { tempDir } from './helpers/tmp.js';
+
+const dir = tempDir();
+let counter = 0;
+
+/** Writes raw bytes: an 8-byte length, the given header JSON, then `data`. */
+function rawFile(header: unknown, data: Uint8Array = new Uint8Array(), lengthOverride?: number): string {
+  const json = Buffer.from(typeof header === 'string' ? header : JSON.stringify(header));
+  const length = Buffer.alloc(8);
+  length.writeBigUInt64LE(BigInt(lengthOverride ?? json.length));
+  const path = join(dir, `raw-${counter++}.safetensors`);
+  writeFileSync(path, Buffer.concat([length, json, data]));
+  return path;
+}
+
+function openError(path: string): SafetensorsError {
+  try {
+    SafetensorsFile.open(path).close();
+  } catch (error) {
+    expect(error).toBeInstanceOf(SafetensorsError);
+    expect((error as SafetensorsError).file).toBe(path);
+    return error as SafetensorsError;
+  }
+  throw new Error(`${path} opened without error`);
+}
+
+describe('safetensors reader', () => {
+  it('reads the fixture checkpoint with its metadata', () => {
+    const file = SafetensorsFile.open(`${fixtureDir('nomic-tiny')}/model.safetensors`);
+    expect(file.metadata).toEqual({ format: 'pt' });
+    expect(file.tensors.size).toBe(22);
+    const ln = file.readFloat32('emb_ln.weight');
+    expect(ln.length).toBe(64);
+    expect(ln.every(Number.isFinite)).toBe(true);
+    file.close();
+    file.close();
+  });
+
+  it('round-trips F32, F16 and BF16 through the writer', () => {
+    const data = new Float32Array([0, 1, -2.5, 65504, 1e-7, 3.140625, -0.0001, 1234.5]);
+    const path = join(dir, 'roundtrip.safetensors');
+    writeSafetensors(
+      path,
+      (['F32', 'F16', 'BF16'] as const).map((dtype) => ({ name: dtype, dtype, shape: [2, 4], data })),
+      { purpose: 'test' },
+    );
+    const file = SafetensorsFile.open(path);
+    expect(file.metadata).toEqual({ purpose: 'test' });
+    expect(Array.from(file.readFloat32('F32'))).toEqual(Array.from(data));
+    const f16 = file.readFloat32('F16');
+    const bf16 = file.readFloat32('BF16');
+    data.forEach((x, i) => {
+      expect(Math.abs(f16[i] - x)).toBeLessThanOrEqual(Math.max(Math.abs(x) * 2 ** -11, 2 ** -24));
+      expect(Math.abs(bf16[i] - x)).toBeLessThanOrEqual(Math.abs(x) * 2 ** -8);
+    });
+    file.close();
+  });
+
+  it('decodes half-precision bit patterns exactly', () => {
+    const bits = new Uint16Array([0x3c00, 0xc000, 0x0001, 0x7bff, 0x7c00, 0xfc00, 0x8000]);
+    expect(Array.from(f16ToF32(bits))).toEqual([1, -2, 2 ** -24, 65504, Infinity, -Infinity, -0]);
+    expect(Number.isNaN(f16ToF32(new Uint16Array([0x7e00]))[0])).toBe(true);
+    expect(Array.from(bf16ToF32(new Uint16Array([0x3f80, 0xc040])))).toEqual([1, -3]);
+    // Ties round to even; values past the range become infinity.
+    expect(Array.from(f32ToF16(new Float32Array([1 + 2 ** -11, 1 + 3 * 2 ** -11, 70000])))).toEqual([
+      0x3c00, 0x3c02, 0x7c00,
+    ]);
+  });
+
+  it('rejects a file shorter than the length field', () => {
+    const path = join(dir, 'tiny.safetensors');
+    writeFileSync(path, Buffer.from([1, 2, 3]));
+    expect(openError(path).message).toMatch(/too short/);
+  });
+
+  it('rejects a truncated file', () => {
+    const original = readFileSync(`${fixtureDir('nomic-tiny')}/model.safetensors`);
+    const path = join(dir, 'truncated.safetensors');
+    writeFileSync(path, original.subarray(0, original.length - 1000));
+    const error = openError(path);
+    expect(error.message).toMatch(/past the end of the data section/);
+    expect(error.tensor).toBeDefined();
+  });
+
+  it('rejects a header length that points past the end of the file', () => {
+    expect(openError(rawFile({}, new Uint8Array(), 10_000)).message).toMatch(/header length 10000 does not fit/);
+  });
+
+  it('rejects a header that is not JSON', () => {
+    expect(openError(rawFile('{"a": [1, 2')).message).toMatch(/not valid JSON/);
+  });
+
+  it('rejects an unknown dtype, naming the tensor', () => {
+    const error = openError(rawFile({ w: { dtype: 'F128', shape: [1], data_offsets: [0, 16] } }, new Uint8Array(16)));
+    expect(error.tensor).toBe('w');
+    expect(error.message).toMatch(/unknown dtype "F128"/);
+  });
+
+  it('rejects offsets that disagree with shape and dtype', () => {
+    const error = openError(rawFile({ w: { dtype: 'F32', shape: [2, 3], data_offsets: [0, 20] } }, new Uint8Array(20)));
+    expect(error.message).toMatch(/needs 24 bytes but data_offsets span 20/);
+  });
+
+  it('rejects overlapping tensors', () => {
+    const header = {
+      a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
+      b: { dtype: 'F32', shape: [4], data_offsets: [8, 24] },
+    };
+    expect(openError(rawFile(header, new Uint8Array(24))).message).toMatch(/overlaps that of "a"/);
+  });
+
+  it('rejects a malformed shape or offset pair', () => {
+    expect(openError(rawFile({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4))).message).toMatch(
+      /shape/,
+    );
+    expect(openError(rawFile({ w: { dtype: 'F32', shape: [1], data_offsets: [4, 0] } }, new Uint8Array(4))).message).toMatch(
+      /data_offsets/,
+    );
+  });
+
+  it('refuses to read integer tensors as weights', () => {
+    const file = SafetensorsFile.open(rawFile({ ids: { dtype: 'I64', shape: [1], data_offsets: [0, 8] } }, new Uint8Array(8)));
+    expect(() => file.readFloat32('ids')).toThrow(/I64 is not a float type/);
+    file.close();
+  });
+});
