@@ -16,25 +16,68 @@ export interface AttentionContext {
   readonly rotary: RotaryTables;
   /** [B, 1, 1, T] additive bias, large negative on padded keys; undefined when nothing is padded. */
   readonly maskBias: tf.Tensor4D | undefined;
+  /**
+   * Queries per block of the score matrix. Scores take B·H·T² floats at once
+   * (3 GiB for one 8192-token text); in blocks of Q queries they take B·H·Q·T,
+   * so memory grows linearly with length. Undefined or ≥ T: one block.
+   */
+  readonly queryBlock?: number;
 }
 
-/** Self-attention with rotary queries and keys. x: [B·T, D] → [B·T, D]. */
+/**
+ * Self-attention with rotary queries and keys. x: [B·T, D] → [B·T, D].
+ * The surrounding tidy guarantees nothing leaks, even on error; large
+ * intermediates are still disposed as soon as they are used, which is what
+ * keeps the peak at about two score matrices instead of all of them.
+ */
 export function selfAttention(weights: AttentionWeights, x: tf.Tensor2D, ctx: AttentionContext): tf.Tensor2D {
   return tf.tidy(() => {
     const { batch: B, length: T, heads: H } = ctx;
     const D = x.shape[1];
     const hd = D / H;
-    const toHeads = (t: tf.Tensor) => tf.transpose(tf.reshape(t, [B, T, H, hd]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, H, T, hd]
-    const [q, k, v] = tf.split(tf.matMul(x, weights.qkv), 3, 1).map(toHeads); // 3 × [B, H, T, hd]
+    const [q, k, v] = tf.tidy(() =>
+      tf.split(tf.matMul(x, weights.qkv), 3, 1).map(
+        (t) => tf.transpose(tf.reshape(t, [B, T, H, hd]), [0, 2, 1, 3]) as tf.Tensor4D, // [B, H, T, hd]
+      ),
+    );
     // Scaling q before the product costs T·hd multiplies instead of T².
-    const queries = tf.mul(applyRotary(q, ctx.rotary), 1 / Math.sqrt(hd));
+    const queries = tf.tidy(() => tf.mul(applyRotary(q, ctx.rotary), 1 / Math.sqrt(hd)) as tf.Tensor4D);
+    q.dispose();
     const keys = applyRotary(k, ctx.rotary);
-    let scores = tf.matMul(queries, keys, false, true); // [B, H, T, T]
-    if (ctx.maskBias !== undefined) scores = tf.add(scores, ctx.maskBias);
-    const context = tf.matMul(tf.softmax(scores), v); // [B, H, T, hd]
+    k.dispose();
+    const context = attend(queries, keys, v, ctx); // [B, H, T, hd]
     const merged = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B * T, D]); // [B·T, D]
+    context.dispose();
     return tf.matMul(merged, weights.out);
   });
+}
+
+/** softmax(q·kᵀ + bias)·v, one block of queries at a time. All [B, H, *, hd]. */
+function attend(queries: tf.Tensor4D, keys: tf.Tensor4D, values: tf.Tensor4D, ctx: AttentionContext): tf.Tensor4D {
+  const T = ctx.length;
+  const block = Math.min(ctx.queryBlock ?? T, T);
+  const blocks: tf.Tensor4D[] = [];
+  for (let start = 0; start < T; start += block) {
+    const size = Math.min(block, T - start);
+    blocks.push(
+      tf.tidy(() => {
+        const q = size === T ? queries : tf.slice(queries, [0, 0, start, 0], [-1, -1, size, -1]); // [B, H, Q, hd]
+        let scores = tf.matMul(q, keys, false, true); // [B, H, Q, T]
+        if (ctx.maskBias !== undefined) {
+          const biased = tf.add(scores, ctx.maskBias);
+          scores.dispose();
+          scores = biased;
+        }
+        const probabilities = tf.softmax(scores);
+        scores.dispose();
+        return tf.matMul(probabilities, values); // [B, H, Q, hd]
+      }),
+    );
+  }
+  if (blocks.length === 1) return blocks[0];
+  const joined = tf.concat(blocks, 2); // [B, H, T, hd]
+  for (const b of blocks) b.dispose();
+  return joined;
 }
 
 /**

@@ -10,11 +10,27 @@ export interface BlockWeights {
   readonly norm2: { readonly weight: tf.Tensor1D; readonly bias: tf.Tensor1D };
 }
 
-/** Post-norm residual block: `norm1(x + attn(x))`, then `norm2(h + mlp(h))`. x: [B·T, D]. */
+/** Post-norm residual block: `h = norm1(x + attn(x))`, then `norm2(h + mlp(h))`. x: [B·T, D]. */
 export function block(weights: BlockWeights, x: tf.Tensor2D, ctx: AttentionContext, eps: number): tf.Tensor2D {
-  return tf.tidy(() => {
-    const { norm1, norm2 } = weights;
-    const h = layerNorm(tf.add(x, selfAttention(weights.attention, x, ctx)), eps, norm1.weight, norm1.bias) as tf.Tensor2D;
-    return layerNorm(tf.add(h, swiglu(weights.mlp, h)), eps, norm2.weight, norm2.bias) as tf.Tensor2D;
-  });
+  const { norm1, norm2 } = weights;
+  const h = residualNorm(x, selfAttention(weights.attention, x, ctx), eps, norm1);
+  try {
+    return residualNorm(h, swiglu(weights.mlp, h), eps, norm2);
+  } finally {
+    h.dispose();
+  }
+}
+
+/** `norm(input + branch)`; frees `branch`, which only this sum uses. */
+function residualNorm(
+  input: tf.Tensor2D,
+  branch: tf.Tensor2D,
+  eps: number,
+  norm: { readonly weight: tf.Tensor1D; readonly bias: tf.Tensor1D },
+): tf.Tensor2D {
+  try {
+    return tf.tidy(() => layerNorm(tf.add(input, branch), eps, norm.weight, norm.bias) as tf.Tensor2D);
+  } finally {
+    branch.dispose();
+  }
 }

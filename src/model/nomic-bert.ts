@@ -96,19 +96,18 @@ export class NomicBertModel {
       maskBias: lengths.every((length) => length === T) ? undefined : maskBias(attentionMask),
     };
     const eps = this.config.layer_norm_epsilon;
+    let x: tf.Tensor2D | undefined;
     try {
-      let x = tf.tidy(() =>
-        embed(this.embeddings, inputIds, inputs.tokenTypeIds ?? tf.zerosLike(inputIds), eps),
-      ); // [B·T, D]
+      x = tf.tidy(() => embed(this.embeddings, inputIds, inputs.tokenTypeIds ?? tf.zerosLike(inputIds), eps)); // [B·T, D]
       for (const layer of this.layers) {
-        const next = tf.tidy(() => block(layer, x, context, eps));
-        x.dispose();
-        x = next;
+        const input: tf.Tensor2D = x;
+        x = tf.tidy(() => block(layer, input, context, eps));
+        input.dispose();
       }
-      const hidden = tf.reshape(x, [B, T, this.config.n_embd]) as tf.Tensor3D;
-      x.dispose();
-      return hidden;
+      return tf.reshape(x, [B, T, this.config.n_embd]) as tf.Tensor3D;
     } finally {
+      // On success the reshaped result keeps the data alive; on failure this frees it.
+      x?.dispose();
       context.rotary.cos.dispose();
       context.rotary.sin.dispose();
       context.maskBias?.dispose();
