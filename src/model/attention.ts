@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { sampleMemory } from './memory-watermark.js';
 import { applyRotary, type RotaryTables } from './rotary.js';
 
 export interface AttentionWeights {
@@ -35,11 +36,13 @@ export function selfAttention(weights: AttentionWeights, x: tf.Tensor2D, ctx: At
     const { batch: B, length: T, heads: H } = ctx;
     const D = x.shape[1];
     const hd = D / H;
-    const [q, k, v] = tf.tidy(() =>
-      tf.split(tf.matMul(x, weights.qkv), 3, 1).map(
+    const [q, k, v] = tf.tidy(() => {
+      const heads = tf.split(tf.matMul(x, weights.qkv), 3, 1).map(
         (t) => tf.transpose(tf.reshape(t, [B, T, H, hd]), [0, 2, 1, 3]) as tf.Tensor4D, // [B, H, T, hd]
-      ),
-    );
+      );
+      sampleMemory();
+      return heads;
+    });
     // Scaling q before the product costs T·hd multiplies instead of T².
     const queries = tf.tidy(() => tf.mul(applyRotary(q, ctx.rotary), 1 / Math.sqrt(hd)) as tf.Tensor4D);
     q.dispose();
@@ -69,6 +72,7 @@ function attend(queries: tf.Tensor4D, keys: tf.Tensor4D, values: tf.Tensor4D, ct
           scores = biased;
         }
         const probabilities = tf.softmax(scores);
+        sampleMemory();
         scores.dispose();
         return tf.matMul(probabilities, values); // [B, H, Q, hd]
       }),

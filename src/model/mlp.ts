@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { sampleMemory } from './memory-watermark.js';
 
 export interface MlpWeights {
   /** [D, 2F]: columns 0..F-1 are fc11 (value), F..2F-1 are fc12 (gate). */
@@ -17,6 +18,7 @@ export function swiglu(weights: MlpWeights, x: tf.Tensor2D): tf.Tensor2D {
     const width = weights.down.shape[0];
     const both = tf.matMul(x, weights.upGate); // [N, 2F]
     const [up, gate] = tf.split(both, [width, width], 1); // 2 × [N, F]
+    sampleMemory();
     both.dispose();
     const sigmoid = tf.sigmoid(gate);
     const silu = tf.mul(gate, sigmoid); // [N, F]

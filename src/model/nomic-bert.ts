@@ -18,6 +18,11 @@ export interface EncoderInputs {
   readonly tokenTypeIds?: tf.Tensor2D;
 }
 
+export interface ForwardOptions {
+  /** Queries per attention block; see {@link AttentionContext.queryBlock}. @default the whole sequence */
+  readonly queryBlock?: number;
+}
+
 /**
  * The Nomic BERT encoder (`NomicBertModel` without pooler). Owns its weight
  * tensors and rotary tables; call {@link dispose} to free them.
@@ -77,7 +82,7 @@ export class NomicBertModel {
    * disposes the result. Each layer runs in its own `tf.tidy`, so only one
    * layer's intermediates are alive at a time.
    */
-  forward(inputs: EncoderInputs): tf.Tensor3D {
+  forward(inputs: EncoderInputs, options: ForwardOptions = {}): tf.Tensor3D {
     this.assertAlive();
     const { inputIds, attentionMask } = inputs;
     const [B, T] = inputIds.shape;
@@ -94,6 +99,7 @@ export class NomicBertModel {
       heads: this.config.n_head,
       rotary: this.rotary.tables(lengths, T),
       maskBias: lengths.every((length) => length === T) ? undefined : maskBias(attentionMask),
+      queryBlock: options.queryBlock,
     };
     const eps = this.config.layer_norm_epsilon;
     let x: tf.Tensor2D | undefined;

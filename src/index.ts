@@ -1,0 +1,16 @@
+export { loadEmbedder, Embedder, NOMIC_V15_DIMENSIONS } from './embedder.js';
+export type { EmbedOptions, EmbedResult, LoadEmbedderOptions } from './embedder.js';
+export type { EmbedStats } from './pipeline/stats.js';
+export type { Task, Truncation } from './pipeline/tokenizer.js';
+export { TASK_PREFIXES } from './pipeline/tokenizer.js';
+export type { Pooling } from './pipeline/pooling.js';
+export { selectBackend, AUTO_ORDER } from './backend.js';
+export type { BackendChoice, BackendName } from './backend.js';
+export { estimateMemory } from './pipeline/memory.js';
+export type { MemoryEstimate } from './pipeline/memory.js';
+export { NomicBertModel } from './model/nomic-bert.js';
+export type { EncoderInputs, ForwardOptions } from './model/nomic-bert.js';
+export { loadModel, readConfig } from './model/load-model.js';
+export { parseConfig } from './weights/config.js';
+export type { NomicBertConfig } from './weights/config.js';
+export * from './errors.js';

@@ -1,0 +1,108 @@
+import { OutOfMemoryError } from '../errors.js';
+import { isOutOfMemory } from './out-of-memory.js';
+
+export interface BatchLimits {
+  /** Most padded positions (B × longest length) in one batch. */
+  readonly maxBatchTokens: number;
+  /** Most texts in one batch. */
+  readonly maxBatchSize: number;
+  /** Most bytes the memory estimator may predict for one batch (weights included). */
+  readonly memoryBudgetBytes: number;
+}
+
+export interface Batch {
+  /** Indices into the caller's list of sequences, longest first. */
+  readonly indices: readonly number[];
+  /** Padded length: the longest sequence's. */
+  readonly length: number;
+}
+
+/** Predicted peak bytes of a batch of `size` sequences padded to `length`. */
+export type MemoryEstimator = (size: number, length: number) => number;
+
+/**
+ * Packs sequences into batches and runs them, halving on out-of-memory.
+ *
+ * Sequences are sorted longest first, so each batch holds texts of similar
+ * length (little padding) and any memory trouble shows up in the first batch.
+ * A batch grows while it stays under every limit; one sequence alone always
+ * makes a batch. After an out-of-memory failure the batch is split in two and
+ * retried, and the smaller size caps every later batch of this processor.
+ */
+export class BatchProcessor {
+  private sizeCap = Infinity;
+
+  constructor(
+    private readonly limits: BatchLimits,
+    private readonly estimate: MemoryEstimator,
+  ) {}
+
+  /** The current largest batch size, after any back-off. */
+  get maxBatchSize(): number {
+    return Math.min(this.limits.maxBatchSize, this.sizeCap);
+  }
+
+  plan(lengths: readonly number[]): Batch[] {
+    const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
+    const batches: Batch[] = [];
+    let current: number[] = [];
+    for (const index of order) {
+      const length = current.length === 0 ? lengths[index] : lengths[current[0]];
+      const size = current.length + 1;
+      const fits =
+        size <= this.maxBatchSize &&
+        size * length <= this.limits.maxBatchTokens &&
+        this.estimate(size, length) <= this.limits.memoryBudgetBytes;
+      if (current.length > 0 && !fits) {
+        batches.push({ indices: current, length: lengths[current[0]] });
+        current = [];
+      }
+      current.push(index);
+    }
+    if (current.length > 0) batches.push({ indices: current, length: lengths[current[0]] });
+    return batches;
+  }
+
+  /**
+   * Runs every batch through `runBatch`. Out-of-memory errors split the batch
+   * and count a retry; a lone sequence that still fails is an
+   * {@link OutOfMemoryError} naming it; any other error propagates at once.
+   * `lengths` and `indexBase` turn batch indices into the caller's text indices.
+   */
+  async run(
+    batches: readonly Batch[],
+    lengths: readonly number[],
+    runBatch: (batch: Batch) => Promise<void>,
+    onRetry: () => void,
+    indexBase = 0,
+  ): Promise<void> {
+    const queue = [...batches];
+    while (queue.length > 0) {
+      const batch = queue.shift()!;
+      if (batch.indices.length > this.maxBatchSize) {
+        queue.unshift(...split(batch, this.maxBatchSize, lengths));
+        continue;
+      }
+      try {
+        await runBatch(batch);
+      } catch (error) {
+        if (!isOutOfMemory(error)) throw error;
+        if (batch.indices.length === 1) {
+          throw new OutOfMemoryError(indexBase + batch.indices[0], batch.length, error);
+        }
+        this.sizeCap = Math.ceil(batch.indices.length / 2);
+        onRetry();
+        queue.unshift(...split(batch, this.sizeCap, lengths));
+      }
+    }
+  }
+}
+
+function split(batch: Batch, size: number, lengths: readonly number[]): Batch[] {
+  const parts: Batch[] = [];
+  for (let start = 0; start < batch.indices.length; start += size) {
+    const indices = batch.indices.slice(start, start + size);
+    parts.push({ indices, length: Math.max(...indices.map((i) => lengths[i])) });
+  }
+  return parts;
+}

@@ -1,0 +1,26 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { EncoderInputs } from '../model/nomic-bert.js';
+
+/** [PAD] in the BERT vocabulary; padded positions are masked, so the id only needs to be valid. */
+const PAD_ID = 0;
+
+/**
+ * Right-pads token id sequences to the longest one: int32 ids, attention mask
+ * (1 real, 0 pad) and token types (all 0: a single segment), each [B, T].
+ * The caller disposes the three tensors.
+ */
+export function toEncoderInputs(sequences: readonly Int32Array[]): Required<EncoderInputs> {
+  const B = sequences.length;
+  const T = Math.max(...sequences.map((s) => s.length));
+  const ids = new Int32Array(B * T).fill(PAD_ID);
+  const mask = new Int32Array(B * T);
+  sequences.forEach((sequence, row) => {
+    ids.set(sequence, row * T);
+    mask.fill(1, row * T, row * T + sequence.length);
+  });
+  return {
+    inputIds: tf.tensor2d(ids, [B, T], 'int32'),
+    attentionMask: tf.tensor2d(mask, [B, T], 'int32'),
+    tokenTypeIds: tf.zeros([B, T], 'int32'),
+  };
+}

@@ -1,0 +1,62 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { describe, expect, it } from 'vitest';
+import { AUTO_ORDER, selectBackend, type BackendName } from '../src/backend.js';
+import { BackendError } from '../src/errors.js';
+
+/** An activator that succeeds only for the given backends, recording what was tried. */
+function fakeMachine(working: BackendName[]) {
+  const tried: BackendName[] = [];
+  const activate = async (name: BackendName) => {
+    tried.push(name);
+    return working.includes(name) ? undefined : `${name} missing`;
+  };
+  return { tried, activate };
+}
+
+describe('backend selection', () => {
+  it('auto tries CUDA, then libtensorflow on CPU, then wasm, then cpu', async () => {
+    expect(AUTO_ORDER).toEqual(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']);
+    const gpuMachine = fakeMachine(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']);
+    expect(await selectBackend('auto', gpuMachine.activate)).toBe('tensorflow-gpu');
+    expect(gpuMachine.tried).toEqual(['tensorflow-gpu']);
+    const cpuMachine = fakeMachine(['tensorflow', 'wasm', 'cpu']);
+    expect(await selectBackend('auto', cpuMachine.activate)).toBe('tensorflow');
+    const plainMachine = fakeMachine(['wasm', 'cpu']);
+    expect(await selectBackend('auto', plainMachine.activate)).toBe('wasm');
+    expect(plainMachine.tried).toEqual(['tensorflow-gpu', 'tensorflow', 'wasm']);
+  });
+
+  it('reports every failure when nothing works', async () => {
+    await expect(selectBackend('auto', fakeMachine([]).activate)).rejects.toThrow(/tensorflow-gpu missing[\s\S]*cpu missing/);
+  });
+
+  it('an explicit choice is not replaced by another', async () => {
+    const machine = fakeMachine(['wasm']);
+    await expect(selectBackend('cpu', machine.activate)).rejects.toBeInstanceOf(BackendError);
+    expect(machine.tried).toEqual(['cpu']);
+  });
+
+  it('rejects an unknown backend name', async () => {
+    await expect(selectBackend('webgpu' as BackendName)).rejects.toThrow(/unknown backend; choose one of auto/);
+  });
+
+  it('on this machine: a missing libtensorflow package is an error that says what to install', async () => {
+    // tfjs-node is an optional dependency whose install step needs a download; where it did not install:
+    let installed = true;
+    try {
+      const specifier: string = '@tensorflow/tfjs-node';
+      await import(specifier);
+    } catch {
+      installed = false;
+    }
+    if (installed) return;
+    await expect(selectBackend('tensorflow')).rejects.toThrow(/npm install @tensorflow\/tfjs-node/);
+    await expect(selectBackend('tensorflow-gpu')).rejects.toThrow(/CUDA 11\.2 and cuDNN 8\.1/);
+  });
+
+  it('on this machine: auto activates the fastest available backend', async () => {
+    const chosen = await selectBackend('auto');
+    expect(['tensorflow-gpu', 'tensorflow', 'wasm']).toContain(chosen);
+    expect(tf.getBackend()).toBe(chosen === 'wasm' ? 'wasm' : 'tensorflow');
+  });
+});

@@ -1,0 +1,75 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadModel } from '../src/model/load-model.js';
+import type { NomicBertModel } from '../src/model/nomic-bert.js';
+import { estimateMemory, queryBlockFor } from '../src/pipeline/memory.js';
+import { parseConfig } from '../src/weights/config.js';
+import { useBackend } from './helpers/backend.js';
+import { expectClose, fixtureDir } from './helpers/fixtures.js';
+
+/** Runs a forward pass of B random sequences of length T under tf.profile, returning output and peak bytes. */
+async function profiledForward(model: NomicBertModel, B: number, T: number, padded: boolean, queryBlock?: number) {
+  const base = tf.memory().numBytes;
+  let hidden: Float32Array = new Float32Array();
+  const profile = await tf.profile(() => {
+    tf.tidy(() => {
+      const inputIds = tf.randomUniform([B, T], 0, 30000, 'int32', 7) as tf.Tensor2D;
+      const attentionMask = (
+        padded ? tf.concat([tf.ones([B, T - 3], 'int32'), tf.zeros([B, 3], 'int32')], 1) : tf.ones([B, T], 'int32')
+      ) as tf.Tensor2D;
+      hidden = model.forward({ inputIds, attentionMask }, { queryBlock }).dataSync() as Float32Array;
+    });
+  });
+  return { hidden, peak: profile.peakBytes - base };
+}
+
+describe('memory estimator', () => {
+  let model: NomicBertModel;
+  beforeAll(async () => {
+    await useBackend('wasm');
+    model = loadModel(fixtureDir('nomic-tiny'));
+  });
+  afterAll(() => model.dispose());
+
+  it.each([
+    [1, 8, false],
+    [4, 64, true],
+    [2, 256, true],
+    [8, 128, false],
+    [1, 1024, false],
+  ])('predicts the activation peak of B=%i, L=%i (padded: %s) within 10%%', async (B, T, padded) => {
+    const { peak } = await profiledForward(model, B, T, padded);
+    const predicted = estimateMemory(model.config, B, T).activationBytes;
+    expect(predicted / peak).toBeGreaterThan(0.97);
+    expect(predicted / peak).toBeLessThan(1.1);
+  });
+
+  it('predicts the peak of blocked attention too', async () => {
+    const { peak } = await profiledForward(model, 1, 1024, false, 128);
+    const predicted = estimateMemory(model.config, 1, 1024, 128).activationBytes;
+    expect(predicted / peak).toBeGreaterThan(0.97);
+    expect(predicted / peak).toBeLessThan(1.1);
+  });
+
+  it('blocked attention gives the unblocked result', async () => {
+    const whole = await profiledForward(model, 2, 300, true);
+    for (const block of [64, 100, 299]) {
+      const blocked = await profiledForward(model, 2, 300, true, block);
+      expectClose(blocked.hidden, whole.hidden, 1e-5, `query block ${block}`);
+      // Small blocks cut the peak here, where the score matrix dominates it.
+      if (block <= 100) expect(blocked.peak).toBeLessThan(whole.peak);
+    }
+  });
+
+  it('for the real model, an 8192-token text needs blocks within a 3 GiB budget', () => {
+    const real = parseConfig({ n_embd: 768, n_head: 12, n_layer: 12, n_inner: 3072, vocab_size: 30528, pad_vocab_size_multiple: 64 });
+    const whole = estimateMemory(real, 1, 8192);
+    // 12 heads × 8192² scores, twice, in float32: 6 GiB.
+    expect(whole.attentionBytes).toBe(2 * 12 * 8192 * 8192 * 4);
+    expect(whole.weightBytes).toBe(136731648 * 4);
+    const block = queryBlockFor(real, 1, 8192, 3 * 1024 ** 3);
+    expect(block).toBeLessThan(8192);
+    expect(estimateMemory(real, 1, 8192, block).totalBytes).toBeLessThanOrEqual(3 * 1024 ** 3);
+    expect(queryBlockFor(real, 1, 512, 3 * 1024 ** 3)).toBe(512);
+  });
+});

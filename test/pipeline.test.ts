@@ -1,0 +1,255 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Embedder, loadEmbedder } from '../src/embedder.js';
+import { InputError, ModelFilesError, OutOfMemoryError, TextTooLongError } from '../src/errors.js';
+import type { EncoderInputs, ForwardOptions } from '../src/model/nomic-bert.js';
+import { TextTokenizer } from '../src/pipeline/tokenizer.js';
+import { expectClose, FIXTURE_NAMES, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
+import { tempDir } from './helpers/tmp.js';
+
+describe('tokenizer', () => {
+  it.each(FIXTURE_NAMES)('gives the fixture ids exactly (%s)', (fixture) => {
+    const tokenizer = TextTokenizer.fromDir(fixtureDir(fixture), 8192);
+    for (const [i, t] of reference(fixture).texts.entries()) {
+      expect(Array.from(tokenizer.encode(t.text, undefined, 'truncate', i).ids), t.name).toEqual(t.input_ids);
+    }
+  });
+
+  it('uses n_positions, not 512, as the maximum length when the folder sets none', () => {
+    expect(TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192).maxLength).toBe(8192);
+    expect(TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192, 100).maxLength).toBe(100);
+  });
+
+  it('truncates keeping [SEP], or refuses when asked', () => {
+    const tokenizer = TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192, 8);
+    const long = reference('nomic-tiny').texts.find((t) => t.name === 'long_paragraph')!;
+    const cut = tokenizer.encode(long.text, undefined, 'truncate', 0);
+    expect(Array.from(cut.ids)).toEqual([...long.input_ids.slice(0, 7), 102]);
+    expect(cut.truncatedTokens).toBe(long.num_tokens - 8);
+    expect(() => tokenizer.encode(long.text, undefined, 'error', 5)).toThrow(TextTooLongError);
+    expect(() => tokenizer.encode(long.text, undefined, 'error', 5)).toThrow(/texts\[5\] has 381 tokens/);
+  });
+
+  it('adds Nomic task prefixes', () => {
+    const tokenizer = TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192);
+    const prefixed = reference('nomic-tiny').texts.find((t) => t.name === 'query_prefix')!;
+    const bare = prefixed.text.replace(/^search_query: /, '');
+    expect(Array.from(tokenizer.encode(bare, 'search_query', 'truncate', 0).ids)).toEqual(prefixed.input_ids);
+  });
+});
+
+describe.each(FIXTURE_NAMES)('embedding pipeline on %s', (fixture) => {
+  let embedder: Embedder;
+  const texts = reference(fixture).texts;
+  const raw = texts.map((t) => t.text);
+  const realDims = reference(fixture).pooling.matryoshka_dims;
+
+  beforeAll(async () => {
+    embedder = await loadEmbedder(fixtureDir(fixture), { backend: 'wasm' });
+  });
+  afterAll(() => embedder.dispose());
+
+  it('reports its backend', () => {
+    expect(embedder.backend).toBe('wasm');
+  });
+
+  it('matches the reference embeddings from raw text', async () => {
+    const { embeddings, dimensions } = await embedder.embed(raw);
+    expect(dimensions).toBe(64);
+    texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, `${t.name} embedding`));
+  });
+
+  it('returns the mean-pooled vector with normalize: false', async () => {
+    const { embeddings } = await embedder.embed(raw, { normalize: false });
+    texts.forEach((t, i) => expectClose(embeddings[i], t.mean_pooled, TOLERANCE.meanPooled, `${t.name} mean_pooled`));
+  });
+
+  it.each(realDims)('matches the reference Matryoshka vectors at %i dimensions', async (dims) => {
+    const { embeddings } = await embedder.embed(raw, { dimensions: dims });
+    texts.forEach((t, i) => {
+      expect(embeddings[i].length).toBe(dims);
+      expectClose(embeddings[i], t.matryoshka[String(dims)], TOLERANCE.embedding, `${t.name} matryoshka[${dims}]`);
+    });
+  });
+
+  const limits: [string, object][] = [
+    ['one text per batch', { maxBatchSize: 1 }],
+    ['everything in one batch', { maxBatchTokens: 1e9, maxBatchSize: 1000 }],
+    ['a tight token budget', { maxBatchTokens: 400 }],
+    ['chunks of three texts', { chunkSize: 3, maxBatchSize: 2 }],
+  ];
+  it.each(limits)('gives the same vectors in input order with %s', async (_, options) => {
+    const { embeddings, stats } = await embedder.embed(raw, options);
+    texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+    expect(stats.texts).toBe(texts.length);
+  });
+
+  it('gives the same vectors whatever the input order', async () => {
+    const order = raw.map((_, i) => i).sort((a, b) => (a * 7) % 16 - (b * 7) % 16);
+    const { embeddings } = await embedder.embed(order.map((i) => raw[i]), { maxBatchSize: 5 });
+    order.forEach((textIndex, position) =>
+      expectClose(embeddings[position], texts[textIndex].embedding, TOLERANCE.embedding, texts[textIndex].name),
+    );
+  });
+});
+
+describe('embedding pipeline behaviour', () => {
+  let embedder: Embedder;
+  const texts = reference('nomic-tiny').texts;
+  const raw = texts.map((t) => t.text);
+  let forward: Embedder['model']['forward'];
+
+  beforeAll(async () => {
+    embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm' });
+    forward = embedder.model.forward.bind(embedder.model);
+  });
+  afterAll(() => embedder.dispose());
+
+  /** Makes the forward pass fail like an exhausted backend for batches above `size`. */
+  function failAbove(size: number, message = 'OOM when allocating tensor with shape[64,12,512,512]') {
+    const sizes: number[] = [];
+    embedder.model.forward = (inputs: EncoderInputs, options?: ForwardOptions) => {
+      sizes.push(inputs.inputIds.shape[0]);
+      // Allocate first, as a real failure would, to prove that the tensors are freed.
+      const partial = tf.ones([inputs.inputIds.shape[0], 64]);
+      if (inputs.inputIds.shape[0] > size) throw new Error(message);
+      partial.dispose();
+      return forward(inputs, options);
+    };
+    return sizes;
+  }
+  const restore = () => (embedder.model.forward = forward);
+
+  it('counts real and padded tokens', async () => {
+    const { stats } = await embedder.embed(raw);
+    expect(stats.tokens).toBe(texts.reduce((sum, t) => sum + t.num_tokens, 0));
+    expect(stats.batches).toBeGreaterThan(0);
+    expect(stats.backend).toBe('wasm');
+    expect(stats.estimatedPeakBytes).toBeGreaterThan(0);
+    expect(stats.measuredPeakBytes).toBeGreaterThan(0);
+    expect(stats.tokensPerSecond).toBeGreaterThan(0);
+  });
+
+  it('computes the padding ratio of a hand-made case', async () => {
+    // 'hello' has 6 tokens and 'empty' 2: one batch of 2 × 6 positions, 8 of them real.
+    const pair = ['hello', 'empty'].map((name) => texts.find((t) => t.name === name)!);
+    const { stats } = await embedder.embed(pair.map((t) => t.text));
+    expect(stats).toMatchObject({ tokens: 8, paddedTokens: 12, batches: 1, retries: 0 });
+    expect(stats.paddingRatio).toBeCloseTo(4 / 12, 12);
+  });
+
+  it('returns an empty result for no texts without running the model', async () => {
+    const sizes = failAbove(-1, 'must not run');
+    try {
+      const result = await embedder.embed([]);
+      expect(result.embeddings).toEqual([]);
+      expect(result.stats.batches).toBe(0);
+      expect(sizes).toEqual([]);
+    } finally {
+      restore();
+    }
+  });
+
+  it('backs off on out-of-memory, keeps the smaller size, and loses nothing', async () => {
+    const before = tf.memory().numTensors;
+    const sizes = failAbove(3);
+    let progress = 0;
+    try {
+      const { embeddings, stats } = await embedder.embed(raw, { maxBatchSize: 16, onProgress: (done) => (progress = done) });
+      texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+      expect(stats.retries).toBeGreaterThan(0);
+      expect(stats.batches).toBe(Math.ceil(texts.length / 2));
+      expect(progress).toBe(texts.length);
+      // 16 fails, then 8 and 4 fail; the cap of 2 then holds for the rest.
+      expect(sizes.slice(0, 4)).toEqual([16, 8, 4, 2]);
+      expect(sizes.slice(4).every((s) => s <= 2)).toBe(true);
+    } finally {
+      restore();
+    }
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('names the text that does not fit even alone', async () => {
+    const before = tf.memory().numTensors;
+    failAbove(0);
+    try {
+      const error = await embedder.embed(raw).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(OutOfMemoryError);
+      // Longest first: the 381-token paragraph is the first to run alone.
+      expect((error as OutOfMemoryError).index).toBe(texts.findIndex((t) => t.name === 'long_paragraph'));
+    } finally {
+      restore();
+    }
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('does not retry errors other than out-of-memory', async () => {
+    const sizes = failAbove(0, 'something else broke');
+    try {
+      await expect(embedder.embed(raw)).rejects.toThrow('something else broke');
+      expect(sizes).toHaveLength(1);
+    } finally {
+      restore();
+    }
+  });
+
+  it('leaks no tensor', async () => {
+    await embedder.embed(raw.slice(0, 3));
+    const before = tf.memory().numTensors;
+    await embedder.embed(raw, { dimensions: 32 });
+    await embedder.embed(raw, { normalize: false, pooling: 'cls' });
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('counts truncated texts', async () => {
+    const small = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm', maxLength: 16 });
+    try {
+      const { stats, embeddings } = await small.embed(raw);
+      expect(stats.truncatedTexts).toBe(texts.filter((t) => t.num_tokens > 16).length);
+      expect(embeddings.every((e) => e.length === 64)).toBe(true);
+      await expect(small.embed(raw, { truncation: 'error' })).rejects.toThrow(TextTooLongError);
+    } finally {
+      small.dispose();
+    }
+  });
+
+  it.each([
+    ['not an array', 'hello', /texts: must be an array/],
+    ['a non-string element', ['a', 3, 'b'], /texts\[1\]: must be a string, got number 3/],
+  ])('rejects texts that are %s', async (_, input, message) => {
+    await expect(embedder.embed(input as string[])).rejects.toThrow(message);
+    await expect(embedder.embed(input as string[])).rejects.toBeInstanceOf(InputError);
+  });
+
+  it.each([
+    [{ dimensions: 65 }, /dimensions: number 65 is not available; use an integer from 1 to 64/],
+    [{ dimensions: 2.5 }, /dimensions/],
+    [{ task: 'search' }, /unknown task "search"/],
+    [{ maxBatchSize: 0 }, /maxBatchSize: must be an integer of at least 1/],
+    [{ batchSize: 4 }, /unknown option "batchSize"/],
+  ])('rejects the option %j', async (options, message) => {
+    await expect(embedder.embed(raw, options as object)).rejects.toThrow(message);
+  });
+
+  it('rejects a model folder without tokenizer files, leaving nothing loaded', async () => {
+    const dir = join(tempDir(), 'no-tokenizer');
+    mkdirSync(dir);
+    for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(fixtureDir('nomic-tiny'), f), join(dir, f));
+    const before = tf.memory().numTensors;
+    await expect(loadEmbedder(dir, { backend: 'wasm' })).rejects.toThrow(ModelFilesError);
+    await expect(loadEmbedder(dir, { backend: 'wasm' })).rejects.toThrow(/tokenizer\.json not found/);
+    expect(tf.memory().numTensors).toBe(before);
+  });
+
+  it('rejects unknown load options', async () => {
+    await expect(loadEmbedder(fixtureDir('nomic-tiny'), { backnd: 'wasm' } as object)).rejects.toThrow(/unknown option "backnd"/);
+  });
+
+  it('embeds with a task prefix as if the prefix were typed', async () => {
+    const prefixed = texts.find((t) => t.name === 'query_prefix')!;
+    const { embeddings } = await embedder.embed([prefixed.text.replace(/^search_query: /, '')], { task: 'search_query' });
+    expectClose(embeddings[0], prefixed.embedding, TOLERANCE.embedding, 'query with task prefix');
+  });
+});
