@@ -164,13 +164,14 @@ export class Embedder {
     const B = sequences.length;
     const T = batch.length;
     const D = this.config.n_embd;
-    const queryBlock = queryBlockFor(this.config, B, T, settings.memoryBudgetBytes);
+    const perHead = this.backend === 'wasm';
+    const queryBlock = queryBlockFor(this.config, B, T, settings.memoryBudgetBytes, perHead);
     takePeakMemory();
     const output = tf.tidy(() => {
       const inputs = toEncoderInputs(sequences);
       checkShape('tensor conversion: input_ids', inputs.inputIds.shape, [B, T]);
       checkShape('tensor conversion: attention_mask', inputs.attentionMask.shape, [B, T]);
-      const hidden = this.model.forward(inputs, { queryBlock });
+      const hidden = this.model.forward(inputs, { queryBlock, perHeadAttention: perHead });
       checkShape('transformer: last_hidden_state', hidden.shape, [B, T, D]);
       const pooled = pool(hidden, inputs.attentionMask, settings.pooling);
       checkShape('pooling', pooled.shape, [B, D]);
@@ -183,7 +184,7 @@ export class Embedder {
       const flat = (await output.data()) as Float32Array;
       const dims = settings.dimensions;
       const tokens = sequences.reduce((sum, s) => sum + s.length, 0);
-      stats.batchDone(tokens, B * T, estimateMemory(this.config, B, T, queryBlock).totalBytes, measured);
+      stats.batchDone(tokens, B * T, estimateMemory(this.config, B, T, { queryBlock, perHead }).totalBytes, measured);
       return sequences.map((_, row) => flat.slice(row * dims, (row + 1) * dims));
     } finally {
       output.dispose();
@@ -227,7 +228,9 @@ export class Embedder {
     const limits = { maxBatchTokens, maxBatchSize, memoryBudgetBytes };
     const key = JSON.stringify(limits);
     if (!this.processors.has(key)) {
-      this.processors.set(key, new BatchProcessor(limits, (b, l) => estimateMemory(this.config, b, l).totalBytes));
+      const perHead = this.backend === 'wasm';
+      const estimate = (b: number, l: number) => estimateMemory(this.config, b, l, { perHead }).totalBytes;
+      this.processors.set(key, new BatchProcessor(limits, estimate));
     }
     const outDims = dimensions ?? D;
     return {

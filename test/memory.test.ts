@@ -4,7 +4,7 @@ import { loadModel } from '../src/model/load-model.js';
 import type { NomicBertModel } from '../src/model/nomic-bert.js';
 import { estimateMemory, queryBlockFor } from '../src/pipeline/memory.js';
 import { parseConfig } from '../src/weights/config.js';
-import { useBackend } from './helpers/backend.js';
+import { PORTABLE_BACKENDS, useBackend } from './helpers/backend.js';
 import { expectClose, fixtureDir } from './helpers/fixtures.js';
 
 /** Runs a forward pass of B random sequences of length T under tf.profile, returning output and peak bytes. */
@@ -23,10 +23,12 @@ async function profiledForward(model: NomicBertModel, B: number, T: number, padd
   return { hidden, peak: profile.peakBytes - base };
 }
 
-describe('memory estimator', () => {
+describe.each(PORTABLE_BACKENDS)('memory estimator on %s', (backend) => {
   let model: NomicBertModel;
+  // The wasm backend runs attention head by head, the others batched.
+  const perHead = backend === 'wasm';
   beforeAll(async () => {
-    await useBackend('wasm');
+    await useBackend(backend);
     model = loadModel(fixtureDir('nomic-tiny'));
   });
   afterAll(() => model.dispose());
@@ -39,14 +41,14 @@ describe('memory estimator', () => {
     [1, 1024, false],
   ])('predicts the activation peak of B=%i, L=%i (padded: %s) within 10%%', async (B, T, padded) => {
     const { peak } = await profiledForward(model, B, T, padded);
-    const predicted = estimateMemory(model.config, B, T).activationBytes;
+    const predicted = estimateMemory(model.config, B, T, { perHead }).activationBytes;
     expect(predicted / peak).toBeGreaterThan(0.97);
     expect(predicted / peak).toBeLessThan(1.1);
   });
 
   it('predicts the peak of blocked attention too', async () => {
     const { peak } = await profiledForward(model, 1, 1024, false, 128);
-    const predicted = estimateMemory(model.config, 1, 1024, 128).activationBytes;
+    const predicted = estimateMemory(model.config, 1, 1024, { queryBlock: 128, perHead }).activationBytes;
     expect(predicted / peak).toBeGreaterThan(0.97);
     expect(predicted / peak).toBeLessThan(1.1);
   });
@@ -61,15 +63,31 @@ describe('memory estimator', () => {
     }
   });
 
-  it('for the real model, an 8192-token text needs blocks within a 3 GiB budget', () => {
-    const real = parseConfig({ n_embd: 768, n_head: 12, n_layer: 12, n_inner: 3072, vocab_size: 30528, pad_vocab_size_multiple: 64 });
-    const whole = estimateMemory(real, 1, 8192);
+});
+
+describe('memory estimator for the real model', () => {
+  const real = parseConfig({ n_embd: 768, n_head: 12, n_layer: 12, n_inner: 3072, vocab_size: 30528, pad_vocab_size_multiple: 64 });
+  const GiB = 1024 ** 3;
+
+  it('counts the weights of the 136.7M parameters', () => {
+    expect(estimateMemory(real, 1, 128).weightBytes).toBe(136731648 * 4);
+  });
+
+  it('batched attention over 8192 tokens needs query blocks to fit in 3 GiB', () => {
+    const whole = estimateMemory(real, 1, 8192, { perHead: false });
     // 12 heads × 8192² scores, twice, in float32: 6 GiB.
     expect(whole.attentionBytes).toBe(2 * 12 * 8192 * 8192 * 4);
-    expect(whole.weightBytes).toBe(136731648 * 4);
-    const block = queryBlockFor(real, 1, 8192, 3 * 1024 ** 3);
+    const block = queryBlockFor(real, 1, 8192, 3 * GiB, false);
     expect(block).toBeLessThan(8192);
-    expect(estimateMemory(real, 1, 8192, block).totalBytes).toBeLessThanOrEqual(3 * 1024 ** 3);
-    expect(queryBlockFor(real, 1, 512, 3 * 1024 ** 3)).toBe(512);
+    expect(estimateMemory(real, 1, 8192, { queryBlock: block, perHead: false }).totalBytes).toBeLessThanOrEqual(3 * GiB);
+    expect(queryBlockFor(real, 1, 512, 3 * GiB, false)).toBe(512);
+  });
+
+  it('head-by-head attention over 8192 tokens holds the scores of one head: no blocks at 3 GiB, blocks at 1 GiB', () => {
+    expect(estimateMemory(real, 1, 8192).attentionBytes).toBe(2 * 8192 * 8192 * 4);
+    expect(queryBlockFor(real, 1, 8192, 3 * GiB)).toBe(8192);
+    const block = queryBlockFor(real, 1, 8192, GiB);
+    expect(block).toBeLessThan(8192);
+    expect(estimateMemory(real, 1, 8192, { queryBlock: block }).totalBytes).toBeLessThanOrEqual(GiB);
   });
 });

@@ -3,9 +3,10 @@ import { sampleMemory } from './memory-watermark.js';
 import { applyRotary, type RotaryTables } from './rotary.js';
 
 export interface AttentionWeights {
-  /** [D, 3D]: Wqkv transposed; output columns are q, k, v, each head-major. */
-  readonly qkv: tf.Tensor2D;
-  /** [D, D]: out_proj transposed. */
+  /** [D, D] each: the q, k and v rows of Wqkv and out_proj, transposed; columns head-major. */
+  readonly q: tf.Tensor2D;
+  readonly k: tf.Tensor2D;
+  readonly v: tf.Tensor2D;
   readonly out: tf.Tensor2D;
 }
 
@@ -23,63 +24,111 @@ export interface AttentionContext {
    * so memory grows linearly with length. Undefined or ≥ T: one block.
    */
   readonly queryBlock?: number;
+  /**
+   * Run the score and context products head by head as plain 2-D matMuls.
+   * The wasm backend sends only unbatched, untransposed matMuls to its fast
+   * GEMM (XNNPACK) and computes batched ones with a naive loop, 15× slower.
+   */
+  readonly perHead: boolean;
 }
 
 /**
  * Self-attention with rotary queries and keys. x: [B·T, D] → [B·T, D].
  * The surrounding tidy guarantees nothing leaks, even on error; large
- * intermediates are still disposed as soon as they are used, which is what
- * keeps the peak at about two score matrices instead of all of them.
+ * intermediates are still disposed as soon as they are used, which keeps the
+ * peak at what the memory estimator counts.
  */
 export function selfAttention(weights: AttentionWeights, x: tf.Tensor2D, ctx: AttentionContext): tf.Tensor2D {
   return tf.tidy(() => {
     const { batch: B, length: T, heads: H } = ctx;
     const D = x.shape[1];
     const hd = D / H;
-    const [q, k, v] = tf.tidy(() => {
-      const heads = tf.split(tf.matMul(x, weights.qkv), 3, 1).map(
-        (t) => tf.transpose(tf.reshape(t, [B, T, H, hd]), [0, 2, 1, 3]) as tf.Tensor4D, // [B, H, T, hd]
-      );
+    const project = (w: tf.Tensor2D) =>
+      tf.tidy(() => tf.transpose(tf.reshape(tf.matMul(x, w), [B, T, H, hd]), [0, 2, 1, 3]) as tf.Tensor4D); // [B, H, T, hd]
+    const rotated = (w: tf.Tensor2D, scale: number) => {
+      const heads = project(w);
       sampleMemory();
-      return heads;
-    });
+      const result = tf.tidy(() => tf.mul(applyRotary(heads, ctx.rotary), scale) as tf.Tensor4D);
+      heads.dispose();
+      return result;
+    };
     // Scaling q before the product costs T·hd multiplies instead of T².
-    const queries = tf.tidy(() => tf.mul(applyRotary(q, ctx.rotary), 1 / Math.sqrt(hd)) as tf.Tensor4D);
-    q.dispose();
-    const keys = applyRotary(k, ctx.rotary);
-    k.dispose();
-    const context = attend(queries, keys, v, ctx); // [B, H, T, hd]
+    const queries = rotated(weights.q, 1 / Math.sqrt(hd));
+    const keys = rotated(weights.k, 1);
+    const values = project(weights.v);
+    const context = ctx.perHead ? attendPerHead(queries, keys, values, ctx) : attendBatched(queries, keys, values, ctx); // [B, H, T, hd]
+    queries.dispose();
+    keys.dispose();
+    values.dispose();
     const merged = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B * T, D]); // [B·T, D]
     context.dispose();
     return tf.matMul(merged, weights.out);
   });
 }
 
-/** softmax(q·kᵀ + bias)·v, one block of queries at a time. All [B, H, *, hd]. */
-function attend(queries: tf.Tensor4D, keys: tf.Tensor4D, values: tf.Tensor4D, ctx: AttentionContext): tf.Tensor4D {
+/** The query blocks [start, size) covering 0..T-1. */
+function queryBlocks(ctx: AttentionContext): [number, number][] {
   const T = ctx.length;
   const block = Math.min(ctx.queryBlock ?? T, T);
-  const blocks: tf.Tensor4D[] = [];
-  for (let start = 0; start < T; start += block) {
-    const size = Math.min(block, T - start);
-    blocks.push(
-      tf.tidy(() => {
-        const q = size === T ? queries : tf.slice(queries, [0, 0, start, 0], [-1, -1, size, -1]); // [B, H, Q, hd]
-        let scores = tf.matMul(q, keys, false, true); // [B, H, Q, T]
-        if (ctx.maskBias !== undefined) {
-          const biased = tf.add(scores, ctx.maskBias);
-          scores.dispose();
-          scores = biased;
-        }
-        const probabilities = tf.softmax(scores);
-        sampleMemory();
-        scores.dispose();
-        return tf.matMul(probabilities, values); // [B, H, Q, hd]
-      }),
-    );
+  const blocks: [number, number][] = [];
+  for (let start = 0; start < T; start += block) blocks.push([start, Math.min(block, T - start)]);
+  return blocks;
+}
+
+/** softmax(q·kᵀ + bias)·v with batched matMuls. All [B, H, *, hd]. */
+function attendBatched(queries: tf.Tensor4D, keys: tf.Tensor4D, values: tf.Tensor4D, ctx: AttentionContext): tf.Tensor4D {
+  const blocks = queryBlocks(ctx).map(([start, size]) =>
+    tf.tidy(() => {
+      const q = size === ctx.length ? queries : tf.slice(queries, [0, 0, start, 0], [-1, -1, size, -1]); // [B, H, Q, hd]
+      const probabilities = softmaxScores(tf.matMul(q, keys, false, true), ctx.maskBias); // [B, H, Q, T]
+      return tf.matMul(probabilities, values); // [B, H, Q, hd]
+    }),
+  );
+  return joinBlocks(blocks, 2) as tf.Tensor4D;
+}
+
+/** The same, one (sequence, head) at a time with 2-D matMuls. */
+function attendPerHead(queries: tf.Tensor4D, keys: tf.Tensor4D, values: tf.Tensor4D, ctx: AttentionContext): tf.Tensor4D {
+  const { batch: B, heads: H, length: T } = ctx;
+  const hd = queries.shape[3];
+  return tf.tidy((): tf.Tensor4D => {
+    const q = tf.unstack(tf.reshape(queries, [B * H, T, hd])); // B·H × [T, hd]
+    const kT = tf.unstack(tf.transpose(tf.reshape(keys, [B * H, T, hd]), [0, 2, 1])); // B·H × [hd, T]
+    const v = tf.unstack(tf.reshape(values, [B * H, T, hd])); // B·H × [T, hd]
+    const biasRows = ctx.maskBias === undefined ? undefined : tf.unstack(tf.reshape(ctx.maskBias, [B, 1, T])); // B × [1, T]
+    const heads = q.map((qh, i) => {
+      const bias = biasRows?.[Math.floor(i / H)];
+      const blocks = queryBlocks(ctx).map(([start, size]) =>
+        tf.tidy(() => {
+          const rows = size === T ? qh : tf.slice(qh, [start, 0], [size, hd]); // [Q, hd]
+          return tf.matMul(softmaxScores(tf.matMul(rows, kT[i]), bias), v[i]); // [Q, hd]
+        }),
+      );
+      qh.dispose();
+      kT[i].dispose();
+      v[i].dispose();
+      return joinBlocks(blocks, 0);
+    });
+    return tf.reshape(tf.stack(heads), [B, H, T, hd]) as tf.Tensor4D;
+  });
+}
+
+/** softmax(scores + bias), freeing each intermediate as soon as the next exists. */
+function softmaxScores<R extends tf.Rank>(scores: tf.Tensor<R>, bias: tf.Tensor | undefined): tf.Tensor<R> {
+  let biased = scores;
+  if (bias !== undefined) {
+    biased = tf.add(scores, bias);
+    scores.dispose();
   }
+  const probabilities = tf.softmax(biased);
+  sampleMemory();
+  biased.dispose();
+  return probabilities;
+}
+
+function joinBlocks<T extends tf.Tensor>(blocks: T[], axis: number): T {
   if (blocks.length === 1) return blocks[0];
-  const joined = tf.concat(blocks, 2); // [B, H, T, hd]
+  const joined = tf.concat(blocks, axis) as T;
   for (const b of blocks) b.dispose();
   return joined;
 }

@@ -2,8 +2,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import { sampleMemory } from './memory-watermark.js';
 
 export interface MlpWeights {
-  /** [D, 2F]: columns 0..F-1 are fc11 (value), F..2F-1 are fc12 (gate). */
-  readonly upGate: tf.Tensor2D;
+  /** [D, F]: fc11, the value projection, transposed. */
+  readonly up: tf.Tensor2D;
+  /** [D, F]: fc12, the gate, transposed. */
+  readonly gate: tf.Tensor2D;
   /** [F, D]: fc2, transposed. */
   readonly down: tf.Tensor2D;
 }
@@ -15,15 +17,13 @@ export interface MlpWeights {
  */
 export function swiglu(weights: MlpWeights, x: tf.Tensor2D): tf.Tensor2D {
   return tf.tidy(() => {
-    const width = weights.down.shape[0];
-    const both = tf.matMul(x, weights.upGate); // [N, 2F]
-    const [up, gate] = tf.split(both, [width, width], 1); // 2 × [N, F]
-    sampleMemory();
-    both.dispose();
+    const gate = tf.matMul(x, weights.gate); // [N, F]
     const sigmoid = tf.sigmoid(gate);
     const silu = tf.mul(gate, sigmoid); // [N, F]
     gate.dispose();
     sigmoid.dispose();
+    const up = tf.matMul(x, weights.up); // [N, F]
+    sampleMemory();
     const activated = tf.mul(up, silu); // [N, F]
     up.dispose();
     silu.dispose();

@@ -21,6 +21,8 @@ export interface EncoderInputs {
 export interface ForwardOptions {
   /** Queries per attention block; see {@link AttentionContext.queryBlock}. @default the whole sequence */
   readonly queryBlock?: number;
+  /** See {@link AttentionContext.perHead}. @default true on the wasm backend */
+  readonly perHeadAttention?: boolean;
 }
 
 /**
@@ -48,8 +50,8 @@ export class NomicBertModel {
     this.layers = Array.from({ length: config.n_layer }, (_, i) => {
       const p = runtimeNames.layer(i);
       return {
-        attention: { qkv: get(`${p}.attn.qkv`), out: get(`${p}.attn.out`) },
-        mlp: { upGate: get(`${p}.mlp.up_gate`), down: get(`${p}.mlp.down`) },
+        attention: { q: get(`${p}.attn.q`), k: get(`${p}.attn.k`), v: get(`${p}.attn.v`), out: get(`${p}.attn.out`) },
+        mlp: { up: get(`${p}.mlp.up`), gate: get(`${p}.mlp.gate`), down: get(`${p}.mlp.down`) },
         norm1: { weight: get(`${p}.norm1.weight`), bias: get(`${p}.norm1.bias`) },
         norm2: { weight: get(`${p}.norm2.weight`), bias: get(`${p}.norm2.bias`) },
       };
@@ -100,6 +102,7 @@ export class NomicBertModel {
       rotary: this.rotary.tables(lengths, T),
       maskBias: lengths.every((length) => length === T) ? undefined : maskBias(attentionMask),
       queryBlock: options.queryBlock,
+      perHead: options.perHeadAttention ?? tf.getBackend() === 'wasm',
     };
     const eps = this.config.layer_norm_epsilon;
     let x: tf.Tensor2D | undefined;

@@ -13,15 +13,26 @@ export interface MemoryEstimate {
   readonly totalBytes: number;
 }
 
+export interface EstimateOptions {
+  /** Queries per attention block. @default the whole length */
+  readonly queryBlock?: number;
+  /** Whether attention runs head by head (the wasm backend) or batched. @default true */
+  readonly perHead?: boolean;
+  /** SwiGLU width, when the checkpoint's differs from the config's. */
+  readonly ffnWidth?: number;
+}
+
 /**
  * Predicts the peak tensor memory of one forward pass over B sequences padded
  * to length L. Layers run one at a time, so only one layer's activations count.
- * The terms follow the order of allocation in the transformer code (N = B·L):
- * - always alive: the layer input and the post-attention state, 2·N·D;
- * - projecting q, k, v: the fused output, its three slices and their head-major copies, 9·N·D;
- * - scores: q, k, v (3·N·D) plus two score blocks, B·H·Q·L each (raw and
- *   masked, or masked and softmax), with Q = `queryBlock` or L;
- * - SwiGLU: the [N, 2F] projection and its two halves, 4·N·F;
+ * The terms follow the order of allocation in the transformer code (N = B·L,
+ * Q the query block), and were checked against `tf.profile`'s peak:
+ * - head-by-head attention (wasm): the layer input, q, k, v and the per-head
+ *   copies the products read, 11·N·D, plus two Q·L score blocks of one head;
+ * - batched attention: the layer input and the larger of the projection and
+ *   rotary phase (7·N·D) and q, k, v with two B·H·Q·L score blocks (and the
+ *   finished blocks' outputs when there are several);
+ * - SwiGLU: the layer input, the post-attention state and three [N, F] tensors;
  * - rotary tables: the cached table (at least 512 positions) and this batch's
  *   window, per row when NTK scaling gives rows their own.
  */
@@ -29,17 +40,21 @@ export function estimateMemory(
   config: NomicBertConfig,
   batch: number,
   length: number,
-  queryBlock: number = length,
-  ffnWidth: number = config.ffnWidth,
+  options: EstimateOptions = {},
 ): MemoryEstimate {
+  const { queryBlock = length, perHead = true, ffnWidth = config.ffnWidth } = options;
   const N = batch * length;
   const D = config.n_embd;
-  const scores = 2 * batch * config.n_head * Math.min(queryBlock, length) * length;
-  const phases = [9 * N * D, 3 * N * D + scores, 4 * N * ffnWidth];
+  const Q = Math.min(queryBlock, length);
+  const scores = 2 * Q * length * (perHead ? 1 : batch * config.n_head);
+  // Batched query blocks accumulate their [B, H, Q, hd] outputs until joined: up to N·D more.
+  const blockOutputs = Q < length ? N * D : 0;
+  const attention = perHead ? 11 * N * D + scores : N * D + Math.max(7 * N * D, 3 * N * D + blockOutputs + scores);
+  const mlp = 2 * N * D + 3 * N * ffnWidth;
   const halfHead = config.headDim / 2;
   const rotaryRows = config.rotary_scaling_factor !== null && length > config.max_trained_positions ? batch : 1;
   const rotary = 2 * halfHead * (Math.max(512, 2 ** Math.ceil(Math.log2(length))) + rotaryRows * length);
-  const activations = 2 * N * D + Math.max(...phases) + rotary;
+  const activations = Math.max(attention, mlp) + rotary;
   const weightBytes = parameterCount(weightTable(config, 'runtime', ffnWidth)) * FLOAT_BYTES;
   return {
     weightBytes,
@@ -54,9 +69,16 @@ export function estimateMemory(
  * in `budgetBytes`, or L when the whole score matrix fits. Returns the smallest
  * block when nothing fits: the batch processor then backs off on failure.
  */
-export function queryBlockFor(config: NomicBertConfig, batch: number, length: number, budgetBytes: number): number {
-  if (estimateMemory(config, batch, length).totalBytes <= budgetBytes) return length;
+export function queryBlockFor(
+  config: NomicBertConfig,
+  batch: number,
+  length: number,
+  budgetBytes: number,
+  perHead = true,
+): number {
+  const fits = (queryBlock: number) => estimateMemory(config, batch, length, { queryBlock, perHead }).totalBytes <= budgetBytes;
+  if (fits(length)) return length;
   let block = 2 ** Math.floor(Math.log2(length));
-  while (block > 64 && estimateMemory(config, batch, length, block).totalBytes > budgetBytes) block /= 2;
+  while (block > 64 && !fits(block)) block /= 2;
   return Math.min(block, length);
 }

@@ -1,8 +1,9 @@
 /**
  * The one place where Hugging Face weight names and layouts become the runtime's:
  * `torch.nn.Linear` matrices ([out, in]) are transposed to [in, out] so the
- * forward pass calls `matMul(x, W)` without a transpose, and the two SwiGLU
- * input projections are fused so each layer runs one matMul for both.
+ * forward pass calls `matMul(x, W)` without a transpose (the wasm backend's
+ * fast GEMM path takes only untransposed operands), and the fused `Wqkv` is
+ * cut into its q, k and v rows.
  */
 
 export interface NamedTensor {
@@ -28,18 +29,6 @@ export function transpose(data: Float32Array, rows: number, cols: number): Float
   return out;
 }
 
-/** Side by side: [rows, a] and [rows, b] to [rows, a + b]. */
-export function concatColumns(left: Float32Array, right: Float32Array, rows: number): Float32Array {
-  const a = left.length / rows;
-  const b = right.length / rows;
-  const out = new Float32Array(left.length + right.length);
-  for (let r = 0; r < rows; r++) {
-    out.set(left.subarray(r * a, (r + 1) * a), r * (a + b));
-    out.set(right.subarray(r * b, (r + 1) * b), r * (a + b) + a);
-  }
-  return out;
-}
-
 /** How each runtime tensor is made from the Hugging Face tensors of the same model. */
 interface Recipe {
   readonly sources: readonly string[];
@@ -60,13 +49,17 @@ export function hfToRuntimeRecipes(layers: number): Map<string, Recipe> {
   for (let i = 0; i < layers; i++) {
     const hf = `encoder.layers.${i}`;
     const rt = `layers.${i}`;
-    recipes.set(`${rt}.attn.qkv`, { sources: [`${hf}.attn.Wqkv.weight`], build: transposed });
-    recipes.set(`${rt}.attn.out`, { sources: [`${hf}.attn.out_proj.weight`], build: transposed });
-    recipes.set(`${rt}.mlp.up_gate`, {
-      // fc11 is the value ("up") half and fc12 the gate: upstream computes fc2(fc11(x) * silu(fc12(x))).
-      sources: [`${hf}.mlp.fc11.weight`, `${hf}.mlp.fc12.weight`],
-      build: ([up, gate], [[F, D]]) => concatColumns(transpose(up, F, D), transpose(gate, F, D), D),
+    // Wqkv rows: q, then k, then v, each D rows (head-major inside).
+    (['q', 'k', 'v'] as const).forEach((part, i) => {
+      recipes.set(`${rt}.attn.${part}`, {
+        sources: [`${hf}.attn.Wqkv.weight`],
+        build: ([w], [[, D]]) => transpose(w.subarray(i * D * D, (i + 1) * D * D), D, D),
+      });
     });
+    recipes.set(`${rt}.attn.out`, { sources: [`${hf}.attn.out_proj.weight`], build: transposed });
+    // fc11 is the value ("up") projection and fc12 the gate: upstream computes fc2(fc11(x) * silu(fc12(x))).
+    recipes.set(`${rt}.mlp.up`, { sources: [`${hf}.mlp.fc11.weight`], build: transposed });
+    recipes.set(`${rt}.mlp.gate`, { sources: [`${hf}.mlp.fc12.weight`], build: transposed });
     recipes.set(`${rt}.mlp.down`, { sources: [`${hf}.mlp.fc2.weight`], build: transposed });
     for (const norm of ['norm1', 'norm2']) {
       for (const part of ['weight', 'bias']) {

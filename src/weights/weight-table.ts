@@ -7,8 +7,10 @@ import type { NomicBertConfig } from './config.js';
  * Two layouts exist:
  * - `hf`: the Hugging Face checkpoint as published (`torch.nn.Linear` weights,
  *   [out, in], SwiGLU halves separate);
- * - `runtime`: what the transformer consumes (matrices pre-transposed to
- *   [in, out] for `matMul`, `fc11 | fc12` fused into one [D, 2F] matrix).
+ * - `runtime`: what the transformer consumes: matrices pre-transposed to
+ *   [in, out] so `matMul` needs no transpose, and the fused `Wqkv` cut into q,
+ *   k and v. Slicing a fused product costs a copy of the output on every
+ *   call in tfjs; three separate products cost nothing extra.
  */
 export type WeightLayout = 'hf' | 'runtime';
 
@@ -37,9 +39,9 @@ export function weightTable(
       table.set(`${p}.mlp.fc12.weight`, [F, D]);
       table.set(`${p}.mlp.fc2.weight`, [D, F]);
     } else {
-      table.set(`${p}.attn.qkv`, [D, 3 * D]);
-      table.set(`${p}.attn.out`, [D, D]);
-      table.set(`${p}.mlp.up_gate`, [D, 2 * F]);
+      for (const m of ['q', 'k', 'v', 'out']) table.set(`${p}.attn.${m}`, [D, D]);
+      table.set(`${p}.mlp.up`, [D, F]);
+      table.set(`${p}.mlp.gate`, [D, F]);
       table.set(`${p}.mlp.down`, [F, D]);
     }
     for (const norm of ['norm1', 'norm2']) {
