@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { totalmem } from 'node:os';
-import { selectBackend, type BackendChoice, type BackendName } from './backend.js';
+import { selectBackend, type BackendChoice, type BackendName } from './backends/select.js';
 import { InputError } from './errors.js';
 import { loadModel } from './model/load-model.js';
 import { takePeakMemory } from './model/memory-watermark.js';

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
-import { AUTO_ORDER, selectBackend, type BackendName } from '../src/backend.js';
+import { AUTO_ORDER, selectBackend, type BackendName } from '../src/backends/select.js';
 import { BackendError } from '../src/errors.js';
 
 /** An activator that succeeds only for the given backends, recording what was tried. */

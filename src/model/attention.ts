@@ -92,10 +92,11 @@ function attendPerHead(queries: tf.Tensor4D, keys: tf.Tensor4D, values: tf.Tenso
   const { batch: B, heads: H, length: T } = ctx;
   const hd = queries.shape[3];
   return tf.tidy((): tf.Tensor4D => {
-    const q = tf.unstack(tf.reshape(queries, [B * H, T, hd])); // B·H × [T, hd]
-    const kT = tf.unstack(tf.transpose(tf.reshape(keys, [B * H, T, hd]), [0, 2, 1])); // B·H × [hd, T]
-    const v = tf.unstack(tf.reshape(values, [B * H, T, hd])); // B·H × [T, hd]
-    const biasRows = ctx.maskBias === undefined ? undefined : tf.unstack(tf.reshape(ctx.maskBias, [B, 1, T])); // B × [1, T]
+    // Slices, not unstack: the wasm backend's Unpack copies its whole input once per part.
+    const q = parts(tf.reshape(queries, [B * H, T, hd])); // B·H × [T, hd]
+    const kT = parts(tf.transpose(tf.reshape(keys, [B * H, T, hd]), [0, 2, 1])); // B·H × [hd, T]
+    const v = parts(tf.reshape(values, [B * H, T, hd])); // B·H × [T, hd]
+    const biasRows = ctx.maskBias === undefined ? undefined : parts(tf.reshape(ctx.maskBias, [B, 1, T])); // B × [1, T]
     const heads = q.map((qh, i) => {
       const bias = biasRows?.[Math.floor(i / H)];
       const blocks = queryBlocks(ctx).map(([start, size]) =>
@@ -111,6 +112,14 @@ function attendPerHead(queries: tf.Tensor4D, keys: tf.Tensor4D, values: tf.Tenso
     });
     return tf.reshape(tf.stack(heads), [B, H, T, hd]) as tf.Tensor4D;
   });
+}
+
+/** [n, a, b] → n tensors [a, b]; frees the input. */
+function parts(x: tf.Tensor3D): tf.Tensor2D[] {
+  const [n, a, b] = x.shape;
+  const result = Array.from({ length: n }, (_, i) => tf.reshape(tf.slice(x, [i, 0, 0], [1, a, b]), [a, b]) as tf.Tensor2D);
+  x.dispose();
+  return result;
 }
 
 /** softmax(scores + bias), freeing each intermediate as soon as the next exists. */

@@ -117,7 +117,9 @@ export class RotaryEmbedding {
 export function applyRotary(x: tf.Tensor4D, { cos, sin }: RotaryTables): tf.Tensor4D {
   return tf.tidy(() => {
     const half = x.shape[3] / 2;
-    const [x1, x2] = tf.split(x, [half, half], 3); // 2 × [B, H, T, d/2]
+    // Two slices rather than split: the wasm backend's SplitV copies its whole input per part.
+    const x1 = tf.slice(x, [0, 0, 0, 0], [-1, -1, -1, half]); // [B, H, T, d/2]
+    const x2 = tf.slice(x, [0, 0, 0, half], [-1, -1, -1, half]); // [B, H, T, d/2]
     return tf.concat([tf.sub(tf.mul(x1, cos), tf.mul(x2, sin)), tf.add(tf.mul(x2, cos), tf.mul(x1, sin))], 3) as tf.Tensor4D;
   });
 }

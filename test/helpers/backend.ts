@@ -1,11 +1,9 @@
-import * as tf from '@tensorflow/tfjs-core';
-import '@tensorflow/tfjs-backend-cpu';
-import '@tensorflow/tfjs-backend-wasm';
+import { selectBackend, type BackendName } from '../../src/backends/select.js';
 
 /** The backends every machine has; the parity suite runs on each. */
-export const PORTABLE_BACKENDS = ['cpu', 'wasm'] as const;
+export const PORTABLE_BACKENDS = ['cpu', 'wasm'] as const satisfies readonly BackendName[];
 
-export async function useBackend(name: string): Promise<void> {
-  if (!(await tf.setBackend(name))) throw new Error(`backend ${name} failed to initialise`);
-  await tf.ready();
+/** Activates a backend the way the library does (with its kernel fixes). */
+export async function useBackend(name: BackendName): Promise<void> {
+  await selectBackend(name);
 }

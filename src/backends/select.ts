@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
-import { BackendError } from './errors.js';
+import { BackendError } from '../errors.js';
+import { installWasmSlice } from './wasm-slice.js';
 
 /**
  * - `tensorflow-gpu`: libtensorflow with CUDA, from `@tensorflow/tfjs-node-gpu`;
@@ -69,6 +70,7 @@ async function activateBackend(name: BackendName): Promise<string | undefined> {
   try {
     if (!(await tf.setBackend(TFJS_NAMES[name]))) return 'the backend failed to initialise';
     await tf.ready();
+    if (name === 'wasm') installWasmSlice();
     return undefined;
   } catch (error) {
     return `the backend failed to initialise: ${(error as Error).message}`;
