@@ -259,26 +259,39 @@ export function f32ToF16(values: Float32Array): Uint16Array {
   return out;
 }
 
-export interface TensorToWrite {
+export interface TensorSpec {
   readonly name: string;
   readonly dtype: FloatDtype;
   readonly shape: readonly number[];
+}
+
+export interface TensorToWrite extends TensorSpec {
   readonly data: Float32Array;
 }
 
-/**
- * Writes tensors (float32 data, stored as `dtype`) in the given order.
- * Data is written tensor by tensor, so nothing is concatenated in memory.
- */
+/** Writes tensors (float32 data, stored as each one's `dtype`) in the given order. */
 export function writeSafetensors(
   path: string,
   tensors: readonly TensorToWrite[],
   metadata: Readonly<Record<string, string>> = {},
 ): void {
+  writeSafetensorsStream(path, tensors, tensors.map((t) => t.data), metadata);
+}
+
+/**
+ * Writes the header from `specs`, then each tensor's data as `data` yields it,
+ * so a converter never holds more than one tensor in memory.
+ */
+export function writeSafetensorsStream(
+  path: string,
+  specs: readonly TensorSpec[],
+  data: Iterable<Float32Array>,
+  metadata: Readonly<Record<string, string>> = {},
+): void {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
-  for (const t of tensors) {
-    const bytes = t.data.length * DTYPE_SIZES[t.dtype];
+  for (const t of specs) {
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * DTYPE_SIZES[t.dtype];
     header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
@@ -291,25 +304,32 @@ export function writeSafetensors(
   try {
     writeSync(fd, length);
     writeSync(fd, json);
-    for (const t of tensors) {
-      const encoded = encode(t);
+    let index = 0;
+    for (const values of data) {
+      const spec = specs[index++];
+      const expected = spec?.shape.reduce((a, b) => a * b, 1);
+      if (spec === undefined || values.length !== expected) {
+        throw new SafetensorsError(path, `data for tensor ${index - 1} does not match its header entry`, spec?.name);
+      }
+      const encoded = encode(spec.dtype, values);
       writeSync(fd, new Uint8Array(encoded.buffer, encoded.byteOffset, encoded.byteLength));
     }
+    if (index !== specs.length) throw new SafetensorsError(path, `got data for ${index} of ${specs.length} tensors`);
   } finally {
     closeSync(fd);
   }
 }
 
-function encode(t: TensorToWrite): Float32Array | Uint16Array {
-  switch (t.dtype) {
+function encode(dtype: FloatDtype, data: Float32Array): Float32Array | Uint16Array {
+  switch (dtype) {
     case 'F32':
-      return t.data;
+      return data;
     case 'F16':
-      return f32ToF16(t.data);
+      return f32ToF16(data);
     case 'BF16': {
       // Round to nearest even on the dropped 16 bits.
-      const bits = new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length);
-      const out = new Uint16Array(t.data.length);
+      const bits = new Uint32Array(data.buffer, data.byteOffset, data.length);
+      const out = new Uint16Array(data.length);
       for (let i = 0; i < bits.length; i++) {
         const x = bits[i];
         out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
