@@ -55,7 +55,7 @@ export function convertWeights(sourceDir: string, outDir: string, options: Conve
             throw new SafetensorsError(
               checkpoint.file.path,
               `value ${tensor.data[overflow]} at flat index ${overflow} does not fit in float16; convert to float32`,
-              tensor.name,
+              tensor.source ?? tensor.name,
             );
           }
         }

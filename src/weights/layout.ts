@@ -8,6 +8,8 @@
 
 export interface NamedTensor {
   readonly name: string;
+  /** The checkpoint tensor it was made from, for messages. */
+  readonly source?: string;
   readonly shape: readonly number[];
   readonly data: Float32Array;
 }

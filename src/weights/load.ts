@@ -79,6 +79,6 @@ export function* runtimeTensors(checkpoint: CheckedCheckpoint, config: NomicBert
   for (const [name, recipe] of hfToRuntimeRecipes(config.n_layer)) {
     const sources = recipe.sources.map(read);
     const shapes = recipe.sources.map((s) => file.tensors.get(s)!.shape);
-    yield { name, shape: runtimeTable.get(name)!, data: recipe.build(sources, shapes) };
+    yield { name, source: recipe.sources.join(' + '), shape: runtimeTable.get(name)!, data: recipe.build(sources, shapes) };
   }
 }

@@ -1,0 +1,162 @@
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { readNpy } from '../src/cli/npy.js';
+import { expectClose, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
+import { startHub } from './helpers/hub-server.js';
+import { tempDir } from './helpers/tmp.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const BIN = join(ROOT, 'dist/cli/bin.js');
+const MODEL = fixtureDir('nomic-tiny');
+const texts = reference('nomic-tiny').texts;
+const work = tempDir();
+
+interface Run {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the built CLI (npm test builds it first). */
+function run(args: string[], options: { stdin?: string; env?: Record<string, string>; cwd?: string; command?: string[] } = {}): Promise<Run> {
+  const [cmd, ...pre] = options.command ?? [process.execPath, BIN];
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, [...pre, ...args], { cwd: options.cwd ?? work, env: { ...process.env, ...options.env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+    child.stdin.end(options.stdin ?? '');
+  });
+}
+
+function parseJsonl(stdout: string): Float32Array[] {
+  return stdout
+    .trim()
+    .split('\n')
+    .map((line, i) => {
+      const record = JSON.parse(line) as { index: number; embedding: number[] };
+      expect(record.index).toBe(i);
+      return Float32Array.from(record.embedding);
+    });
+}
+
+describe('nomic-embed command line', () => {
+  beforeAll(() => {
+    // Texts without newlines, one per line, for the file and stdin inputs.
+    writeFileSync(join(work, 'texts.txt'), `${texts.map((t) => t.text.replace(/\n/g, ' ')).join('\n')}\n`);
+    writeFileSync(join(work, 'texts.jsonl'), `${texts.map((t) => JSON.stringify({ text: t.text, id: t.name })).join('\n')}\n`);
+  });
+
+  it('embeds arguments to JSONL that match the reference', async () => {
+    const r = await run(['embed', '--model', MODEL, '--quiet', texts[0].text, texts[1].text]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    const vectors = parseJsonl(r.stdout);
+    expect(vectors).toHaveLength(2);
+    vectors.forEach((v, i) => expectClose(v, texts[i].embedding, TOLERANCE.embedding, texts[i].name));
+  });
+
+  it('reads JSONL with a text field and writes .npy', async () => {
+    const out = join(work, 'out.npy');
+    const r = await run(['embed', '--model', MODEL, '--input', join(work, 'texts.jsonl'), '--output', out, '--dimensions', '32']);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/embedded 16 texts .* tokens\/s/);
+    const { shape, data } = readNpy(readFileSync(out));
+    expect(shape).toEqual([16, 32]);
+    texts.forEach((t, i) => expectClose(data.subarray(i * 32, (i + 1) * 32), t.matryoshka['32'], TOLERANCE.embedding, t.name));
+  });
+
+  it('reads one text per line from stdin, with a task prefix and --no-normalize', async () => {
+    const bare = texts.find((t) => t.name === 'query_prefix')!;
+    const r = await run(['embed', '--model', MODEL, '--quiet', '--task', 'search_query', '--no-normalize'], {
+      stdin: `${bare.text.replace(/^search_query: /, '')}\n`,
+    });
+    expect(r.code).toBe(0);
+    expectClose(parseJsonl(r.stdout)[0], bare.mean_pooled, TOLERANCE.meanPooled, 'stdin text');
+  });
+
+  it('streams a file larger than one chunk in order, with progress on request', async () => {
+    const lines = Array.from({ length: 2500 }, (_, i) => (i % 2 === 0 ? texts[0].text : texts[4].text));
+    writeFileSync(join(work, 'many.txt'), `${lines.join('\n')}\n`);
+    const r = await run(['embed', '--model', MODEL, '--input', join(work, 'many.txt'), '--progress']);
+    expect(r.code).toBe(0);
+    const vectors = parseJsonl(r.stdout);
+    expect(vectors).toHaveLength(2500);
+    expectClose(vectors[2498], texts[0].embedding, TOLERANCE.embedding, 'line 2499');
+    expectClose(vectors[2499], texts[4].embedding, TOLERANCE.embedding, 'line 2500');
+    expect(r.stderr).toMatch(/embedding \[#+\.*\] .*texts\/s ETA/);
+    expect(r.stderr).toMatch(/embedded 2500 texts/);
+  });
+
+  it.each([
+    [['embed', '--model', MODEL, '--bogus'], /Unknown option '--bogus'/],
+    [['embed', '--model', MODEL, '--dimensions', 'many', 'x'], /--dimensions must be an integer/],
+    [['embed', '--model', MODEL, '--dimensions', '100', 'x'], /dimensions: number 100 is not available/],
+    [['embed', '--model', MODEL, '--task', 'search', 'x'], /--task must be one of/],
+    [['embed', '--model', MODEL, '--format', 'npy', 'x'], /\.npy output needs --output FILE/],
+    [['embed', '--model', MODEL, '--input', 'missing.txt'], /--input missing\.txt: no such file/],
+    [['embed', 'x'], /no model at weights\/nomic-embed-text-v1\.5; run `nomic-embed pull`/],
+    [['frobnicate'], /unknown command "frobnicate"/],
+    [['convert', MODEL], /convert needs SOURCE_DIR and OUT_DIR/],
+  ])('exits 2 with a message for bad arguments: %j', async (args, message) => {
+    const r = await run(args as string[]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(message);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('exits 1 on a broken model, with a stack trace only under --verbose', async () => {
+    const r = await run(['embed', '--model', join(work), 'x']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/config\.json: file not found/);
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+    const verbose = await run(['embed', '--model', join(work), '--verbose', 'x']);
+    expect(verbose.stderr).toMatch(/\n\s+at /);
+  });
+
+  it('converts, and the converted folder embeds the same', async () => {
+    const out = join(work, 'converted');
+    const c = await run(['convert', MODEL, out, '--dtype', 'float32']);
+    expect(c.code).toBe(0);
+    expect(c.stderr).toMatch(/wrote 26 tensors \(float32\)/);
+    const r = await run(['embed', '--model', out, '--quiet', texts[3].text]);
+    expectClose(parseJsonl(r.stdout)[0], texts[3].embedding, TOLERANCE.embedding, 'converted');
+  });
+
+  it('npm run convert -- runs the same conversion', async () => {
+    const out = join(work, 'converted-npm');
+    const r = await run(['run', '--silent', 'convert', '--', MODEL, out, '--dtype', 'float16'], { command: ['npm'], cwd: ROOT });
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/wrote 26 tensors \(float16\)/);
+  });
+
+  it('info prints backend, config, parameters and a memory estimate', async () => {
+    const r = await run(['info', '--model', MODEL, '--backend', 'wasm', '--batch', '4', '--length', '128']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/backend: wasm/);
+    expect(r.stdout).toMatch(/2 layers, hidden 64, 4 heads/);
+    expect(r.stdout).toMatch(/parameters: 2,085,632/);
+    expect(r.stdout).toMatch(/memory for a batch of 4 × 128 tokens: /);
+  });
+
+  it('pull downloads from HF_ENDPOINT into weights/<name>, then embed finds it by default', async () => {
+    const hub = await startHub(MODEL, ['config.json', 'tokenizer.json', 'model.safetensors']);
+    try {
+      const p = await run(['pull'], { env: { HF_ENDPOINT: hub.endpoint } });
+      expect(p.code).toBe(0);
+      expect(p.stdout.trim()).toBe('weights/nomic-embed-text-v1.5');
+      expect(p.stderr).toMatch(/model\.safetensors: downloaded and verified/);
+      const r = await run(['embed', '--quiet', texts[0].text]);
+      expect(r.code).toBe(0);
+      expectClose(parseJsonl(r.stdout)[0], texts[0].embedding, TOLERANCE.embedding, 'pulled model');
+    } finally {
+      await hub.close();
+    }
+  });
+});
