@@ -1,20 +1,21 @@
-import * as tf from '@tensorflow/tfjs-core';
-import { totalmem } from 'node:os';
+import { existsSync } from 'node:fs';
+import { availableParallelism, totalmem } from 'node:os';
+import { join } from 'node:path';
 import { selectBackend, type BackendChoice, type BackendName } from './backends/select.js';
-import { InputError } from './errors.js';
-import { loadModel } from './model/load-model.js';
-import { takePeakMemory } from './model/memory-watermark.js';
+import { InputError, ModelFilesError, NomicEmbedError } from './errors.js';
+import { loadModel, readConfig } from './model/load-model.js';
 import type { NomicBertModel } from './model/nomic-bert.js';
+import type { OutputSpec } from './pipeline/batch-job.js';
 import { BatchProcessor, type Batch } from './pipeline/batcher.js';
-import { matryoshka } from './pipeline/matryoshka.js';
 import { estimateMemory, queryBlockFor } from './pipeline/memory.js';
-import { l2Normalize } from './pipeline/normalize.js';
-import { pool, type Pooling } from './pipeline/pooling.js';
+import type { Pooling } from './pipeline/pooling.js';
 import { StatsRecorder, type EmbedStats } from './pipeline/stats.js';
-import { toEncoderInputs } from './pipeline/tensors.js';
 import { TASK_PREFIXES, TextTokenizer, type Task, type TokenizedText, type Truncation } from './pipeline/tokenizer.js';
-import { checkShape } from './pipeline/validate.js';
+import { LocalRunner } from './pool/local-runner.js';
+import type { BatchRunner } from './pool/runner.js';
+import { WorkerPoolRunner } from './pool/worker-pool.js';
 import type { NomicBertConfig } from './weights/config.js';
+import { openCheckpoint } from './weights/load.js';
 
 export interface LoadEmbedderOptions {
   /** Which tfjs backend to run on; `auto` takes the fastest that works here. @default 'auto' */
@@ -32,6 +33,13 @@ export interface LoadEmbedderOptions {
   readonly rotaryScalingFactor?: number | null;
   /** Weights file inside the model folder. @default 'model.safetensors' */
   readonly weightsFile?: string;
+  /**
+   * Worker threads, each with its own backend and copy of the model. The wasm
+   * backend computes on one thread per instance, so several are how it uses
+   * several cores; 1 runs the model in this thread.
+   * @default the number of cores on wasm, else 1 (libtensorflow threads by itself)
+   */
+  readonly workers?: number;
 }
 
 export interface EmbedOptions {
@@ -81,7 +89,7 @@ const EMBED_OPTION_NAMES: readonly (keyof EmbedOptions)[] = [
   'maxBatchSize', 'memoryBudgetBytes', 'chunkSize', 'onProgress',
 ];
 const LOAD_OPTION_NAMES: readonly (keyof LoadEmbedderOptions)[] = [
-  'backend', 'maxLength', 'rotaryScalingFactor', 'weightsFile',
+  'backend', 'maxLength', 'rotaryScalingFactor', 'weightsFile', 'workers',
 ];
 
 /** Matryoshka sizes nomic-embed-text-v1.5 was trained for. */
@@ -100,15 +108,20 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
   checkOptionNames('loadEmbedder options', options, LOAD_OPTION_NAMES);
   const { backend = 'auto', maxLength, rotaryScalingFactor, weightsFile } = options;
   if (maxLength !== undefined) checkInteger('maxLength', maxLength, 2);
+  if (options.workers !== undefined) checkInteger('workers', options.workers, 1);
   const backendName = await selectBackend(backend);
-  const model = loadModel(dir, { weightsFile, rotary_scaling_factor: rotaryScalingFactor });
-  try {
-    const tokenizer = TextTokenizer.fromDir(dir, model.config.n_positions, maxLength);
-    return new Embedder(model, tokenizer, backendName);
-  } catch (error) {
-    model.dispose();
-    throw error;
-  }
+  const workers = options.workers ?? (backendName === 'wasm' ? availableParallelism() : 1);
+  const modelOptions = { weightsFile, rotary_scaling_factor: rotaryScalingFactor };
+  // Config and tokenizer first: their errors come before any weights are read.
+  const config = readConfig(dir, modelOptions);
+  const tokenizer = TextTokenizer.fromDir(dir, config.n_positions, maxLength);
+  if (workers === 1) return new Embedder(new LocalRunner(loadModel(dir, modelOptions)), tokenizer, backendName, config);
+  // Check the checkpoint's header here, so a bad file fails once with its own error type.
+  const weightsPath = join(dir, weightsFile ?? 'model.safetensors');
+  if (!existsSync(weightsPath)) throw new ModelFilesError(weightsPath, 'weights file not found');
+  openCheckpoint(weightsPath, config).file.close();
+  const runner = await WorkerPoolRunner.start(workers, { dir, backend: backendName, modelOptions });
+  return new Embedder(runner, tokenizer, backendName, config);
 }
 
 /** Texts in, one vector per text out. Owns its model: call {@link dispose} when done. */
@@ -116,20 +129,29 @@ export class Embedder {
   private readonly processors = new Map<string, BatchProcessor>();
 
   constructor(
-    readonly model: NomicBertModel,
+    /** Where batches run; tests may wrap its `run` to inject faults. */
+    readonly runner: BatchRunner,
     readonly tokenizer: TextTokenizer,
     /** The backend this embedder runs on. */
     readonly backend: BackendName,
+    readonly config: NomicBertConfig,
   ) {}
 
-  get config(): NomicBertConfig {
-    return this.model.config;
+  /** The model, when it runs in this thread (`workers: 1`). */
+  get model(): NomicBertModel {
+    if (!(this.runner instanceof LocalRunner)) throw new NomicEmbedError('this embedder runs its model in worker threads');
+    return this.runner.model;
+  }
+
+  /** Worker threads in use; 1 when the model runs in this thread. */
+  get workers(): number {
+    return this.runner.concurrency;
   }
 
   /** Embeds `texts`; the result keeps their order. See {@link EmbedOptions} for the defaults. */
   async embed(texts: readonly string[], options: EmbedOptions = {}): Promise<EmbedResult> {
     const settings = this.settings(texts, options);
-    const stats = new StatsRecorder(tf.getBackend(), texts.length);
+    const stats = new StatsRecorder(this.backend, texts.length);
     const embeddings = new Array<Float32Array>(texts.length);
     let done = 0;
     for (let start = 0; start < texts.length; start += settings.chunkSize) {
@@ -148,10 +170,10 @@ export class Embedder {
           options.onProgress?.(done, texts.length);
         },
         () => stats.retries++,
-        start,
+        { indexBase: start, concurrency: this.runner.concurrency },
       );
     }
-    return { embeddings, dimensions: settings.dimensions, stats: stats.finish() };
+    return { embeddings, dimensions: settings.output.dimensions, stats: stats.finish() };
   }
 
   private async runBatch(
@@ -163,32 +185,13 @@ export class Embedder {
     const sequences = batch.indices.map((i) => tokenized[i].ids);
     const B = sequences.length;
     const T = batch.length;
-    const D = this.config.n_embd;
     const perHead = this.backend === 'wasm';
     const queryBlock = queryBlockFor(this.config, B, T, settings.memoryBudgetBytes, perHead);
-    takePeakMemory();
-    const output = tf.tidy(() => {
-      const inputs = toEncoderInputs(sequences);
-      checkShape('tensor conversion: input_ids', inputs.inputIds.shape, [B, T]);
-      checkShape('tensor conversion: attention_mask', inputs.attentionMask.shape, [B, T]);
-      const hidden = this.model.forward(inputs, { queryBlock, perHeadAttention: perHead });
-      checkShape('transformer: last_hidden_state', hidden.shape, [B, T, D]);
-      const pooled = pool(hidden, inputs.attentionMask, settings.pooling);
-      checkShape('pooling', pooled.shape, [B, D]);
-      const result = settings.finish(pooled);
-      checkShape('output', result.shape, [B, settings.dimensions]);
-      return result;
-    });
-    const measured = takePeakMemory();
-    try {
-      const flat = (await output.data()) as Float32Array;
-      const dims = settings.dimensions;
-      const tokens = sequences.reduce((sum, s) => sum + s.length, 0);
-      stats.batchDone(tokens, B * T, estimateMemory(this.config, B, T, { queryBlock, perHead }).totalBytes, measured);
-      return sequences.map((_, row) => flat.slice(row * dims, (row + 1) * dims));
-    } finally {
-      output.dispose();
-    }
+    const { vectors, measuredPeakBytes } = await this.runner.run({ sequences, length: T, queryBlock, perHead, output: settings.output });
+    const dims = settings.output.dimensions;
+    const tokens = sequences.reduce((sum, s) => sum + s.length, 0);
+    stats.batchDone(tokens, B * T, estimateMemory(this.config, B, T, { queryBlock, perHead }).totalBytes, measuredPeakBytes);
+    return sequences.map((_, row) => vectors.slice(row * dims, (row + 1) * dims));
   }
 
   /** Validates the call and resolves every default once, before any work. */
@@ -232,18 +235,12 @@ export class Embedder {
       const estimate = (b: number, l: number) => estimateMemory(this.config, b, l, { perHead }).totalBytes;
       this.processors.set(key, new BatchProcessor(limits, estimate));
     }
-    const outDims = dimensions ?? D;
     return {
       chunkSize,
-      pooling,
-      dimensions: outDims,
       memoryBudgetBytes,
+      output: { pooling, dimensions: dimensions ?? D, matryoshka: dimensions !== undefined, normalize },
       processor: this.processors.get(key)!,
       tokenize: (text, index) => this.tokenizer.encode(text, task, truncation, index),
-      finish: (pooled) => {
-        if (!normalize) return outDims === D ? tf.clone(pooled) : tf.slice(pooled, [0, 0], [-1, outDims]);
-        return dimensions === undefined ? l2Normalize(pooled) : matryoshka(pooled, dimensions);
-      },
     };
   }
 
@@ -261,21 +258,18 @@ export class Embedder {
     }
   }
 
-  /** Frees the model; safe to call twice. */
-  dispose(): void {
-    this.model.dispose();
+  /** Frees the model and ends any worker threads; safe to call twice. */
+  dispose(): Promise<void> {
+    return this.runner.dispose();
   }
 }
 
 interface Settings {
   readonly chunkSize: number;
-  readonly pooling: Pooling;
-  readonly dimensions: number;
   readonly memoryBudgetBytes: number;
+  readonly output: OutputSpec;
   readonly processor: BatchProcessor;
   readonly tokenize: (text: string, index: number) => TokenizedText;
-  /** Pooled [B, D] to the output vectors [B, dimensions]. */
-  readonly finish: (pooled: tf.Tensor2D) => tf.Tensor2D;
 }
 
 const GiB = 1024 ** 3;

@@ -32,7 +32,7 @@ describe.each(FIXTURE_NAMES)('converted weights of %s', (fixture) => {
     expect(file.tensors.size).toBe(tensors);
     file.close();
     expect(existsSync(join(dir, 'tokenizer.json'))).toBe(true);
-    const embedder = await loadEmbedder(dir, { backend: 'wasm' });
+    const embedder = await loadEmbedder(dir, { backend: 'wasm', workers: 1 });
     const { embeddings } = await embedder.embed(texts.map((t) => t.text));
     texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
     embedder.dispose();
@@ -45,7 +45,7 @@ describe.each(FIXTURE_NAMES)('converted weights of %s', (fixture) => {
     expect(file.metadata.dtype).toBe('F16');
     expect([...file.tensors.values()].every((t) => t.dtype === 'F16')).toBe(true);
     file.close();
-    const embedder = await loadEmbedder(dir, { backend: 'wasm' });
+    const embedder = await loadEmbedder(dir, { backend: 'wasm', workers: 1 });
     const { embeddings } = await embedder.embed(texts.map((t) => t.text));
     texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, FLOAT16_EMBEDDING_TOLERANCE, t.name));
     embedder.dispose();

@@ -47,7 +47,7 @@ describe.each(FIXTURE_NAMES)('embedding pipeline on %s', (fixture) => {
   const realDims = reference(fixture).pooling.matryoshka_dims;
 
   beforeAll(async () => {
-    embedder = await loadEmbedder(fixtureDir(fixture), { backend: 'wasm' });
+    embedder = await loadEmbedder(fixtureDir(fixture), { backend: 'wasm', workers: 1 });
   });
   afterAll(() => embedder.dispose());
 
@@ -102,7 +102,7 @@ describe('embedding pipeline behaviour', () => {
   let forward: Embedder['model']['forward'];
 
   beforeAll(async () => {
-    embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm' });
+    embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm', workers: 1 });
     forward = embedder.model.forward.bind(embedder.model);
   });
   afterAll(() => embedder.dispose());
@@ -204,7 +204,7 @@ describe('embedding pipeline behaviour', () => {
   });
 
   it('counts truncated texts', async () => {
-    const small = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm', maxLength: 16 });
+    const small = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm', workers: 1, maxLength: 16 });
     try {
       const { stats, embeddings } = await small.embed(raw);
       expect(stats.truncatedTexts).toBe(texts.filter((t) => t.num_tokens > 16).length);
@@ -238,8 +238,8 @@ describe('embedding pipeline behaviour', () => {
     mkdirSync(dir);
     for (const f of ['config.json', 'model.safetensors']) copyFileSync(join(fixtureDir('nomic-tiny'), f), join(dir, f));
     const before = tf.memory().numTensors;
-    await expect(loadEmbedder(dir, { backend: 'wasm' })).rejects.toThrow(ModelFilesError);
-    await expect(loadEmbedder(dir, { backend: 'wasm' })).rejects.toThrow(/tokenizer\.json not found/);
+    await expect(loadEmbedder(dir, { backend: 'wasm', workers: 1 })).rejects.toThrow(ModelFilesError);
+    await expect(loadEmbedder(dir, { backend: 'wasm', workers: 1 })).rejects.toThrow(/tokenizer\.json not found/);
     expect(tf.memory().numTensors).toBe(before);
   });
 

@@ -64,9 +64,10 @@ export class BatchProcessor {
   }
 
   /**
-   * Runs every batch through `runBatch`. Out-of-memory errors split the batch
-   * and count a retry; a lone sequence that still fails is an
-   * {@link OutOfMemoryError} naming it; any other error propagates at once.
+   * Runs every batch through `runBatch`, up to `concurrency` at once.
+   * Out-of-memory errors split the batch and count a retry; a lone sequence
+   * that still fails is an {@link OutOfMemoryError} naming it; any other error
+   * stops the run (after the batches in flight settle) and propagates.
    * `lengths` and `indexBase` turn batch indices into the caller's text indices.
    */
   async run(
@@ -74,15 +75,12 @@ export class BatchProcessor {
     lengths: readonly number[],
     runBatch: (batch: Batch) => Promise<void>,
     onRetry: () => void,
-    indexBase = 0,
+    { indexBase = 0, concurrency = 1 }: { indexBase?: number; concurrency?: number } = {},
   ): Promise<void> {
     const queue = [...batches];
-    while (queue.length > 0) {
-      const batch = queue.shift()!;
-      if (batch.indices.length > this.maxBatchSize) {
-        queue.unshift(...split(batch, this.maxBatchSize, lengths));
-        continue;
-      }
+    const active = new Set<Promise<void>>();
+    let failure: { error: unknown } | undefined;
+    const attempt = async (batch: Batch) => {
       try {
         await runBatch(batch);
       } catch (error) {
@@ -90,11 +88,27 @@ export class BatchProcessor {
         if (batch.indices.length === 1) {
           throw new OutOfMemoryError(indexBase + batch.indices[0], batch.length, error);
         }
-        this.sizeCap = Math.ceil(batch.indices.length / 2);
+        this.sizeCap = Math.min(this.sizeCap, Math.ceil(batch.indices.length / 2));
         onRetry();
         queue.unshift(...split(batch, this.sizeCap, lengths));
       }
+    };
+    while (failure === undefined && (queue.length > 0 || active.size > 0)) {
+      while (failure === undefined && queue.length > 0 && active.size < concurrency) {
+        const batch = queue.shift()!;
+        if (batch.indices.length > this.maxBatchSize) {
+          queue.unshift(...split(batch, this.maxBatchSize, lengths));
+          continue;
+        }
+        const running: Promise<void> = attempt(batch)
+          .catch((error: unknown) => void (failure ??= { error }))
+          .finally(() => active.delete(running));
+        active.add(running);
+      }
+      if (active.size > 0) await Promise.race(active);
     }
+    await Promise.allSettled(active);
+    if (failure !== undefined) throw failure.error;
   }
 }
 

@@ -1,0 +1,71 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { takePeakMemory } from '../model/memory-watermark.js';
+import type { NomicBertModel } from '../model/nomic-bert.js';
+import { matryoshka } from './matryoshka.js';
+import { l2Normalize } from './normalize.js';
+import { pool, type Pooling } from './pooling.js';
+import { toEncoderInputs } from './tensors.js';
+import { checkShape } from './validate.js';
+
+/** How pooled vectors become outputs; plain data, so it crosses to worker threads. */
+export interface OutputSpec {
+  readonly pooling: Pooling;
+  /** Output size; the hidden size unless Matryoshka truncation was asked for. */
+  readonly dimensions: number;
+  /** Apply Nomic's Matryoshka recipe (layer norm, truncate, L2) rather than plain L2. */
+  readonly matryoshka: boolean;
+  readonly normalize: boolean;
+}
+
+/** One batch of work: right-padded to `length`, run as one forward pass. */
+export interface BatchJob {
+  readonly sequences: readonly Int32Array[];
+  readonly length: number;
+  readonly queryBlock: number;
+  readonly perHead: boolean;
+  readonly output: OutputSpec;
+}
+
+export interface BatchOutput {
+  /** [B, dimensions] row-major. */
+  readonly vectors: Float32Array;
+  /** The backend's tensor memory peak during the batch, weights included. */
+  readonly measuredPeakBytes: number;
+}
+
+/**
+ * Tokens to vectors for one batch: tensor conversion, transformer, pooling,
+ * output step, with the dimension validator between stages. Every tensor is
+ * freed before it returns, also when a stage throws.
+ */
+export async function runBatchJob(model: NomicBertModel, job: BatchJob): Promise<BatchOutput> {
+  const B = job.sequences.length;
+  const T = job.length;
+  const D = model.config.n_embd;
+  const { output } = job;
+  takePeakMemory();
+  const result = tf.tidy(() => {
+    const inputs = toEncoderInputs(job.sequences);
+    checkShape('tensor conversion: input_ids', inputs.inputIds.shape, [B, T]);
+    checkShape('tensor conversion: attention_mask', inputs.attentionMask.shape, [B, T]);
+    const hidden = model.forward(inputs, { queryBlock: job.queryBlock, perHeadAttention: job.perHead });
+    checkShape('transformer: last_hidden_state', hidden.shape, [B, T, D]);
+    const pooled = pool(hidden, inputs.attentionMask, output.pooling);
+    checkShape('pooling', pooled.shape, [B, D]);
+    const vectors = finish(pooled, output);
+    checkShape('output', vectors.shape, [B, output.dimensions]);
+    return vectors;
+  });
+  const measuredPeakBytes = takePeakMemory();
+  try {
+    return { vectors: (await result.data()) as Float32Array, measuredPeakBytes };
+  } finally {
+    result.dispose();
+  }
+}
+
+function finish(pooled: tf.Tensor2D, output: OutputSpec): tf.Tensor2D {
+  const D = pooled.shape[1];
+  if (!output.normalize) return output.dimensions === D ? tf.clone(pooled) : tf.slice(pooled, [0, 0], [-1, output.dimensions]);
+  return output.matryoshka ? matryoshka(pooled, output.dimensions) : l2Normalize(pooled);
+}

@@ -1,0 +1,10 @@
+import type { BatchJob, BatchOutput } from '../pipeline/batch-job.js';
+
+/** Where batches run: in this thread, or spread over worker threads. */
+export interface BatchRunner {
+  /** Batches that may run at once. */
+  readonly concurrency: number;
+  run(job: BatchJob): Promise<BatchOutput>;
+  /** Frees models and ends workers; safe to call twice. */
+  dispose(): Promise<void>;
+}
