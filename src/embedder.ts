@@ -161,7 +161,7 @@ export class Embedder {
       const lengths = tokenized.map((t) => t.ids.length);
       const processor = settings.processor;
       await processor.run(
-        processor.plan(lengths),
+        processor.plan(lengths, this.runner.concurrency),
         lengths,
         async (batch) => {
           const vectors = await this.runBatch(batch, tokenized, settings, stats);

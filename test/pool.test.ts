@@ -124,3 +124,18 @@ describe('worker pool', () => {
     await expect(loadEmbedder(dir, { backend: 'wasm', workers: 2 })).rejects.toBeInstanceOf(WeightsError);
   });
 });
+
+describe('batch planning for a pool', () => {
+  it('gives every worker a batch when there are enough texts', async () => {
+    const { BatchProcessor } = await import('../src/pipeline/batcher.js');
+    const processor = new BatchProcessor({ maxBatchTokens: 1e6, maxBatchSize: 64, memoryBudgetBytes: Infinity }, () => 0);
+    const lengths = Array.from({ length: 10 }, (_, i) => 20 + i);
+    expect(processor.plan(lengths)).toHaveLength(1);
+    const forTwo = processor.plan(lengths, 2);
+    expect(forTwo.map((b) => b.indices.length)).toEqual([5, 5]);
+    // Longest first, and each batch padded to its longest member.
+    expect(forTwo[0].indices[0]).toBe(9);
+    expect(forTwo.map((b) => b.length)).toEqual([29, 24]);
+    expect(processor.plan([5], 4)).toHaveLength(1);
+  });
+});

@@ -42,7 +42,12 @@ export class BatchProcessor {
     return Math.min(this.limits.maxBatchSize, this.sizeCap);
   }
 
-  plan(lengths: readonly number[]): Batch[] {
+  /**
+   * Packs sequences into batches. With `minBatches` > 1 (one per worker) no
+   * batch takes more than its share, so every worker gets work.
+   */
+  plan(lengths: readonly number[], minBatches = 1): Batch[] {
+    const cap = Math.min(this.maxBatchSize, Math.ceil(lengths.length / minBatches));
     const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
     const batches: Batch[] = [];
     let current: number[] = [];
@@ -50,7 +55,7 @@ export class BatchProcessor {
       const length = current.length === 0 ? lengths[index] : lengths[current[0]];
       const size = current.length + 1;
       const fits =
-        size <= this.maxBatchSize &&
+        size <= cap &&
         size * length <= this.limits.maxBatchTokens &&
         this.estimate(size, length) <= this.limits.memoryBudgetBytes;
       if (current.length > 0 && !fits) {
