@@ -6,6 +6,9 @@ export default defineConfig({
     // Each file sets its own tfjs backend; separate processes keep them apart.
     pool: 'forks',
     testTimeout: 120_000,
+    // The JSON report lets .ci/run print a plain closing line of counts.
+    reporters: ['default', 'json'],
+    outputFile: { json: 'test-results/vitest.json' },
     hookTimeout: 120_000,
   },
 });
