@@ -64,7 +64,7 @@ for (const backend of backends) {
         String(workers),
         SETS[set].label,
         (r.tokensPerSecond as number).toFixed(1),
-        (r.textsPerSecond as number).toFixed(2),
+        (r.textsPerSecond as number).toPrecision(3),
         roofline.toFixed(1),
         `${(fraction * 100).toFixed(0)}%${workers > 1 ? ` of ${workers}×` : ''}`,
         `${((r.peakRssBytes as number) / 2 ** 30).toFixed(2)} GiB`,

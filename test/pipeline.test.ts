@@ -253,3 +253,23 @@ describe('embedding pipeline behaviour', () => {
     expectClose(embeddings[0], prefixed.embedding, TOLERANCE.embedding, 'query with task prefix');
   });
 });
+
+describe('rotaryScalingFactor load option', () => {
+  it('overrides the config: off, the NTK fixture matches its reference only where scaling never applies', async () => {
+    const texts = reference('nomic-tiny-ntk').texts;
+    const plain = await loadEmbedder(fixtureDir('nomic-tiny-ntk'), { backend: 'wasm', workers: 1, rotaryScalingFactor: null });
+    try {
+      const { embeddings } = await plain.embed(texts.map((t) => t.text));
+      for (const [i, t] of texts.entries()) {
+        if (t.ntk_scaling_active) {
+          const diff = Math.max(...t.embedding.map((x, j) => Math.abs(x - embeddings[i][j])));
+          expect(diff, `${t.name} should change without scaling`).toBeGreaterThan(1e-3);
+        } else {
+          expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name);
+        }
+      }
+    } finally {
+      await plain.dispose();
+    }
+  });
+});

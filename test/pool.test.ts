@@ -125,6 +125,21 @@ describe('worker pool', () => {
   });
 });
 
+describe('disposing a pool', () => {
+  it('ends every worker thread, and later calls say so', async () => {
+    const embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm', workers: 2 });
+    const pool = embedder.runner as unknown as PoolInternals;
+    const threads = [...pool.slots].map((s) => s.worker as unknown as { threadId: number });
+    expect(threads.every((t) => t.threadId > 0)).toBe(true);
+    await embedder.dispose();
+    await embedder.dispose();
+    expect(pool.slots.size).toBe(0);
+    // A terminated worker reports threadId -1.
+    expect(threads.every((t) => t.threadId === -1)).toBe(true);
+    await expect(embedder.embed(['hello'])).rejects.toThrow(/disposed/);
+  });
+});
+
 describe('batch planning for a pool', () => {
   it('gives every worker a batch when there are enough texts', async () => {
     const { BatchProcessor } = await import('../src/pipeline/batcher.js');

@@ -55,11 +55,12 @@ if (values.roofline) {
   // Warm-up: first calls compile kernels and grow the heap.
   await embedder.embed(texts.slice(0, Math.min(2, texts.length)).map((t) => t.split(' ').slice(0, 64).join(' ')));
   const { stats } = await embedder.embed(texts, { maxBatchTokens: 8192 });
+  const workers = embedder.workers;
   await embedder.dispose();
   console.log(
     JSON.stringify({
       backend,
-      workers: embedder.workers,
+      workers,
       set: values.set,
       texts: stats.texts,
       tokens: stats.tokens,

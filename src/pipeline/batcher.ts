@@ -47,7 +47,7 @@ export class BatchProcessor {
    * batch takes more than its share, so every worker gets work.
    */
   plan(lengths: readonly number[], minBatches = 1): Batch[] {
-    const cap = Math.min(this.maxBatchSize, Math.ceil(lengths.length / minBatches));
+    const cap = Math.min(this.maxBatchSize, Math.ceil(lengths.length / Math.max(1, minBatches)));
     const order = lengths.map((_, i) => i).sort((a, b) => lengths[b] - lengths[a] || a - b);
     const batches: Batch[] = [];
     let current: number[] = [];
@@ -84,6 +84,7 @@ export class BatchProcessor {
   ): Promise<void> {
     const queue = [...batches];
     const active = new Set<Promise<void>>();
+    const limit = Math.max(1, concurrency);
     let failure: { error: unknown } | undefined;
     const attempt = async (batch: Batch) => {
       try {
@@ -99,7 +100,7 @@ export class BatchProcessor {
       }
     };
     while (failure === undefined && (queue.length > 0 || active.size > 0)) {
-      while (failure === undefined && queue.length > 0 && active.size < concurrency) {
+      while (failure === undefined && queue.length > 0 && active.size < limit) {
         const batch = queue.shift()!;
         if (batch.indices.length > this.maxBatchSize) {
           queue.unshift(...split(batch, this.maxBatchSize, lengths));
