@@ -1,96 +1,28 @@
 import { existsSync } from 'node:fs';
 import { availableParallelism, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { selectBackend, type BackendChoice, type BackendName } from './backends/select.js';
+import { selectBackend, type BackendName } from './backends/select.js';
 import { InputError, ModelFilesError, NomicEmbedError } from './errors.js';
 import { loadModel, readConfig } from './model/load-model.js';
 import type { NomicBertModel } from './model/nomic-bert.js';
 import type { OutputSpec } from './pipeline/batch-job.js';
 import { BatchProcessor, type Batch } from './pipeline/batcher.js';
 import { estimateMemory, queryBlockFor } from './pipeline/memory.js';
-import type { Pooling } from './pipeline/pooling.js';
-import { StatsRecorder, type EmbedStats } from './pipeline/stats.js';
-import { TASK_PREFIXES, TextTokenizer, type Task, type TokenizedText, type Truncation } from './pipeline/tokenizer.js';
+import { StatsRecorder } from './pipeline/stats.js';
+import { TASK_PREFIXES, TextTokenizer, type TokenizedText } from './pipeline/tokenizer.js';
 import { LocalRunner } from './pool/local-runner.js';
 import type { BatchRunner } from './pool/runner.js';
 import { WorkerPoolRunner } from './pool/worker-pool.js';
+import {
+  EMBED_OPTION_NAMES,
+  LOAD_OPTION_NAMES,
+  type EmbedOptions,
+  type EmbedResult,
+  type LoadEmbedderOptions,
+} from './embed-options.js';
+import { checkInteger, checkOptionNames, describe } from './options.js';
 import type { NomicBertConfig } from './weights/config.js';
 import { openCheckpoint } from './weights/load.js';
-
-export interface LoadEmbedderOptions {
-  /** Which tfjs backend to run on; `auto` takes the fastest that works here. @default 'auto' */
-  readonly backend?: BackendChoice;
-  /**
-   * Longest sequence in tokens, [CLS] and [SEP] included.
-   * @default `model_max_length` of tokenizer_config.json, else the config's `n_positions` (8192)
-   */
-  readonly maxLength?: number;
-  /**
-   * Dynamic NTK rotary scaling factor, replacing the config's. Nomic recommends 2
-   * for inputs longer than `max_trained_positions` (2048).
-   * @default the config's `rotary_scaling_factor` (null: off)
-   */
-  readonly rotaryScalingFactor?: number | null;
-  /** Weights file inside the model folder. @default 'model.safetensors' */
-  readonly weightsFile?: string;
-  /**
-   * Worker threads, each with its own backend and copy of the model. The wasm
-   * backend computes on one thread per instance, so several are how it uses
-   * several cores; 1 runs the model in this thread.
-   * @default the number of cores on wasm, else 1 (libtensorflow threads by itself)
-   */
-  readonly workers?: number;
-}
-
-export interface EmbedOptions {
-  /** Nomic task prefix added to every text; none when undefined. @default undefined */
-  readonly task?: Task;
-  /**
-   * Matryoshka size. When set, Nomic's recipe runs: affine-free layer norm,
-   * truncation, L2 normalisation. For nomic-embed-text-v1.5: 768, 512, 256, 128 or 64.
-   * @default undefined: the full pooled vector, L2-normalised
-   */
-  readonly dimensions?: number;
-  /**
-   * L2-normalise the output. false returns the raw pooled vector (cut to
-   * `dimensions` when set, without the Matryoshka layer norm).
-   * @default true
-   */
-  readonly normalize?: boolean;
-  /** How token states become one vector. @default 'mean' */
-  readonly pooling?: Pooling;
-  /** A text longer than `maxLength`: cut it (keeping [SEP]) or throw. @default 'truncate' */
-  readonly truncation?: Truncation;
-  /** Most padded tokens (texts × longest length) in one batch. @default 8192 */
-  readonly maxBatchTokens?: number;
-  /** Most texts in one batch. @default 64 */
-  readonly maxBatchSize?: number;
-  /**
-   * Tensor memory one batch may be predicted to use, weights included; long
-   * inputs switch to blocked attention to stay under it.
-   * @default 3 GiB on wasm (its heap tops out at 4 GiB), else half the machine's memory up to 8 GiB
-   */
-  readonly memoryBudgetBytes?: number;
-  /** Texts tokenized and batched at a time, so huge inputs do not hold every token at once. @default 4096 */
-  readonly chunkSize?: number;
-  /** Called after each batch with the number of texts done so far and the total. */
-  readonly onProgress?: (done: number, total: number) => void;
-}
-
-export interface EmbedResult {
-  /** One vector per input text, in input order. */
-  readonly embeddings: Float32Array[];
-  readonly dimensions: number;
-  readonly stats: EmbedStats;
-}
-
-const EMBED_OPTION_NAMES: readonly (keyof EmbedOptions)[] = [
-  'task', 'dimensions', 'normalize', 'pooling', 'truncation', 'maxBatchTokens',
-  'maxBatchSize', 'memoryBudgetBytes', 'chunkSize', 'onProgress',
-];
-const LOAD_OPTION_NAMES: readonly (keyof LoadEmbedderOptions)[] = [
-  'backend', 'maxLength', 'rotaryScalingFactor', 'weightsFile', 'workers',
-];
 
 /** Matryoshka sizes nomic-embed-text-v1.5 was trained for. */
 export const NOMIC_V15_DIMENSIONS = [768, 512, 256, 128, 64] as const;
@@ -276,25 +208,4 @@ const GiB = 1024 ** 3;
 
 function defaultMemoryBudget(backend: BackendName): number {
   return backend === 'wasm' ? 3 * GiB : Math.min(totalmem() / 2, 8 * GiB);
-}
-
-function checkOptionNames(what: string, options: object, known: readonly string[]): void {
-  if (options === null || typeof options !== 'object') throw new InputError(what, `must be an object, got ${describe(options)}`);
-  const unknown = Object.keys(options).filter((key) => !known.includes(key));
-  if (unknown.length > 0) {
-    throw new InputError(what, `unknown option${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `"${k}"`).join(', ')}; known: ${known.join(', ')}`);
-  }
-}
-
-function checkInteger(name: string, value: unknown, min: number): void {
-  if (!Number.isSafeInteger(value) || (value as number) < min) {
-    throw new InputError(name, `must be an integer of at least ${min}, got ${describe(value)}`);
-  }
-}
-
-function describe(value: unknown): string {
-  if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);
-  if (Array.isArray(value)) return 'an array';
-  if (value === null) return 'null';
-  return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`;
 }

@@ -1,5 +1,10 @@
 export { loadEmbedder, Embedder, NOMIC_V15_DIMENSIONS } from './embedder.js';
-export type { EmbedOptions, EmbedResult, LoadEmbedderOptions } from './embedder.js';
+export type { EmbedOptions, EmbedResult, LoadEmbedderOptions } from './embed-options.js';
+export { convertWeights } from './weights/convert.js';
+export type { ConvertOptions, ConvertDtype } from './weights/convert.js';
+export { pull, DownloadError } from './download/pull.js';
+export type { PullOptions } from './download/pull.js';
+export { WorkerError } from './pool/worker-pool.js';
 export type { EmbedStats } from './pipeline/stats.js';
 export type { Task, Truncation } from './pipeline/tokenizer.js';
 export { TASK_PREFIXES } from './pipeline/tokenizer.js';

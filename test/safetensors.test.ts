@@ -2,7 +2,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SafetensorsError } from '../src/errors.js';
-import { bf16ToF32, f16ToF32, f32ToF16, SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
+import { bf16ToF32, f16ToF32, f32ToF16 } from '../src/weights/half-float.js';
+import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { fixtureDir } from './helpers/fixtures.js';
 import { tempDir } from './helpers/tmp.js';
 

@@ -1,0 +1,50 @@
+import { existsSync } from 'node:fs';
+import type { ParseArgsConfig } from 'node:util';
+import { AUTO_ORDER, type BackendChoice } from '../backends/select.js';
+import { NomicEmbedError } from '../errors.js';
+
+export const DEFAULT_MODEL_DIR = 'weights/nomic-embed-text-v1.5';
+
+/** Wrong arguments: exit code 2 and a pointer to --help. */
+export class UsageError extends NomicEmbedError {
+  override name = 'UsageError';
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** parseArgs settings every command shares: strict (unknown options are errors), positionals allowed, --verbose. */
+export function argsConfig<T extends Options>(args: readonly string[], options: T) {
+  return {
+    args: [...args],
+    options: { ...options, verbose: { type: 'boolean' as const } },
+    allowPositionals: true as const,
+    strict: true as const,
+  };
+}
+
+export function integerOption(name: string, value: string | undefined, min = 1): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer of at least ${min}, got "${value}"`);
+  return n;
+}
+
+export function modelDir(value: string | undefined): string {
+  const dir = value ?? DEFAULT_MODEL_DIR;
+  if (!existsSync(dir)) {
+    throw new UsageError(
+      value === undefined
+        ? `no model at ${dir}; run \`nomic-embed pull\` to download it, or pass --model DIR`
+        : `--model ${dir}: no such folder`,
+    );
+  }
+  return dir;
+}
+
+export function backendOption(value: string | undefined): BackendChoice {
+  const backend = (value ?? 'auto') as BackendChoice;
+  if (backend !== 'auto' && !AUTO_ORDER.includes(backend)) {
+    throw new UsageError(`--backend must be auto or one of ${AUTO_ORDER.join(', ')}, got "${value}"`);
+  }
+  return backend;
+}

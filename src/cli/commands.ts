@@ -1,0 +1,75 @@
+import { existsSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { selectBackend } from '../backends/select.js';
+import { pull } from '../download/pull.js';
+import { readConfig } from '../model/load-model.js';
+import { estimateMemory } from '../pipeline/memory.js';
+import { convertWeights, type ConvertDtype } from '../weights/convert.js';
+import { parameterCount, weightTable } from '../weights/weight-table.js';
+import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
+import type { CliIo } from './main.js';
+import { formatBytes, ProgressBar } from './progress.js';
+
+/** `nomic-embed pull`: download a model folder from the hub. */
+export async function pullCommand(args: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs(argsConfig(args, { 'weights-dir': { type: 'string' }, revision: { type: 'string' }, quiet: { type: 'boolean' } }));
+  if (positionals.length > 1) throw new UsageError('pull takes one repository');
+  const showProgress = !values.quiet && io.stderr.isTTY === true;
+  let bar: { file: string; progress: ProgressBar; done: number } | undefined;
+  const dir = await pull({
+    repo: positionals[0],
+    weightsDir: values['weights-dir'],
+    revision: values.revision,
+    onProgress: (file, done, total) => {
+      if (!showProgress) return;
+      if (bar?.file !== file) bar = { file, progress: new ProgressBar(io.stderr, file, 'B', formatBytes), done: 0 };
+      bar.done = done;
+      bar.progress.update(done, total);
+    },
+    onFileDone: (file, status) => {
+      if (bar?.file === file) bar.progress.finish(bar.done, bar.done);
+      bar = undefined;
+      const what = { present: 'already complete', absent: 'not in the repository (optional)', downloaded: 'downloaded and verified' }[status];
+      if (!values.quiet) io.stderr.write(`${file}: ${what}\n`);
+    },
+  });
+  io.stdout.write(`${dir}\n`);
+  return 0;
+}
+
+/** `nomic-embed convert`: Hugging Face checkpoint to the runtime layout. */
+export function convertCommand(args: readonly string[], io: CliIo): number {
+  const { values, positionals } = parseArgs(argsConfig(args, { dtype: { type: 'string' }, quiet: { type: 'boolean' } }));
+  if (positionals.length !== 2) throw new UsageError('convert needs SOURCE_DIR and OUT_DIR');
+  const dtype = (values.dtype ?? 'float32') as ConvertDtype;
+  if (dtype !== 'float32' && dtype !== 'float16') throw new UsageError(`--dtype must be float32 or float16, got "${values.dtype}"`);
+  const [source, out] = positionals;
+  if (!existsSync(source)) throw new UsageError(`${source}: no such folder`);
+  const bar = !values.quiet && io.stderr.isTTY === true ? new ProgressBar(io.stderr, 'converting', 'tensors') : undefined;
+  const { path, tensors } = convertWeights(source, out, { dtype, onProgress: (done, total) => bar?.update(done, total) });
+  bar?.finish(tensors, tensors);
+  if (!values.quiet) io.stderr.write(`wrote ${tensors} tensors (${dtype}) to ${path}\n`);
+  return 0;
+}
+
+/** `nomic-embed info`: backend, config, parameter count, memory estimate. */
+export async function infoCommand(args: readonly string[], io: CliIo): Promise<number> {
+  const { values } = parseArgs(argsConfig(args, { model: { type: 'string' }, backend: { type: 'string' }, batch: { type: 'string' }, length: { type: 'string' } }));
+  const dir = modelDir(values.model);
+  const config = readConfig(dir);
+  const backend = await selectBackend(backendOption(values.backend));
+  const batch = integerOption('batch', values.batch) ?? 32;
+  const length = integerOption('length', values.length) ?? 512;
+  const estimate = estimateMemory(config, batch, length, { perHead: backend === 'wasm' });
+  const lines = [
+    `backend: ${backend}`,
+    `model: ${dir}`,
+    `config: ${config.n_layer} layers, hidden ${config.n_embd}, ${config.n_head} heads, SwiGLU ${config.ffnWidth}, vocab ${config.paddedVocabSize}, ` +
+      `max positions ${config.n_positions}, rotary base ${config.rotary_emb_base}, NTK scaling ${config.rotary_scaling_factor ?? 'off'}`,
+    `parameters: ${parameterCount(weightTable(config, 'hf')).toLocaleString('en-US')}`,
+    `memory for a batch of ${batch} × ${length} tokens: ${formatBytes(estimate.totalBytes)} ` +
+      `(weights ${formatBytes(estimate.weightBytes)}, activations ${formatBytes(estimate.activationBytes)}, of which attention scores ${formatBytes(estimate.attentionBytes)})`,
+  ];
+  io.stdout.write(`${lines.join('\n')}\n`);
+  return 0;
+}

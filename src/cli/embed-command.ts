@@ -1,0 +1,176 @@
+import { createReadStream, createWriteStream, existsSync, statSync, type WriteStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { loadEmbedder, type Embedder } from '../embedder.js';
+import type { EmbedOptions } from '../embed-options.js';
+import { InputError } from '../errors.js';
+import { TASK_PREFIXES, type Task } from '../pipeline/tokenizer.js';
+import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
+import type { CliIo } from './main.js';
+import { finishNpyFile, npyBody, npyHeader } from './npy.js';
+import { formatBytes, formatDuration, ProgressBar } from './progress.js';
+
+/** `nomic-embed embed`: texts from arguments, a file or stdin, to JSONL or .npy. */
+export async function embedCommand(args: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs(argsConfig(args, {
+    model: { type: 'string' },
+    input: { type: 'string' },
+    output: { type: 'string' },
+    format: { type: 'string' },
+    task: { type: 'string' },
+    dimensions: { type: 'string' },
+    'no-normalize': { type: 'boolean' },
+    backend: { type: 'string' },
+    'max-batch-tokens': { type: 'string' },
+    'max-length': { type: 'string' },
+    progress: { type: 'boolean' },
+    quiet: { type: 'boolean' },
+  }));
+  if (positionals.length > 0 && values.input !== undefined) throw new UsageError('pass texts as arguments or --input, not both');
+  const format = values.format ?? (values.output?.endsWith('.npy') ? 'npy' : 'jsonl');
+  if (format !== 'jsonl' && format !== 'npy') throw new UsageError(`--format must be jsonl or npy, got "${format}"`);
+  if (format === 'npy' && values.output === undefined) {
+    throw new UsageError('.npy output needs --output FILE (its header holds the row count, written last)');
+  }
+  if (values.task !== undefined && !(values.task in TASK_PREFIXES)) {
+    throw new UsageError(`--task must be one of ${Object.keys(TASK_PREFIXES).join(', ')}, got "${values.task}"`);
+  }
+  const embedOptions: EmbedOptions = {
+    task: values.task as Task | undefined,
+    dimensions: integerOption('dimensions', values.dimensions),
+    normalize: !values['no-normalize'],
+    maxBatchTokens: integerOption('max-batch-tokens', values['max-batch-tokens']),
+  };
+  const source = textSource(positionals, values.input, io);
+  const dir = modelDir(values.model);
+  const embedder = await loadEmbedder(dir, {
+    backend: backendOption(values.backend),
+    maxLength: integerOption('max-length', values['max-length'], 2),
+  });
+  try {
+    const showProgress = !values.quiet && (values.progress || io.stderr.isTTY === true);
+    return await streamEmbeddings(embedder, source, embedOptions, {
+      format,
+      output: values.output,
+      progress: showProgress ? new ProgressBar(io.stderr, 'embedding', 'texts') : undefined,
+      summary: !values.quiet,
+      io,
+    });
+  } finally {
+    embedder.dispose();
+  }
+}
+
+interface TextSource {
+  /** Texts in chunks, so a file of any size streams through bounded memory. */
+  readonly chunks: AsyncIterable<string[]>;
+  /** Bytes of input consumed so far and in all, when the input is a file. */
+  readonly position?: () => { done: number; total: number };
+}
+
+/** Texts per chunk handed to `embed`: enough to fill batches, small enough to bound memory. */
+const CHUNK_TEXTS = 1024;
+
+function textSource(positionals: readonly string[], input: string | undefined, io: CliIo): TextSource {
+  if (positionals.length > 0) {
+    return { chunks: (async function* () { yield [...positionals]; })() };
+  }
+  if (input === undefined && io.stdin.isTTY === true) {
+    throw new UsageError('no texts: pass them as arguments, with --input FILE, or on stdin');
+  }
+  if (input !== undefined && !existsSync(input)) throw new UsageError(`--input ${input}: no such file`);
+  const jsonl = input !== undefined && /\.(jsonl|ndjson)$/i.test(input);
+  const stream = input === undefined ? io.stdin : createReadStream(input);
+  const total = input === undefined ? undefined : statSync(input).size;
+  let consumed = 0;
+  async function* chunks() {
+    const lines = createInterface({ input: stream, crlfDelay: Infinity });
+    let chunk: string[] = [];
+    let lineNumber = 0;
+    for await (const line of lines) {
+      lineNumber++;
+      consumed += Buffer.byteLength(line) + 1;
+      chunk.push(jsonl ? jsonText(line, lineNumber, input!) : line);
+      if (chunk.length === CHUNK_TEXTS) {
+        yield chunk;
+        chunk = [];
+      }
+    }
+    if (chunk.length > 0) yield chunk;
+  }
+  return { chunks: chunks(), position: total === undefined ? undefined : () => ({ done: Math.min(consumed, total), total }) };
+}
+
+function jsonText(line: string, lineNumber: number, file: string): string {
+  let record: unknown;
+  try {
+    record = JSON.parse(line);
+  } catch {
+    throw new InputError(`${file}:${lineNumber}`, 'not valid JSON');
+  }
+  const text = (record as { text?: unknown } | null)?.text;
+  if (typeof text !== 'string') throw new InputError(`${file}:${lineNumber}`, 'needs a string field "text"');
+  return text;
+}
+
+interface OutputSettings {
+  readonly format: 'jsonl' | 'npy';
+  readonly output: string | undefined;
+  readonly progress: ProgressBar | undefined;
+  readonly summary: boolean;
+  readonly io: CliIo;
+}
+
+async function streamEmbeddings(embedder: Embedder, source: TextSource, options: EmbedOptions, out: OutputSettings): Promise<number> {
+  const file: WriteStream | undefined = out.output === undefined ? undefined : createWriteStream(out.output);
+  const sink = file ?? out.io.stdout;
+  const write = (data: string | Buffer) =>
+    new Promise<void>((resolve, reject) => sink.write(data, (error?: Error | null) => (error ? reject(error) : resolve())));
+  if (out.format === 'npy') await write(npyHeader(0, 0));
+  let index = 0;
+  let dimensions = 0;
+  const totals = { texts: 0, tokens: 0, paddedTokens: 0, batches: 0, retries: 0, truncated: 0, peak: 0, ms: 0 };
+  const started = performance.now();
+  try {
+    for await (const texts of source.chunks) {
+      const base = index;
+      const result = await embedder.embed(texts, {
+        ...options,
+        onProgress: (done) => out.progress?.update(base + done, source.position === undefined ? undefined : estimateTotal(base + done, source)),
+      });
+      dimensions = result.dimensions;
+      if (out.format === 'npy') await write(npyBody(result.embeddings));
+      else await write(result.embeddings.map((e, i) => `${JSON.stringify({ index: base + i, embedding: Array.from(e) })}\n`).join(''));
+      index += texts.length;
+      const s = result.stats;
+      totals.texts += s.texts;
+      totals.tokens += s.tokens;
+      totals.paddedTokens += s.paddedTokens;
+      totals.batches += s.batches;
+      totals.retries += s.retries;
+      totals.truncated += s.truncatedTexts;
+      totals.peak = Math.max(totals.peak, s.measuredPeakBytes);
+    }
+  } finally {
+    if (file !== undefined) await new Promise<void>((resolve) => file.end(resolve));
+  }
+  if (out.format === 'npy') finishNpyFile(out.output!, index, dimensions);
+  out.progress?.finish(index, index);
+  if (out.summary) {
+    const seconds = (performance.now() - started) / 1000;
+    const padding = totals.paddedTokens === 0 ? 0 : 1 - totals.tokens / totals.paddedTokens;
+    out.io.stderr.write(
+      `embedded ${totals.texts} texts (${totals.tokens} tokens, ${totals.truncated} truncated) in ${formatDuration(seconds)} on ${embedder.backend}: ` +
+        `${(totals.texts / seconds).toFixed(1)} texts/s, ${(totals.tokens / seconds).toFixed(0)} tokens/s, ` +
+        `${totals.batches} batches, ${(padding * 100).toFixed(1)}% padding, ${totals.retries} retries, peak tensor memory ${formatBytes(totals.peak)}\n`,
+    );
+  }
+  return 0;
+}
+
+/** Texts in the whole file, extrapolated from the bytes read so far. */
+function estimateTotal(done: number, source: TextSource): number | undefined {
+  const position = source.position?.();
+  if (position === undefined || position.done === 0) return undefined;
+  return Math.max(done, Math.round((done * position.total) / position.done));
+}
