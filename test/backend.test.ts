@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
-import { AUTO_ORDER, selectBackend, type BackendName } from '../src/backends/select.js';
+import { AUTO_ORDER, gpuFailure, selectBackend, type BackendName } from '../src/backends/select.js';
 import { BackendError } from '../src/errors.js';
 
 /** An activator that succeeds only for the given backends, recording what was tried. */
@@ -34,6 +34,12 @@ describe('backend selection', () => {
     const machine = fakeMachine(['wasm']);
     await expect(selectBackend('cpu', machine.activate)).rejects.toBeInstanceOf(BackendError);
     expect(machine.tried).toEqual(['cpu']);
+  });
+
+  it('counts tfjs-node-gpu as the CUDA backend only when it reports a GPU device', () => {
+    expect(gpuFailure({ isUsingGpuDevice: true })).toBeUndefined();
+    expect(gpuFailure({ isUsingGpuDevice: false })).toMatch(/no usable CUDA device.*CUDA 11\.2 and cuDNN 8\.1/);
+    expect(gpuFailure(undefined)).toMatch(/no usable CUDA device/);
   });
 
   it('rejects an unknown backend name', async () => {

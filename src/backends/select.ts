@@ -62,7 +62,8 @@ export async function selectBackend(
 }
 
 async function activateBackend(name: BackendName): Promise<string | undefined> {
-  const pkg = PACKAGES[name];
+  // With tfjs-node-gpu loaded but no usable GPU, its libtensorflow still computes on the CPU.
+  const pkg = name === 'tensorflow' && loaded.has(PACKAGES['tensorflow-gpu']!) ? undefined : PACKAGES[name];
   if (pkg !== undefined) {
     const failure = await importOptional(pkg);
     if (failure !== undefined) return failure;
@@ -70,11 +71,21 @@ async function activateBackend(name: BackendName): Promise<string | undefined> {
   try {
     if (!(await tf.setBackend(TFJS_NAMES[name]))) return 'the backend failed to initialise';
     await tf.ready();
+    if (name === 'tensorflow-gpu') return gpuFailure(tf.backend());
     if (name === 'wasm') installWasmSlice();
     return undefined;
   } catch (error) {
     return `the backend failed to initialise: ${(error as Error).message}`;
   }
+}
+
+/**
+ * tfjs-node-gpu loads even where TensorFlow finds no CUDA device, and then
+ * quietly computes on the CPU; its backend's `isUsingGpuDevice` tells.
+ */
+export function gpuFailure(backend: unknown): string | undefined {
+  if ((backend as { isUsingGpuDevice?: unknown } | null)?.isUsingGpuDevice === true) return undefined;
+  return 'libtensorflow found no usable CUDA device (it needs an NVIDIA driver ≥ 450, CUDA 11.2 and cuDNN 8.1)';
 }
 
 /** Imports an optional package; the two libtensorflow packages must not both load. */
