@@ -273,3 +273,20 @@ describe('rotaryScalingFactor load option', () => {
     }
   });
 });
+
+describe('huge texts', () => {
+  it('a 1 MB text is truncated to the maximum length, counted, and embedded like its first tokens', async () => {
+    const embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm', workers: 1, maxLength: 64 });
+    try {
+      const paragraph = reference('nomic-tiny').texts.find((t) => t.name === 'long_paragraph')!;
+      const huge = `${paragraph.text} `.repeat(Math.ceil(1_000_000 / paragraph.text.length));
+      const { embeddings, stats } = await embedder.embed([huge, paragraph.text]);
+      expect(stats.truncatedTexts).toBe(2);
+      expect(stats.tokens).toBe(128);
+      // Both keep the same first 63 tokens and [SEP], so they embed the same.
+      expectClose(embeddings[0], embeddings[1], 1e-6, 'huge text vs its opening');
+    } finally {
+      await embedder.dispose();
+    }
+  });
+});
