@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { copyFileSync, mkdirSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
@@ -20,6 +20,19 @@ describe('tokenizer', () => {
   it('uses n_positions, not 512, as the maximum length when the folder sets none', () => {
     expect(TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192).maxLength).toBe(8192);
     expect(TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192, 100).maxLength).toBe(100);
+  });
+
+  it('takes model_max_length from tokenizer_config.json, ignoring the unset sentinel', () => {
+    const dir = join(tempDir(), 'with-config');
+    mkdirSync(dir);
+    copyFileSync(join(fixtureDir('nomic-tiny'), 'tokenizer.json'), join(dir, 'tokenizer.json'));
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ model_max_length: 512 }));
+    expect(TextTokenizer.fromDir(dir, 8192).maxLength).toBe(512);
+    expect(TextTokenizer.fromDir(dir, 8192, 2048).maxLength).toBe(2048);
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ model_max_length: 1e30 }));
+    expect(TextTokenizer.fromDir(dir, 8192).maxLength).toBe(8192);
+    writeFileSync(join(dir, 'tokenizer_config.json'), '{ not json');
+    expect(() => TextTokenizer.fromDir(dir, 8192)).toThrow(/tokenizer_config\.json: not valid JSON/);
   });
 
   it('truncates keeping [SEP], or refuses when asked', () => {
