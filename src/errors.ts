@@ -138,3 +138,14 @@ export class OutOfMemoryError extends NomicEmbedError {
     );
   }
 }
+
+/** A download failed or its bytes are not the ones the hub announced. */
+export class DownloadError extends NomicEmbedError {
+  override name = 'DownloadError';
+  constructor(
+    readonly url: string,
+    detail: string,
+  ) {
+    super(`${url}: ${detail}`);
+  }
+}

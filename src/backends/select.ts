@@ -106,8 +106,3 @@ async function importOptional(pkg: string): Promise<string | undefined> {
 }
 
 const loaded = new Set<string>();
-
-/** The name of the backend tfjs is running on now. */
-export function activeBackend(): string {
-  return tf.getBackend();
-}

@@ -1,18 +1,9 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync, mkdirSync, renameSync, rmSync, statSync, createWriteStream } from 'node:fs';
 import { join } from 'node:path';
-import { NomicEmbedError } from '../errors.js';
+import { DownloadError } from '../errors.js';
 
-/** A download failed or its bytes are not the ones the hub announced. */
-export class DownloadError extends NomicEmbedError {
-  override name = 'DownloadError';
-  constructor(
-    readonly url: string,
-    detail: string,
-  ) {
-    super(`${url}: ${detail}`);
-  }
-}
+export { DownloadError };
 
 export const DEFAULT_REPO = 'nomic-ai/nomic-embed-text-v1.5';
 export const DEFAULT_ENDPOINT = 'https://huggingface.co';
