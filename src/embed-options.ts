@@ -1,7 +1,11 @@
-import type { BackendChoice } from './backends/select.js';
+import type { BackendChoice, BackendName } from './backends/select.js';
+import { InputError } from './errors.js';
+import { checkInteger, checkOptionNames, describe } from './options.js';
+import type { OutputSpec } from './pipeline/batch-job.js';
 import type { Pooling } from './pipeline/pooling.js';
-import type { EmbedStats } from './pipeline/stats.js';
-import type { Task, Truncation } from './pipeline/tokenizer.js';
+import { TASK_PREFIXES, type Task, type Truncation } from './pipeline/tokenizer.js';
+import type { BatchLimits } from './scheduling/batcher.js';
+import type { EmbedStats } from './scheduling/stats.js';
 
 export interface LoadEmbedderOptions {
   /** Which tfjs backend to run on; `auto` takes the fastest that works here. @default 'auto' */
@@ -70,10 +74,101 @@ export interface EmbedResult {
   readonly stats: EmbedStats;
 }
 
-export const EMBED_OPTION_NAMES: readonly (keyof EmbedOptions)[] = [
+const EMBED_OPTION_NAMES: readonly (keyof EmbedOptions)[] = [
   'task', 'dimensions', 'normalize', 'pooling', 'truncation', 'maxBatchTokens',
   'maxBatchSize', 'memoryBudgetBytes', 'chunkSize', 'onProgress',
 ];
-export const LOAD_OPTION_NAMES: readonly (keyof LoadEmbedderOptions)[] = [
+const LOAD_OPTION_NAMES: readonly (keyof LoadEmbedderOptions)[] = [
   'backend', 'maxLength', 'rotaryScalingFactor', 'weightsFile', 'workers',
 ];
+
+/** Matryoshka sizes nomic-embed-text-v1.5 was trained for. */
+export const NOMIC_V15_DIMENSIONS = [768, 512, 256, 128, 64] as const;
+
+/** Checks `loadEmbedder`'s options; defaults that need the backend or model are resolved by the embedder. */
+export function checkLoadOptions(options: LoadEmbedderOptions): void {
+  checkOptionNames('loadEmbedder options', options, LOAD_OPTION_NAMES);
+  if (options.maxLength !== undefined) checkInteger('maxLength', options.maxLength, 2);
+  if (options.workers !== undefined) checkInteger('workers', options.workers, 1);
+  if (options.weightsFile !== undefined && typeof options.weightsFile !== 'string') {
+    throw new InputError('weightsFile', `must be a file name, got ${describe(options.weightsFile)}`);
+  }
+}
+
+/** Every option of one `embed` call, checked and with its default. */
+export interface ResolvedEmbedOptions {
+  readonly task: Task | undefined;
+  readonly truncation: Truncation;
+  readonly chunkSize: number;
+  readonly limits: BatchLimits;
+  readonly output: OutputSpec;
+  readonly onProgress: ((done: number, total: number) => void) | undefined;
+}
+
+/** What the defaults and checks of `embed` depend on. */
+export interface EmbedderTraits {
+  /** The model's hidden size: the full vector's length. */
+  readonly hiddenSize: number;
+  readonly backend: BackendName;
+  readonly defaultMemoryBudgetBytes: number;
+}
+
+/** Validates one `embed` call and resolves every default, before any work. */
+export function resolveEmbedOptions(texts: readonly string[], options: EmbedOptions, traits: EmbedderTraits): ResolvedEmbedOptions {
+  if (!Array.isArray(texts)) throw new InputError('texts', `must be an array of strings, got ${describe(texts)}`);
+  texts.forEach((text, i) => {
+    if (typeof text !== 'string') throw new InputError('texts', `must be a string, got ${describe(text)}`, i);
+  });
+  checkOptionNames('embed options', options, EMBED_OPTION_NAMES);
+  const {
+    task,
+    dimensions,
+    normalize = true,
+    pooling = 'mean',
+    truncation = 'truncate',
+    maxBatchTokens = 8192,
+    maxBatchSize = 64,
+    memoryBudgetBytes = traits.defaultMemoryBudgetBytes,
+    chunkSize = 4096,
+    onProgress,
+  } = options;
+  if (task !== undefined && !(task in TASK_PREFIXES)) {
+    throw new InputError('task', `unknown task ${describe(task)}; use one of ${Object.keys(TASK_PREFIXES).join(', ')}`);
+  }
+  if (pooling !== 'mean' && pooling !== 'cls') throw new InputError('pooling', `must be 'mean' or 'cls', got ${describe(pooling)}`);
+  if (truncation !== 'truncate' && truncation !== 'error') {
+    throw new InputError('truncation', `must be 'truncate' or 'error', got ${describe(truncation)}`);
+  }
+  if (typeof normalize !== 'boolean') throw new InputError('normalize', `must be a boolean, got ${describe(normalize)}`);
+  if (dimensions !== undefined) checkDimensions(dimensions, traits.hiddenSize);
+  checkInteger('maxBatchTokens', maxBatchTokens, 1);
+  checkInteger('maxBatchSize', maxBatchSize, 1);
+  checkInteger('chunkSize', chunkSize, 1);
+  if (typeof memoryBudgetBytes !== 'number' || !(memoryBudgetBytes > 0)) {
+    throw new InputError('memoryBudgetBytes', `must be a positive number, got ${describe(memoryBudgetBytes)}`);
+  }
+  if (onProgress !== undefined && typeof onProgress !== 'function') {
+    throw new InputError('onProgress', `must be a function, got ${describe(onProgress)}`);
+  }
+  return {
+    task,
+    truncation,
+    chunkSize,
+    limits: { maxBatchTokens, maxBatchSize, memoryBudgetBytes },
+    output: { pooling, dimensions: dimensions ?? traits.hiddenSize, matryoshka: dimensions !== undefined, normalize },
+    onProgress,
+  };
+}
+
+function checkDimensions(dimensions: number, hiddenSize: number): void {
+  const nomicV15 = hiddenSize === NOMIC_V15_DIMENSIONS[0];
+  const allowed = nomicV15
+    ? (NOMIC_V15_DIMENSIONS as readonly number[]).includes(dimensions)
+    : Number.isInteger(dimensions) && dimensions >= 1 && dimensions <= hiddenSize;
+  if (!allowed) {
+    throw new InputError(
+      'dimensions',
+      `${describe(dimensions)} is not available; use ${nomicV15 ? NOMIC_V15_DIMENSIONS.join(', ') : `an integer from 1 to ${hiddenSize}`}`,
+    );
+  }
+}

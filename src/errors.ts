@@ -113,11 +113,13 @@ export class TextTooLongError extends NomicEmbedError {
   override name = 'TextTooLongError';
   constructor(
     readonly index: number,
+    /** The text's token count, or a lower bound of it when `exact` is false. */
     readonly tokens: number,
     readonly maxLength: number,
+    readonly exact = true,
   ) {
     super(
-      `texts[${index}] has ${tokens} tokens, more than the maximum of ${maxLength}; ` +
+      `texts[${index}] has ${exact ? '' : 'at least '}${tokens} tokens, more than the maximum of ${maxLength}; ` +
         `pass truncation: 'truncate' to cut it, or raise maxLength`,
     );
   }
@@ -147,5 +149,30 @@ export class DownloadError extends NomicEmbedError {
     detail: string,
   ) {
     super(`${url}: ${detail}`);
+  }
+}
+
+/** The embedder was disposed before or while the call ran. */
+export class DisposedError extends NomicEmbedError {
+  override name = 'DisposedError';
+  constructor() {
+    super('the embedder was disposed; load a new one with loadEmbedder');
+  }
+}
+
+/**
+ * A worker thread died, failed to start, or threw an error that is not one of
+ * this package's (those arrive as themselves, with their fields).
+ */
+export class WorkerError extends NomicEmbedError {
+  override name = 'WorkerError';
+  constructor(
+    message: string,
+    /** `exited`: the thread ended mid-batch; `no-workers`: none is left running; `thrown`: an error raised inside it. */
+    readonly reason: 'exited' | 'no-workers' | 'thrown',
+    /** The name of the error raised inside the thread, for `thrown`. */
+    readonly originalName?: string,
+  ) {
+    super(message);
   }
 }

@@ -104,11 +104,36 @@ describe('nomic-embed command line', () => {
     [['embed', 'x'], /no model at weights\/nomic-embed-text-v1\.5; run `nomic-embed pull`/],
     [['frobnicate'], /unknown command "frobnicate"/],
     [['convert', MODEL], /convert needs SOURCE_DIR and OUT_DIR/],
+    [['embed', '--model', MODEL, '--workers', '0', 'x'], /--workers must be an integer of at least 1/],
   ])('exits 2 with a message for bad arguments: %j', async (args, message) => {
     const r = await run(args as string[]);
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(message);
     expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it.each(['embed', 'pull', 'convert', 'info'])('%s --help prints its own usage and exits 0', async (command) => {
+    for (const flag of ['--help', '-h']) {
+      const r = await run([command, flag]);
+      expect(r.code).toBe(0);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toMatch(new RegExp(`^usage: nomic-embed ${command} `));
+      expect(r.stdout).toMatch(/--verbose/);
+    }
+  });
+
+  it('points a bad argument of a command at that command\'s --help', async () => {
+    const r = await run(['pull', '--bogus']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/run `nomic-embed pull --help` for the options/);
+  });
+
+  it('runs embed on the worker threads asked for', async () => {
+    const r = await run(['embed', '--model', MODEL, '--workers', '2', texts[0].text, texts[1].text, texts[2].text]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/embedded 3 texts .* on wasm \(2 workers\)/);
+    const vectors = parseJsonl(r.stdout);
+    vectors.forEach((v, i) => expectClose(v, texts[i].embedding, TOLERANCE.embedding, texts[i].name));
   });
 
   it('exits 1 on a broken model, with a stack trace only under --verbose', async () => {

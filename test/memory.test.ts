@@ -1,8 +1,9 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultAttentionKernel } from '../src/model/attention.js';
 import { loadModel } from '../src/model/load-model.js';
 import type { NomicBertModel } from '../src/model/nomic-bert.js';
-import { estimateMemory, queryBlockFor } from '../src/pipeline/memory.js';
+import { estimateMemory, queryBlockFor } from '../src/scheduling/memory.js';
 import { parseConfig } from '../src/weights/config.js';
 import { PORTABLE_BACKENDS, useBackend } from './helpers/backend.js';
 import { expectClose, fixtureDir } from './helpers/fixtures.js';
@@ -26,7 +27,7 @@ async function profiledForward(model: NomicBertModel, B: number, T: number, padd
 describe.each(PORTABLE_BACKENDS)('memory estimator on %s', (backend) => {
   let model: NomicBertModel;
   // The wasm backend runs attention head by head, the others batched.
-  const perHead = backend === 'wasm';
+  const attention = defaultAttentionKernel(backend);
   beforeAll(async () => {
     await useBackend(backend);
     model = loadModel(fixtureDir('nomic-tiny'));
@@ -41,14 +42,14 @@ describe.each(PORTABLE_BACKENDS)('memory estimator on %s', (backend) => {
     [1, 1024, false],
   ])('predicts the activation peak of B=%i, L=%i (padded: %s) within 10%%', async (B, T, padded) => {
     const { peak } = await profiledForward(model, B, T, padded);
-    const predicted = estimateMemory(model.config, B, T, { perHead }).activationBytes;
+    const predicted = estimateMemory(model.config, B, T, { attention }).activationBytes;
     expect(predicted / peak).toBeGreaterThan(0.97);
     expect(predicted / peak).toBeLessThan(1.1);
   });
 
   it('predicts the peak of blocked attention too', async () => {
     const { peak } = await profiledForward(model, 1, 1024, false, 128);
-    const predicted = estimateMemory(model.config, 1, 1024, { queryBlock: 128, perHead }).activationBytes;
+    const predicted = estimateMemory(model.config, 1, 1024, { queryBlock: 128, attention }).activationBytes;
     expect(predicted / peak).toBeGreaterThan(0.97);
     expect(predicted / peak).toBeLessThan(1.1);
   });
@@ -74,20 +75,33 @@ describe('memory estimator for the real model', () => {
   });
 
   it('batched attention over 8192 tokens needs query blocks to fit in 3 GiB', () => {
-    const whole = estimateMemory(real, 1, 8192, { perHead: false });
+    const whole = estimateMemory(real, 1, 8192, { attention: 'batched' });
     // 12 heads × 8192² scores, twice, in float32: 6 GiB.
     expect(whole.attentionBytes).toBe(2 * 12 * 8192 * 8192 * 4);
-    const block = queryBlockFor(real, 1, 8192, 3 * GiB, false);
+    const block = queryBlockFor(real, 1, 8192, 3 * GiB, 'batched');
     expect(block).toBeLessThan(8192);
-    expect(estimateMemory(real, 1, 8192, { queryBlock: block, perHead: false }).totalBytes).toBeLessThanOrEqual(3 * GiB);
-    expect(queryBlockFor(real, 1, 512, 3 * GiB, false)).toBe(512);
+    expect(estimateMemory(real, 1, 8192, { queryBlock: block, attention: 'batched' }).totalBytes).toBeLessThanOrEqual(3 * GiB);
+    expect(queryBlockFor(real, 1, 512, 3 * GiB, 'batched')).toBe(512);
   });
 
   it('head-by-head attention over 8192 tokens holds the scores of one head: no blocks at 3 GiB, blocks at 1 GiB', () => {
-    expect(estimateMemory(real, 1, 8192).attentionBytes).toBe(2 * 8192 * 8192 * 4);
-    expect(queryBlockFor(real, 1, 8192, 3 * GiB)).toBe(8192);
-    const block = queryBlockFor(real, 1, 8192, GiB);
+    expect(estimateMemory(real, 1, 8192, { attention: 'per-head' }).attentionBytes).toBe(2 * 8192 * 8192 * 4);
+    expect(queryBlockFor(real, 1, 8192, 3 * GiB, 'per-head')).toBe(8192);
+    const block = queryBlockFor(real, 1, 8192, GiB, 'per-head');
     expect(block).toBeLessThan(8192);
-    expect(estimateMemory(real, 1, 8192, { queryBlock: block }).totalBytes).toBeLessThanOrEqual(GiB);
+    expect(estimateMemory(real, 1, 8192, { queryBlock: block, attention: 'per-head' }).totalBytes).toBeLessThanOrEqual(GiB);
+  });
+
+  it('counts batched attention unless told otherwise, the most a backend may need', () => {
+    const batched = estimateMemory(real, 8, 512, { attention: 'batched' });
+    expect(estimateMemory(real, 8, 512)).toEqual(batched);
+    expect(estimateMemory(real, 8, 512, { attention: 'per-head' }).totalBytes).toBeLessThan(batched.totalBytes);
+  });
+
+  it('fused attention holds nothing of size T² and needs no query blocks', () => {
+    const fused = estimateMemory(real, 1, 8192, { attention: 'fused' });
+    expect(fused.attentionBytes).toBe(0);
+    expect(fused.totalBytes).toBeLessThan(GiB);
+    expect(queryBlockFor(real, 1, 8192, GiB / 2, 'fused')).toBe(8192);
   });
 });

@@ -40,9 +40,45 @@ describe('tokenizer', () => {
     const long = reference('nomic-tiny').texts.find((t) => t.name === 'long_paragraph')!;
     const cut = tokenizer.encode(long.text, undefined, 'truncate', 0);
     expect(Array.from(cut.ids)).toEqual([...long.input_ids.slice(0, 7), 102]);
-    expect(cut.truncatedTokens).toBe(long.num_tokens - 8);
+    expect(cut.truncatedTokens).toBeGreaterThan(0);
     expect(() => tokenizer.encode(long.text, undefined, 'error', 5)).toThrow(TextTooLongError);
-    expect(() => tokenizer.encode(long.text, undefined, 'error', 5)).toThrow(/texts\[5\] has 381 tokens/);
+    // Only an opening of the text was tokenized: the count is a lower bound, and says so.
+    expect(() => tokenizer.encode(long.text, undefined, 'error', 5)).toThrow(/texts\[5\] has at least \d+ tokens, more than the maximum of 8/);
+    const roomy = TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192, 380);
+    expect(() => roomy.encode(long.text, undefined, 'error', 5)).toThrow(/texts\[5\] has 381 tokens/);
+  });
+
+  it('tokenizes only an opening of a huge text, with the ids of the whole', () => {
+    const tokenizer = TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192, 64);
+    const inner = (tokenizer as unknown as { tokenizer: { encode(text: string): { ids: number[] } } }).tokenizer;
+    const long = reference('nomic-tiny').texts.find((t) => t.name === 'long_paragraph')!;
+    const huge = `${long.text} `.repeat(2000);
+    const whole = inner.encode(`search_document: ${huge}`).ids;
+    const seen: number[] = [];
+    const encode = inner.encode.bind(inner);
+    inner.encode = (text: string) => {
+      seen.push(text.length);
+      return encode(text);
+    };
+    const cut = tokenizer.encode(huge, 'search_document', 'truncate', 0);
+    expect(Array.from(cut.ids)).toEqual([...whole.slice(0, 63), 102]);
+    expect(cut.ids.length).toBe(64);
+    expect(cut.truncatedTokens).toBeGreaterThan(0);
+    expect(cut.exact).toBe(false);
+    // Nothing near the text's size went through the tokenizer.
+    expect(Math.max(...seen.slice(0, -1))).toBeLessThan(huge.length / 100);
+    expect(whole.length).toBeGreaterThan(700_000 / 4);
+  });
+
+  it('refuses a fractional or tiny model_max_length, which would lose the final [SEP]', () => {
+    const dir = join(tempDir(), 'fractional');
+    mkdirSync(dir);
+    copyFileSync(join(fixtureDir('nomic-tiny'), 'tokenizer.json'), join(dir, 'tokenizer.json'));
+    for (const bad of [100.5, 1, '512']) {
+      writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ model_max_length: bad }));
+      expect(() => TextTokenizer.fromDir(dir, 8192)).toThrow(ModelFilesError);
+      expect(() => TextTokenizer.fromDir(dir, 8192)).toThrow(/tokenizer_config\.json: model_max_length .* is not an integer of at least 2/);
+    }
   });
 
   it('adds Nomic task prefixes', () => {

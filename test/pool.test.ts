@@ -1,148 +1,280 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { BroadcastChannel, type Worker } from 'node:worker_threads';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
-import { OutOfMemoryError, WeightsError } from '../src/errors.js';
+import { DisposedError, ModelFilesError, NonFiniteWeightError, WeightsError, WorkerError } from '../src/errors.js';
+import { loadModel } from '../src/model/load-model.js';
 import type { BatchJob } from '../src/pipeline/batch-job.js';
+import { TextTokenizer } from '../src/pipeline/tokenizer.js';
+import { WorkerPoolRunner } from '../src/pool/worker-pool.js';
+import { BatchProcessor } from '../src/scheduling/batcher.js';
+import { estimateMemory } from '../src/scheduling/memory.js';
+import { availableMemory, defaultWorkerCount } from '../src/scheduling/workers.js';
+import { readConfig } from '../src/weights/model-folder.js';
+import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
+import { useBackend } from './helpers/backend.js';
 import { expectClose, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
+import { tempDir } from './helpers/tmp.js';
+import { HOOK_CHANNEL, type HookControl, type HookEvent } from './helpers/worker-hooks.js';
 
-const texts = reference('nomic-tiny-ntk').texts;
-
-/** The pool's bookkeeping, read by the tests that kill workers. */
-interface PoolInternals {
-  slots: Set<{ worker: { terminate(): Promise<number> } }>;
-  idle: unknown[];
-}
+const FIXTURE = 'nomic-tiny-ntk';
+const texts = reference(FIXTURE).texts;
 const raw = texts.map((t) => t.text);
+const work = tempDir();
+const HOOKS = new URL('./helpers/worker-hooks.ts', import.meta.url);
+/** Bound on any wait for a worker event: starting a worker loads wasm and the model. */
+const EVENT_TIMEOUT = 30_000;
+
+/** Worker events, in arrival order, awaited with a bound. */
+class HookEvents {
+  private readonly channel = new BroadcastChannel(HOOK_CHANNEL);
+  private readonly seen: HookEvent[] = [];
+  private readonly listeners = new Set<() => void>();
+
+  constructor() {
+    this.channel.onmessage = (message) => {
+      this.seen.push((message as { data: HookEvent }).data);
+      for (const listener of this.listeners) listener();
+    };
+  }
+
+  count(type: HookEvent['type']): number {
+    return this.seen.filter((e) => e.type === type).length;
+  }
+
+  /** Resolves once `count` events of `type` have arrived in all; fails after the bound. */
+  waitFor(type: HookEvent['type'], count: number): Promise<HookEvent[]> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const matching = this.seen.filter((e) => e.type === type);
+        if (matching.length < count) return;
+        this.listeners.delete(check);
+        clearTimeout(timer);
+        resolve(matching);
+      };
+      const timer = setTimeout(() => {
+        this.listeners.delete(check);
+        reject(new Error(`waited ${EVENT_TIMEOUT} ms for ${count} "${type}" events, got ${this.count(type)}`));
+      }, EVENT_TIMEOUT);
+      this.listeners.add(check);
+      check();
+    });
+  }
+
+  close(): void {
+    this.channel.close();
+  }
+}
+
+/** The pool's threads, read by the tests that kill workers. */
+function threads(runner: WorkerPoolRunner): Worker[] {
+  return [...(runner as unknown as { slots: Set<{ worker: Worker }> }).slots].map((s) => s.worker);
+}
+
+let controls = 0;
+/** A pool of real workers with fault-injection hooks, wrapped in an embedder. */
+async function hookedPool(size: number, control: HookControl = {}, dir = fixtureDir(FIXTURE)) {
+  // Not .json: tsx takes a module URL ending in .json, fragment included, for a JSON module.
+  const controlFile = join(work, `control-${controls++}.state`);
+  const setControl = (next: HookControl) => writeFileSync(controlFile, JSON.stringify(next));
+  setControl(control);
+  const hooks = `${pathToFileURL(HOOKS.pathname).href}#control=${encodeURIComponent(controlFile)}`;
+  const runner = await WorkerPoolRunner.start(size, { dir, backend: 'wasm', modelOptions: {}, hooks });
+  const config = readConfig(dir);
+  const embedder = new Embedder(runner, TextTokenizer.fromDir(dir, config.n_positions), 'wasm', config);
+  return { runner, embedder, setControl };
+}
+
+/** A batch job of the first `n` fixture texts, as the embedder would send it. */
+function job(n: number): BatchJob {
+  const sequences = texts.slice(0, n).map((t) => Int32Array.from(t.input_ids));
+  const length = Math.max(...sequences.map((s) => s.length));
+  return { sequences, length, queryBlock: length, attention: 'per-head', output: { pooling: 'mean', dimensions: 64, matryoshka: false, normalize: true } };
+}
 
 describe('worker pool', () => {
-  let embedder: Embedder;
-  let run: Embedder['runner']['run'];
-
-  beforeAll(async () => {
-    embedder = await loadEmbedder(fixtureDir('nomic-tiny-ntk'), { backend: 'wasm', workers: 2 });
-    run = embedder.runner.run.bind(embedder.runner);
+  let events: HookEvents;
+  beforeAll(() => {
+    events = new HookEvents();
   });
-  afterAll(() => embedder.dispose());
+  afterAll(() => events.close());
 
-  it('runs two workers and keeps the model out of this thread', () => {
-    expect(embedder.workers).toBe(2);
-    expect(() => embedder.model).toThrow(/worker threads/);
-  });
+  describe('at work', () => {
+    let pool: Awaited<ReturnType<typeof hookedPool>>;
+    beforeAll(async () => {
+      pool = await hookedPool(2);
+    });
+    afterAll(() => pool.embedder.dispose());
+    afterEach(() => pool.setControl({}));
 
-  it('matches the reference, in input order, with batches spread over the workers', async () => {
-    const { embeddings, stats } = await embedder.embed(raw, { maxBatchSize: 3 });
-    texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
-    expect(stats.batches).toBe(Math.ceil(texts.length / 3));
-    expect(stats.measuredPeakBytes).toBeGreaterThan(0);
-  });
+    it('runs two workers and keeps the model out of this thread', () => {
+      expect(pool.embedder.workers).toBe(2);
+      expect(() => pool.embedder.model).toThrow(/worker threads/);
+    });
 
-  it('runs batches concurrently', async () => {
-    let inFlight = 0;
-    let most = 0;
-    embedder.runner.run = async (job: BatchJob) => {
-      most = Math.max(most, ++inFlight);
+    it('matches the reference, in input order, with batches spread over the workers', async () => {
+      const { embeddings, stats } = await pool.embedder.embed(raw, { maxBatchSize: 3 });
+      texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+      expect(stats.batches).toBe(Math.ceil(texts.length / 3));
+      expect(stats.measuredPeakBytes).toBeGreaterThan(0);
+    });
+
+    it('runs batches on both workers at once', async () => {
+      const run = pool.runner.run.bind(pool.runner);
+      let inFlight = 0;
+      let most = 0;
+      pool.runner.run = async (batch: BatchJob) => {
+        most = Math.max(most, ++inFlight);
+        try {
+          return await run(batch);
+        } finally {
+          inFlight--;
+        }
+      };
       try {
-        return await run(job);
+        await pool.embedder.embed(raw, { maxBatchSize: 2 });
+        expect(most).toBe(2);
       } finally {
-        inFlight--;
+        pool.runner.run = run;
       }
-    };
-    try {
-      await embedder.embed(raw, { maxBatchSize: 2 });
-      expect(most).toBe(2);
-    } finally {
-      embedder.runner.run = run;
-    }
-  });
+    });
 
-  it('backs off when a worker runs out of memory, and the results stay right', async () => {
-    // The fault comes back from a real worker round trip: the job is sent, then the answer replaced.
-    embedder.runner.run = async (job: BatchJob) => {
-      const output = await run(job);
-      if (job.sequences.length > 2) throw new Error('Aborted(Cannot enlarge memory arrays)');
-      return output;
-    };
-    try {
-      const { embeddings, stats } = await embedder.embed(raw, { maxBatchSize: 8 });
+    it('replaces a worker that ran out of memory inside, backs off, and loses nothing', async () => {
+      const before = threads(pool.runner).map((w) => w.threadId);
+      const ooms = events.count('oom');
+      const starts = events.count('started');
+      pool.setControl({ oomAbove: 2 });
+      const { embeddings, stats } = await pool.embedder.embed(raw, { maxBatchSize: 8 });
       texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
       expect(stats.retries).toBeGreaterThan(0);
-    } finally {
-      embedder.runner.run = run;
-    }
+      const failed = events.count('oom') - ooms;
+      expect(failed).toBeGreaterThan(0);
+      // One fresh worker per failure; the ones that failed are gone.
+      await events.waitFor('started', starts + failed);
+      await expect.poll(() => threads(pool.runner).length, { timeout: EVENT_TIMEOUT }).toBe(2);
+      expect(threads(pool.runner).map((w) => w.threadId)).not.toEqual(before);
+    });
+
+    it('fails the batch of a worker killed mid-run with a WorkerError, then goes on with a replacement', async () => {
+      const starts = events.count('started');
+      const running = events.count('running');
+      pool.setControl({ hold: true });
+      const call = pool.embedder.embed([raw[0]]).catch((e: unknown) => e);
+      const [event] = (await events.waitFor('running', running + 1)).slice(-1);
+      await threads(pool.runner).find((w) => w.threadId === event.threadId)!.terminate();
+      const error = await call;
+      expect(error).toBeInstanceOf(WorkerError);
+      expect((error as WorkerError).reason).toBe('exited');
+      expect((error as Error).message).toMatch(/exited with code 1/);
+      pool.setControl({});
+      await events.waitFor('started', starts + 1);
+      const { embeddings } = await pool.embedder.embed(raw, { maxBatchSize: 2 });
+      texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+    });
+
+    it('brings an error raised inside a worker back with its type and fields', async () => {
+      // Out of memory alone: the batcher names the text, with the backend's message as the cause.
+      pool.setControl({ oomAbove: 0 });
+      const error = await pool.embedder.embed([raw[0]]).catch((e: unknown) => e);
+      expect((error as Error).name).toBe('OutOfMemoryError');
+      expect(error).toMatchObject({ index: 0, tokens: texts[0].num_tokens });
+    });
   });
 
-  it('surfaces a worker error as an error of embed and names a text that never fits', async () => {
-    embedder.runner.run = async () => {
-      throw new Error('OOM when allocating tensor');
-    };
+  it('settles every running and queued call when disposed mid-run', async () => {
+    const { runner, embedder } = await hookedPool(2, { hold: true });
+    const running = events.count('running');
+    const calls = [runner.run(job(1)), runner.run(job(2)), runner.run(job(3))].map((p) => p.catch((e: unknown) => e));
+    const viaEmbed = embedder.embed([raw[0]]).catch((e: unknown) => e);
+    // Two batches run (one per worker); the other two wait for a worker.
+    await events.waitFor('running', running + 2);
+    await embedder.dispose();
+    for (const outcome of [...(await Promise.all(calls)), await viaEmbed]) expect(outcome).toBeInstanceOf(DisposedError);
+    await expect(embedder.embed(['hello'])).rejects.toBeInstanceOf(DisposedError);
+    expect(threads(runner)).toHaveLength(0);
+  });
+
+  it('fails running and queued calls when the last worker dies and none can replace it', async () => {
+    const { runner, embedder, setControl } = await hookedPool(2);
     try {
-      await expect(embedder.embed(raw)).rejects.toBeInstanceOf(OutOfMemoryError);
+      setControl({ failStart: true });
+      const [first, second] = threads(runner);
+      await first.terminate();
+      // Its replacement fails to start: one worker is left.
+      await expect.poll(() => runner.concurrency, { timeout: EVENT_TIMEOUT }).toBe(1);
+      expect(threads(runner)).toEqual([second]);
+      setControl({ failStart: true, hold: true });
+      const running = events.count('running');
+      const held = runner.run(job(1)).catch((e: unknown) => e);
+      const queued = runner.run(job(1)).catch((e: unknown) => e);
+      await events.waitFor('running', running + 1);
+      await second.terminate();
+      const [heldError, queuedError] = await Promise.all([held, queued]);
+      expect(heldError).toMatchObject({ name: 'WorkerError', reason: 'exited' });
+      expect(queuedError).toMatchObject({ name: 'WorkerError', reason: 'no-workers' });
+      expect((queuedError as Error).message).toMatch(/no worker thread is left running \(.*injected start failure\)/);
+      await expect(embedder.embed(['hello'])).rejects.toMatchObject({ reason: 'no-workers' });
     } finally {
-      embedder.runner.run = run;
+      await embedder.dispose();
     }
-    // The pool still works afterwards.
-    const { embeddings } = await embedder.embed(raw.slice(0, 2));
-    expectClose(embeddings[1], texts[1].embedding, TOLERANCE.embedding, texts[1].name);
   });
 
-  it('replaces an idle worker that died and goes on with both', async () => {
-    const pool = embedder.runner as unknown as PoolInternals;
-    const [first] = [...pool.slots];
-    await first.worker.terminate();
-    // Replaced once two workers are loaded and idle, neither of them the dead one.
-    await expect.poll(() => pool.idle.length === 2 && !pool.slots.has(first), { timeout: 20_000 }).toBe(true);
-    const { embeddings } = await embedder.embed(raw, { maxBatchSize: 2 });
-    texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+  it('fails the start with the typed error of a worker that cannot start', async () => {
+    const error = await hookedPool(2, { failStart: true }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(ModelFilesError);
+    expect(error).toMatchObject({ path: '/injected/model.safetensors' });
   });
 
-  it('fails the batch of a worker that dies mid-run with a clear error, then recovers', async () => {
-    const pool = embedder.runner as unknown as PoolInternals;
-    embedder.runner.run = async (job: BatchJob) => {
-      const running = run(job);
-      for (const slot of pool.slots) void slot.worker.terminate();
-      return running;
-    };
-    try {
-      await expect(embedder.embed(raw.slice(0, 2))).rejects.toThrow(/worker thread exited/);
-    } finally {
-      embedder.runner.run = run;
-    }
-    await expect.poll(() => pool.idle.length, { timeout: 20_000 }).toBe(2);
-    const { embeddings } = await embedder.embed(raw);
-    texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+  it('gives the same typed error, fields included, with workers as without', async () => {
+    // A checkpoint whose header is right but whose data holds a NaN: only loading the weights finds it.
+    const dir = join(work, 'nan-model');
+    mkdirSync(dir);
+    for (const f of ['config.json', 'tokenizer.json']) copyFileSync(join(fixtureDir('nomic-tiny'), f), join(dir, f));
+    const file = SafetensorsFile.open(join(fixtureDir('nomic-tiny'), 'model.safetensors'));
+    const tensors = [...file.tensors.values()].map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: file.readFloat32(t.name) }));
+    file.close();
+    tensors.find((t) => t.name === 'encoder.layers.1.norm2.weight')!.data[5] = NaN;
+    writeSafetensors(join(dir, 'model.safetensors'), tensors);
+
+    await useBackend('wasm');
+    const inThread = (() => {
+      try {
+        loadModel(dir);
+      } catch (e) {
+        return e as NonFiniteWeightError;
+      }
+    })();
+    const inWorker = (await loadEmbedder(dir, { backend: 'wasm', workers: 2 }).catch((e: unknown) => e)) as NonFiniteWeightError;
+    expect(inThread).toBeInstanceOf(NonFiniteWeightError);
+    expect(inWorker).toBeInstanceOf(NonFiniteWeightError);
+    for (const field of ['file', 'tensor', 'index', 'message', 'name'] as const) expect(inWorker[field]).toEqual(inThread![field]);
+    expect(inWorker.value).toBeNaN();
   });
 
   it('rejects a broken checkpoint before starting workers', async () => {
-    const { mkdirSync, copyFileSync, writeFileSync } = await import('node:fs');
-    const { join } = await import('node:path');
-    const { tmpdir } = await import('node:os');
-    const dir = join(tmpdir(), `pool-broken-${process.pid}`);
-    mkdirSync(dir, { recursive: true });
+    const dir = join(work, 'empty-model');
+    mkdirSync(dir);
     for (const f of ['config.json', 'tokenizer.json']) copyFileSync(join(fixtureDir('nomic-tiny'), f), join(dir, f));
-    const { writeSafetensors } = await import('../src/weights/safetensors.js');
     writeSafetensors(join(dir, 'model.safetensors'), []);
-    writeFileSync(join(dir, 'unused'), '');
     await expect(loadEmbedder(dir, { backend: 'wasm', workers: 2 })).rejects.toBeInstanceOf(WeightsError);
   });
-});
 
-describe('disposing a pool', () => {
-  it('ends every worker thread, and later calls say so', async () => {
+  it('ends every worker thread on dispose, and later calls say so', async () => {
     const embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm', workers: 2 });
-    const pool = embedder.runner as unknown as PoolInternals;
-    const threads = [...pool.slots].map((s) => s.worker as unknown as { threadId: number });
-    expect(threads.every((t) => t.threadId > 0)).toBe(true);
+    const started = threads(embedder.runner as WorkerPoolRunner);
+    expect(started.every((t) => t.threadId > 0)).toBe(true);
     await embedder.dispose();
     await embedder.dispose();
-    expect(pool.slots.size).toBe(0);
     // A terminated worker reports threadId -1.
-    expect(threads.every((t) => t.threadId === -1)).toBe(true);
+    expect(started.every((t) => t.threadId === -1)).toBe(true);
     await expect(embedder.embed(['hello'])).rejects.toThrow(/disposed/);
   });
 });
 
 describe('batch planning for a pool', () => {
-  it('gives every worker a batch when there are enough texts', async () => {
-    const { BatchProcessor } = await import('../src/pipeline/batcher.js');
+  it('gives every worker a batch when there are enough texts', () => {
     const processor = new BatchProcessor({ maxBatchTokens: 1e6, maxBatchSize: 64, memoryBudgetBytes: Infinity }, () => 0);
     const lengths = Array.from({ length: 10 }, (_, i) => 20 + i);
     expect(processor.plan(lengths)).toHaveLength(1);
@@ -152,5 +284,35 @@ describe('batch planning for a pool', () => {
     expect(forTwo[0].indices[0]).toBe(9);
     expect(forTwo.map((b) => b.length)).toEqual([29, 24]);
     expect(processor.plan([5], 4)).toHaveLength(1);
+  });
+});
+
+describe('default worker count', () => {
+  const real = readConfig(fixtureDir('nomic-tiny'));
+  const GiB = 1024 ** 3;
+  const batch = { weightBytes: 0.5 * GiB, activationBytes: 0.25 * GiB, attentionBytes: 0, totalBytes: 0.75 * GiB };
+
+  it('is one thread off wasm, which use every core from one', () => {
+    expect(defaultWorkerCount({ backend: 'tensorflow', cores: 16, availableBytes: 64 * GiB, batch })).toBe(1);
+  });
+
+  it('is the cores on wasm when memory holds a model per core', () => {
+    expect(defaultWorkerCount({ backend: 'wasm', cores: 4, availableBytes: 64 * GiB, batch })).toBe(4);
+  });
+
+  it('is what memory holds when that is fewer: weights twice and a batch per worker, in three quarters of it', () => {
+    // 1.25 GiB per worker; 0.75 × 4 GiB = 3 GiB holds two.
+    expect(defaultWorkerCount({ backend: 'wasm', cores: 16, availableBytes: 4 * GiB, batch })).toBe(2);
+    expect(defaultWorkerCount({ backend: 'wasm', cores: 16, availableBytes: 0.5 * GiB, batch })).toBe(1);
+  });
+
+  it('takes a container limit below the free memory', () => {
+    expect(availableMemory(10 * GiB, 2 * GiB)).toBe(2 * GiB);
+    expect(availableMemory(10 * GiB, 0)).toBe(10 * GiB);
+    expect(availableMemory(10 * GiB, undefined)).toBe(10 * GiB);
+  });
+
+  it('is sized from the memory estimate of the model', () => {
+    expect(estimateMemory(real, 16, 512, { attention: 'per-head' }).weightBytes).toBeGreaterThan(0);
   });
 });

@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SafetensorsError } from '../src/errors.js';
-import { bf16ToF32, f16ToF32, f32ToF16 } from '../src/weights/half-float.js';
+import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/weights/half-float.js';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { fixtureDir } from './helpers/fixtures.js';
 import { tempDir } from './helpers/tmp.js';
@@ -72,6 +72,18 @@ describe('safetensors reader', () => {
     expect(Array.from(f32ToF16(new Float32Array([1 + 2 ** -11, 1 + 3 * 2 ** -11, 70000])))).toEqual([
       0x3c00, 0x3c02, 0x7c00,
     ]);
+  });
+
+  it('keeps NaN a NaN in bfloat16, whatever its payload, and rounds the rest to nearest even', () => {
+    const nans = new Uint32Array([0x7f800001, 0xffffffff, 0x7fc00000, 0xff80ffff, 0x7fffffff]);
+    const encoded = f32ToBf16(new Float32Array(nans.buffer));
+    for (const [i, h] of encoded.entries()) {
+      expect(Number.isNaN(bf16ToF32(new Uint16Array([h]))[0]), `NaN 0x${nans[i].toString(16)} became 0x${h.toString(16)}`).toBe(true);
+    }
+    // Sign kept.
+    expect(encoded[1] & 0x8000).toBe(0x8000);
+    const finite = new Uint32Array([0x3f808000, 0x3f818000, 0x7f7fffff, 0xff800000]);
+    expect(Array.from(f32ToBf16(new Float32Array(finite.buffer)))).toEqual([0x3f80, 0x3f82, 0x7f80, 0xff80]);
   });
 
   it('rejects a file shorter than the length field', () => {

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { copySlice } from '../src/backends/wasm-slice.js';
+import { version_wasm } from '@tensorflow/tfjs-backend-wasm';
+import { copySlice, installWasmSlice, WASM_SLICE_FOR_VERSION } from '../src/backends/wasm-slice.js';
 import { useBackend } from './helpers/backend.js';
 
 /** Reference slicing by index arithmetic, independent of any kernel. */
@@ -46,6 +47,15 @@ describe('the wasm Slice kernel that reads through a heap view', () => {
     expect(s.dtype).toBe('int32');
     expect(Array.from(s.dataSync())).toEqual([3, 5]);
     tf.dispose([x, s]);
+  });
+
+  it('is installed for the tfjs-backend-wasm version it was written for, and refuses any other', () => {
+    const shipped = tf.getKernel('Slice', 'wasm');
+    expect(installWasmSlice(version_wasm)).toBeUndefined();
+    expect(version_wasm).toBe(WASM_SLICE_FOR_VERSION);
+    const refusal = installWasmSlice('4.23.0');
+    expect(refusal).toMatch(/tfjs-backend-wasm 4\.23\.0 is not 4\.22\.0.*its own kernel stays/);
+    expect(tf.getKernel('Slice', 'wasm')).toBe(shipped);
   });
 
   it('still slices strings through the original kernel', () => {

@@ -72,7 +72,7 @@ async function activateBackend(name: BackendName): Promise<string | undefined> {
     if (!(await tf.setBackend(TFJS_NAMES[name]))) return 'the backend failed to initialise';
     await tf.ready();
     if (name === 'tensorflow-gpu') return gpuFailure(tf.backend());
-    if (name === 'wasm') installWasmSlice();
+    if (name === 'wasm') warnOnce(installWasmSlice());
     return undefined;
   } catch (error) {
     return `the backend failed to initialise: ${(error as Error).message}`;
@@ -106,3 +106,10 @@ async function importOptional(pkg: string): Promise<string | undefined> {
 }
 
 const loaded = new Set<string>();
+
+const warned = new Set<string>();
+function warnOnce(message: string | undefined): void {
+  if (message === undefined || warned.has(message)) return;
+  warned.add(message);
+  process.emitWarning(message, { code: 'NOMIC_EMBED_WASM_SLICE' });
+}

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { version_wasm } from '@tensorflow/tfjs-backend-wasm';
 
 /**
  * A replacement for the wasm backend's Slice kernel (tfjs 4.22).
@@ -21,11 +22,27 @@ type SliceArgs = { inputs: { x: tf.TensorInfo }; attrs: { begin: number | number
 
 let installed = false;
 
-/** Installs the kernel once per process; call after the wasm backend is registered. */
-export function installWasmSlice(): void {
-  if (installed) return;
+/**
+ * The tfjs-backend-wasm release this kernel was written against: it reads the
+ * backend's heap through `typedArrayFromHeap` and allocates with `makeOutput`,
+ * internals another release may change. Any other version keeps its own kernel.
+ */
+export const WASM_SLICE_FOR_VERSION = '4.22.0';
+
+/**
+ * Installs the kernel once per process; call after the wasm backend is
+ * registered. Returns why it was not installed, or undefined when it is.
+ */
+export function installWasmSlice(wasmVersion: string = version_wasm): string | undefined {
+  if (wasmVersion !== WASM_SLICE_FOR_VERSION) {
+    return (
+      `@tensorflow/tfjs-backend-wasm ${wasmVersion} is not ${WASM_SLICE_FOR_VERSION}, the version this package's Slice kernel ` +
+      `was written for; its own kernel stays (per-head attention runs slower)`
+    );
+  }
+  if (installed) return undefined;
   const original = tf.getKernel('Slice', 'wasm');
-  if (original === undefined) return;
+  if (original === undefined) return 'the wasm backend is not registered';
   tf.unregisterKernel('Slice', 'wasm');
   tf.registerKernel({
     kernelName: 'Slice',
@@ -43,6 +60,7 @@ export function installWasmSlice(): void {
     }) as unknown as tf.KernelFunc,
   });
   installed = true;
+  return undefined;
 }
 
 /** Copies the block at `begin` of extent `size` from a row-major array of `shape`. */

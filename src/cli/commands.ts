@@ -2,9 +2,10 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { selectBackend } from '../backends/select.js';
 import { pull } from '../download/pull.js';
-import { readConfig } from '../model/load-model.js';
-import { estimateMemory } from '../pipeline/memory.js';
+import { defaultAttentionKernel } from '../model/attention.js';
+import { estimateMemory } from '../scheduling/memory.js';
 import { convertWeights, type ConvertDtype } from '../weights/convert.js';
+import { readConfig } from '../weights/model-folder.js';
 import { parameterCount, weightTable } from '../weights/weight-table.js';
 import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
 import type { CliIo } from './main.js';
@@ -60,7 +61,7 @@ export async function infoCommand(args: readonly string[], io: CliIo): Promise<n
   const backend = await selectBackend(backendOption(values.backend));
   const batch = integerOption('batch', values.batch) ?? 32;
   const length = integerOption('length', values.length) ?? 512;
-  const estimate = estimateMemory(config, batch, length, { perHead: backend === 'wasm' });
+  const estimate = estimateMemory(config, batch, length, { attention: defaultAttentionKernel(backend) });
   const lines = [
     `backend: ${backend}`,
     `model: ${dir}`,

@@ -21,6 +21,7 @@ export async function embedCommand(args: readonly string[], io: CliIo): Promise<
     dimensions: { type: 'string' },
     'no-normalize': { type: 'boolean' },
     backend: { type: 'string' },
+    workers: { type: 'string' },
     'max-batch-tokens': { type: 'string' },
     'max-length': { type: 'string' },
     progress: { type: 'boolean' },
@@ -46,6 +47,7 @@ export async function embedCommand(args: readonly string[], io: CliIo): Promise<
   const embedder = await loadEmbedder(dir, {
     backend: backendOption(values.backend),
     maxLength: integerOption('max-length', values['max-length'], 2),
+    workers: integerOption('workers', values.workers),
   });
   try {
     const showProgress = !values.quiet && (values.progress || io.stderr.isTTY === true);
@@ -160,7 +162,7 @@ async function streamEmbeddings(embedder: Embedder, source: TextSource, options:
     const seconds = (performance.now() - started) / 1000;
     const padding = totals.paddedTokens === 0 ? 0 : 1 - totals.tokens / totals.paddedTokens;
     out.io.stderr.write(
-      `embedded ${totals.texts} texts (${totals.tokens} tokens, ${totals.truncated} truncated) in ${formatDuration(seconds)} on ${embedder.backend}: ` +
+      `embedded ${totals.texts} texts (${totals.tokens} tokens, ${totals.truncated} truncated) in ${formatDuration(seconds)} on ${embedder.backend} (${embedder.workers} worker${embedder.workers === 1 ? '' : 's'}): ` +
         `${(totals.texts / seconds).toFixed(1)} texts/s, ${(totals.tokens / seconds).toFixed(0)} tokens/s, ` +
         `${totals.batches} batches, ${(padding * 100).toFixed(1)}% padding, ${totals.retries} retries, peak tensor memory ${formatBytes(totals.peak)}\n`,
     );

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { sampleMemory } from './memory-watermark.js';
+import { fusedAttention } from './fused-ops.js';
 import { applyRotary, type RotaryTables } from './rotary.js';
 
 export interface AttentionWeights {
@@ -24,12 +25,25 @@ export interface AttentionContext {
    * so memory grows linearly with length. Undefined or ≥ T: one block.
    */
   readonly queryBlock?: number;
-  /**
-   * Run the score and context products head by head as plain 2-D matMuls.
-   * The wasm backend sends only unbatched, untransposed matMuls to its fast
-   * GEMM (XNNPACK) and computes batched ones with a naive loop, 15× slower.
-   */
-  readonly perHead: boolean;
+  /** How the score and context products run; see {@link AttentionKernel}. */
+  readonly kernel: AttentionKernel;
+}
+
+/**
+ * - `batched`: batched matMuls over [B, H, T, hd], the natural form;
+ * - `per-head`: head by head as plain 2-D matMuls. The wasm backend sends only
+ *   unbatched, untransposed matMuls to its fast GEMM (XNNPACK) and computes
+ *   batched ones with a naive loop, 15× slower;
+ * - `fused`: one kernel with a blockwise online softmax that never stores the
+ *   score matrix (the webgpu backend's own kernel, see `backends/webgpu`).
+ */
+export type AttentionKernel = 'batched' | 'per-head' | 'fused';
+
+/** The attention kernel that suits a tfjs backend. */
+export function defaultAttentionKernel(backendName: string): AttentionKernel {
+  if (backendName === 'wasm') return 'per-head';
+  if (backendName === 'webgpu') return 'fused';
+  return 'batched';
 }
 
 /**
@@ -56,7 +70,7 @@ export function selfAttention(weights: AttentionWeights, x: tf.Tensor2D, ctx: At
     const queries = rotated(weights.q, 1 / Math.sqrt(hd));
     const keys = rotated(weights.k, 1);
     const values = project(weights.v);
-    const context = ctx.perHead ? attendPerHead(queries, keys, values, ctx) : attendBatched(queries, keys, values, ctx); // [B, H, T, hd]
+    const context = attend(queries, keys, values, ctx); // [B, H, T, hd]
     queries.dispose();
     keys.dispose();
     values.dispose();
@@ -64,6 +78,21 @@ export function selfAttention(weights: AttentionWeights, x: tf.Tensor2D, ctx: At
     context.dispose();
     return tf.matMul(merged, weights.out);
   });
+}
+
+function attend(queries: tf.Tensor4D, keys: tf.Tensor4D, values: tf.Tensor4D, ctx: AttentionContext): tf.Tensor4D {
+  switch (ctx.kernel) {
+    case 'batched':
+      return attendBatched(queries, keys, values, ctx);
+    case 'per-head':
+      return attendPerHead(queries, keys, values, ctx);
+    case 'fused':
+      return fusedAttention(queries, keys, values, ctx.maskBias);
+    default: {
+      const unknown: never = ctx.kernel;
+      throw new Error(`unknown attention kernel ${String(unknown)}`);
+    }
+  }
 }
 
 /** The query blocks [start, size) covering 0..T-1. */

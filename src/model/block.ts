@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { selfAttention, type AttentionContext, type AttentionWeights } from './attention.js';
-import { layerNorm } from './layer-norm.js';
+import { residualLayerNorm } from './fused-ops.js';
 import { swiglu, type MlpWeights } from './mlp.js';
 
 export interface BlockWeights {
@@ -29,7 +29,7 @@ function residualNorm(
   norm: { readonly weight: tf.Tensor1D; readonly bias: tf.Tensor1D },
 ): tf.Tensor2D {
   try {
-    return tf.tidy(() => layerNorm(tf.add(input, branch), eps, norm.weight, norm.bias) as tf.Tensor2D);
+    return residualLayerNorm(input, branch, norm.weight, norm.bias, eps);
   } finally {
     branch.dispose();
   }

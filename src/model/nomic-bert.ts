@@ -3,7 +3,7 @@ import { ShapeError } from '../errors.js';
 import type { NomicBertConfig } from '../weights/config.js';
 import type { NamedTensor } from '../weights/layout.js';
 import { runtimeNames } from '../weights/weight-table.js';
-import { maskBias, type AttentionContext } from './attention.js';
+import { defaultAttentionKernel, maskBias, type AttentionContext, type AttentionKernel } from './attention.js';
 import { block, type BlockWeights } from './block.js';
 import { embed, type EmbeddingWeights } from './embeddings.js';
 import { RotaryEmbedding } from './rotary.js';
@@ -16,13 +16,20 @@ export interface EncoderInputs {
   readonly attentionMask: tf.Tensor2D;
   /** [B, T] int32 segment ids; zeros when omitted. */
   readonly tokenTypeIds?: tf.Tensor2D;
+  /**
+   * Real tokens per row, as the attention mask says. The pipeline knows them;
+   * without them the encoder reads the mask back, synchronously, where it
+   * needs them (only when NTK scaling may apply), which the webgpu backend
+   * cannot do in Node.
+   */
+  readonly lengths?: readonly number[];
 }
 
 export interface ForwardOptions {
   /** Queries per attention block; see {@link AttentionContext.queryBlock}. @default the whole sequence */
   readonly queryBlock?: number;
-  /** See {@link AttentionContext.perHead}. @default true on the wasm backend */
-  readonly perHeadAttention?: boolean;
+  /** See {@link AttentionKernel}. @default per-head on wasm, fused on webgpu, batched elsewhere */
+  readonly attention?: AttentionKernel;
 }
 
 /**
@@ -44,16 +51,16 @@ export class NomicBertModel {
     this.embeddings = {
       word: get(runtimeNames.word),
       tokenType: get(runtimeNames.tokenType),
-      normWeight: get(`${runtimeNames.embLn}.weight`),
-      normBias: get(`${runtimeNames.embLn}.bias`),
+      normWeight: get(runtimeNames.embLnWeight),
+      normBias: get(runtimeNames.embLnBias),
     };
     this.layers = Array.from({ length: config.n_layer }, (_, i) => {
-      const p = runtimeNames.layer(i);
+      const n = runtimeNames.layer(i);
       return {
-        attention: { q: get(`${p}.attn.q`), k: get(`${p}.attn.k`), v: get(`${p}.attn.v`), out: get(`${p}.attn.out`) },
-        mlp: { up: get(`${p}.mlp.up`), gate: get(`${p}.mlp.gate`), down: get(`${p}.mlp.down`) },
-        norm1: { weight: get(`${p}.norm1.weight`), bias: get(`${p}.norm1.bias`) },
-        norm2: { weight: get(`${p}.norm2.weight`), bias: get(`${p}.norm2.bias`) },
+        attention: { q: get(n.q), k: get(n.k), v: get(n.v), out: get(n.out) },
+        mlp: { up: get(n.up), gate: get(n.gate), down: get(n.down) },
+        norm1: { weight: get(n.norm1.weight), bias: get(n.norm1.bias) },
+        norm2: { weight: get(n.norm2.weight), bias: get(n.norm2.bias) },
       };
     });
     this.rotary = new RotaryEmbedding({
@@ -94,15 +101,16 @@ export class NomicBertModel {
     if (inputs.tokenTypeIds !== undefined && inputs.tokenTypeIds.shape.join() !== inputIds.shape.join()) {
       throw new ShapeError('encoder input token_type_ids', [B, T], inputs.tokenTypeIds.shape);
     }
-    const lengths = this.sequenceLengths(attentionMask);
+    const lengths = inputs.lengths ?? (this.rotary.mayScale(T) ? this.sequenceLengths(attentionMask) : undefined);
+    if (lengths !== undefined && lengths.length !== B) throw new ShapeError('encoder input lengths', [B], [lengths.length]);
     const context: AttentionContext = {
       batch: B,
       length: T,
       heads: this.config.n_head,
-      rotary: this.rotary.tables(lengths, T),
-      maskBias: lengths.every((length) => length === T) ? undefined : maskBias(attentionMask),
+      rotary: this.rotary.tables(lengths ?? new Array<number>(B).fill(T), T),
+      maskBias: lengths?.every((length) => length === T) ? undefined : maskBias(attentionMask),
       queryBlock: options.queryBlock,
-      perHead: options.perHeadAttention ?? tf.getBackend() === 'wasm',
+      kernel: options.attention ?? defaultAttentionKernel(tf.getBackend()),
     };
     const eps = this.config.layer_norm_epsilon;
     let x: tf.Tensor2D | undefined;
@@ -125,7 +133,12 @@ export class NomicBertModel {
 
   /** Real tokens per row, read from the mask (the batch is right-padded). */
   private sequenceLengths(attentionMask: tf.Tensor2D): number[] {
-    return Array.from(tf.tidy(() => tf.sum(tf.cast(attentionMask, 'int32'), 1)).dataSync());
+    const counts = tf.tidy(() => tf.sum(tf.cast(attentionMask, 'int32'), 1));
+    try {
+      return Array.from(counts.dataSync());
+    } finally {
+      counts.dispose();
+    }
   }
 
   private assertAlive(): void {

@@ -59,6 +59,11 @@ export class RotaryEmbedding {
 
   constructor(readonly settings: RotarySettings) {}
 
+  /** Whether some row of a batch padded to T could need NTK scaling (a row's length is at most T). */
+  mayScale(T: number): boolean {
+    return rotaryBase(this.settings, T) !== this.settings.base;
+  }
+
   /**
    * Tables for a right-padded batch of length T whose rows hold `lengths` real
    * tokens. Rows that need NTK scaling get their own table. The caller disposes

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import type { AttentionKernel } from '../model/attention.js';
 import { takePeakMemory } from '../model/memory-watermark.js';
 import type { NomicBertModel } from '../model/nomic-bert.js';
 import { matryoshka } from './matryoshka.js';
@@ -22,7 +23,7 @@ export interface BatchJob {
   readonly sequences: readonly Int32Array[];
   readonly length: number;
   readonly queryBlock: number;
-  readonly perHead: boolean;
+  readonly attention: AttentionKernel;
   readonly output: OutputSpec;
 }
 
@@ -48,7 +49,7 @@ export async function runBatchJob(model: NomicBertModel, job: BatchJob): Promise
     const inputs = toEncoderInputs(job.sequences);
     checkShape('tensor conversion: input_ids', inputs.inputIds.shape, [B, T]);
     checkShape('tensor conversion: attention_mask', inputs.attentionMask.shape, [B, T]);
-    const hidden = model.forward(inputs, { queryBlock: job.queryBlock, perHeadAttention: job.perHead });
+    const hidden = model.forward(inputs, { queryBlock: job.queryBlock, attention: job.attention });
     checkShape('transformer: last_hidden_state', hidden.shape, [B, T, D]);
     const pooled = pool(hidden, inputs.attentionMask, output.pooling);
     checkShape('pooling', pooled.shape, [B, D]);

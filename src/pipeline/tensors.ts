@@ -6,8 +6,8 @@ const PAD_ID = 0;
 
 /**
  * Right-pads token id sequences to the longest one: int32 ids, attention mask
- * (1 real, 0 pad) and token types (all 0: a single segment), each [B, T].
- * The caller disposes the three tensors.
+ * (1 real, 0 pad) and token types (all 0: a single segment), each [B, T],
+ * and each row's length. The caller disposes the three tensors.
  */
 export function toEncoderInputs(sequences: readonly Int32Array[]): Required<EncoderInputs> {
   const B = sequences.length;
@@ -22,5 +22,6 @@ export function toEncoderInputs(sequences: readonly Int32Array[]): Required<Enco
     inputIds: tf.tensor2d(ids, [B, T], 'int32'),
     attentionMask: tf.tensor2d(mask, [B, T], 'int32'),
     tokenTypeIds: tf.zeros([B, T], 'int32'),
+    lengths: sequences.map((s) => s.length),
   };
 }

@@ -1,8 +1,6 @@
 import { Tokenizer } from '@huggingface/tokenizers';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { ModelFilesError, TextTooLongError } from '../errors.js';
-import { readJson } from '../model/load-model.js';
+import { readTokenizerFiles } from '../weights/model-folder.js';
 
 /** Nomic's task prefixes; the model was trained with them and expects one. */
 export const TASK_PREFIXES = {
@@ -20,12 +18,24 @@ export type Truncation = 'truncate' | 'error';
 export interface TokenizedText {
   /** Token ids including [CLS] and [SEP], at most the maximum length. */
   readonly ids: Int32Array;
-  /** Tokens cut off by truncation (0 when the text fit). */
+  /**
+   * Tokens cut off by truncation (0 when the text fit). A lower bound when
+   * {@link exact} is false: only the text's opening was tokenized.
+   */
   readonly truncatedTokens: number;
+  /** Whether `ids.length + truncatedTokens` is the text's full token count. */
+  readonly exact: boolean;
 }
 
 /** Hugging Face writes a huge sentinel (1e30) as model_max_length when none is set. */
 const UNSET_MAX_LENGTH = 1e9;
+
+/**
+ * Characters tokenized first per token of the maximum length. English runs
+ * about 4 characters a token; a text that yields too few tokens from this
+ * much is tried again with twice as much.
+ */
+const CHARS_PER_TOKEN_GUESS = 8;
 
 /**
  * The model folder's `tokenizer.json` (bert-base-uncased WordPiece for
@@ -47,34 +57,61 @@ export class TextTokenizer {
    * plain BERT configs unless the folder says so.
    */
   static fromDir(dir: string, modelPositions: number, maxLength?: number): TextTokenizer {
-    const tokenizerPath = join(dir, 'tokenizer.json');
-    if (!existsSync(tokenizerPath)) {
-      throw new ModelFilesError(tokenizerPath, 'tokenizer.json not found; the model folder needs its tokenizer files');
-    }
-    const configPath = join(dir, 'tokenizer_config.json');
-    const tokenizerConfig = (existsSync(configPath) ? readJson(configPath) : {}) as Record<string, unknown>;
+    const files = readTokenizerFiles(dir);
     let tokenizer: Tokenizer;
     try {
-      tokenizer = new Tokenizer(readJson(tokenizerPath) as object, tokenizerConfig);
+      tokenizer = new Tokenizer(files.tokenizer, files.config as Record<string, unknown>);
     } catch (cause) {
-      throw new ModelFilesError(tokenizerPath, `not a usable tokenizer: ${(cause as Error).message}`);
+      throw new ModelFilesError(files.path, `not a usable tokenizer: ${(cause as Error).message}`);
     }
     const sepId = tokenizer.token_to_id('[SEP]');
-    if (sepId === undefined) throw new ModelFilesError(tokenizerPath, 'the vocabulary has no [SEP] token');
-    const configured = tokenizerConfig.model_max_length;
-    const fromFolder =
-      typeof configured === 'number' && configured > 0 && configured < UNSET_MAX_LENGTH ? configured : modelPositions;
-    return new TextTokenizer(tokenizer, maxLength ?? fromFolder, sepId);
+    if (sepId === undefined) throw new ModelFilesError(files.path, 'the vocabulary has no [SEP] token');
+    const configured = files.config.model_max_length;
+    if (configured !== undefined && configured !== null && !(typeof configured === 'number' && configured >= UNSET_MAX_LENGTH)) {
+      // [CLS] and [SEP] need two positions; a fraction would make truncation drop the [SEP].
+      if (!Number.isSafeInteger(configured) || (configured as number) < 2) {
+        throw new ModelFilesError(files.configPath, `model_max_length ${JSON.stringify(configured)} is not an integer of at least 2`);
+      }
+      return new TextTokenizer(tokenizer, maxLength ?? (configured as number), sepId);
+    }
+    return new TextTokenizer(tokenizer, maxLength ?? modelPositions, sepId);
   }
 
   /** Tokenizes one text with its task prefix. `index` names the text in errors. */
   encode(text: string, task: Task | undefined, truncation: Truncation, index: number): TokenizedText {
     const prefixed = task === undefined ? text : TASK_PREFIXES[task] + text;
-    const ids = this.tokenizer.encode(prefixed).ids;
-    if (ids.length <= this.maxLength) return { ids: Int32Array.from(ids), truncatedTokens: 0 };
-    if (truncation === 'error') throw new TextTooLongError(index, ids.length, this.maxLength);
+    const { ids, exact } = this.encodeEnough(prefixed);
+    if (ids.length <= this.maxLength) return { ids: Int32Array.from(ids), truncatedTokens: 0, exact: true };
+    if (truncation === 'error') throw new TextTooLongError(index, ids.length, this.maxLength, exact);
     const kept = Int32Array.from(ids.slice(0, this.maxLength));
     kept[this.maxLength - 1] = this.sepId;
-    return { ids: kept, truncatedTokens: ids.length - this.maxLength };
+    return { ids: kept, truncatedTokens: ids.length - this.maxLength, exact };
   }
+
+  /**
+   * Token ids of the text, or of an opening of it long enough to be cut to the
+   * maximum length: a megabyte of text is not tokenized whole to keep its
+   * first 8192 tokens. The opening ends at whitespace, where the BERT
+   * pre-tokenizer splits anyway, so its tokens are those the whole text
+   * starts with.
+   */
+  private encodeEnough(text: string): { ids: number[]; exact: boolean } {
+    let budget = this.maxLength * CHARS_PER_TOKEN_GUESS;
+    while (budget < text.length) {
+      const cut = nextWhitespace(text, budget);
+      if (cut < 0) break;
+      const ids = this.tokenizer.encode(text.slice(0, cut)).ids;
+      // More than the maximum even without the [SEP] the opening ends with: the rest cannot matter.
+      if (ids.length > this.maxLength) return { ids, exact: false };
+      budget *= 2;
+    }
+    return { ids: this.tokenizer.encode(text).ids, exact: true };
+  }
+}
+
+/** Index of the first space, tab or line break at or after `from`, or -1. */
+function nextWhitespace(text: string, from: number): number {
+  const match = /[ \t\n\r]/g;
+  match.lastIndex = from;
+  return match.exec(text)?.index ?? -1;
 }

@@ -2,40 +2,50 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { selectBackend, type BackendName } from '../backends/select.js';
 import { loadModel, type LoadModelOptions } from '../model/load-model.js';
 import { runBatchJob, type BatchJob } from '../pipeline/batch-job.js';
+import { serializeError, type SerializedError } from './error-transfer.js';
 
 /** What the pool hands each worker at start. */
 export interface WorkerSetup {
   readonly dir: string;
   readonly backend: BackendName;
   readonly modelOptions: LoadModelOptions;
+  /**
+   * A module the worker imports before anything else, for fault injection in
+   * tests: it may export `onStart()` (throw to fail the start) and
+   * `wrapRun(run)` (returns the batch function to use).
+   */
+  readonly hooks?: string;
+}
+
+export interface WorkerHooks {
+  onStart?(): void | Promise<void>;
+  wrapRun?(run: typeof runBatchJob): typeof runBatchJob;
 }
 
 export type WorkerRequest = { readonly id: number; readonly job: BatchJob };
 export type WorkerReply =
   | { readonly type: 'ready' }
   | { readonly type: 'result'; readonly id: number; readonly vectors: Float32Array; readonly measuredPeakBytes: number }
-  | { readonly type: 'error'; readonly id: number | undefined; readonly name: string; readonly message: string };
+  | { readonly type: 'error'; readonly id: number | undefined; readonly error: SerializedError };
 
 const port = parentPort!;
 const setup = workerData as WorkerSetup;
 
 try {
+  const hooks: WorkerHooks = setup.hooks === undefined ? {} : await import(setup.hooks);
+  await hooks.onStart?.();
   await selectBackend(setup.backend);
   const model = loadModel(setup.dir, setup.modelOptions);
+  const run = hooks.wrapRun?.(runBatchJob) ?? runBatchJob;
   port.on('message', async ({ id, job }: WorkerRequest) => {
     try {
-      const { vectors, measuredPeakBytes } = await runBatchJob(model, job);
+      const { vectors, measuredPeakBytes } = await run(model, job);
       port.postMessage({ type: 'result', id, vectors, measuredPeakBytes } satisfies WorkerReply, [vectors.buffer as ArrayBuffer]);
     } catch (error) {
-      port.postMessage(errorReply(id, error));
+      port.postMessage({ type: 'error', id, error: serializeError(error) } satisfies WorkerReply);
     }
   });
   port.postMessage({ type: 'ready' } satisfies WorkerReply);
 } catch (error) {
-  port.postMessage(errorReply(undefined, error));
-}
-
-function errorReply(id: number | undefined, error: unknown): WorkerReply {
-  const e = error instanceof Error ? error : new Error(String(error));
-  return { type: 'error', id, name: e.name, message: e.message };
+  port.postMessage({ type: 'error', id: undefined, error: serializeError(error) } satisfies WorkerReply);
 }

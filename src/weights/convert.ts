@@ -1,8 +1,8 @@
 import { copyFileSync, existsSync, mkdirSync, renameSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { ModelFilesError, SafetensorsError } from '../errors.js';
-import { readConfig } from '../model/load-model.js';
 import { CONVERTED_FORMAT, CONVERTED_FORMAT_VERSION, openCheckpoint, runtimeTensors } from './load.js';
+import { CONFIG_FILE, DEFAULT_WEIGHTS_FILE, readConfig, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, weightsPath } from './model-folder.js';
 import { writeSafetensorsStream, type FloatDtype } from './safetensors.js';
 import { weightTable } from './weight-table.js';
 
@@ -18,7 +18,7 @@ export interface ConvertOptions {
 }
 
 /** Tokenizer and config files copied next to the converted weights when present. */
-const COMPANION_FILES = ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'vocab.txt'];
+const COMPANION_FILES = [CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, 'special_tokens_map.json', 'vocab.txt'];
 
 const LARGEST_F16 = 65504;
 
@@ -35,7 +35,7 @@ export function convertWeights(sourceDir: string, outDir: string, options: Conve
   }
   if (resolve(sourceDir) === resolve(outDir)) throw new ModelFilesError(outDir, 'the output folder must differ from the source');
   const config = readConfig(sourceDir);
-  const checkpoint = openCheckpoint(join(sourceDir, 'model.safetensors'), config);
+  const checkpoint = openCheckpoint(weightsPath(sourceDir), config);
   const storage: FloatDtype = dtype === 'float16' ? 'F16' : 'F32';
   try {
     if (checkpoint.layout !== 'hf') {
@@ -43,7 +43,7 @@ export function convertWeights(sourceDir: string, outDir: string, options: Conve
     }
     mkdirSync(outDir, { recursive: true });
     const specs = [...weightTable(config, 'runtime', checkpoint.ffnWidth)].map(([name, shape]) => ({ name, shape, dtype: storage }));
-    const target = join(outDir, 'model.safetensors');
+    const target = join(outDir, DEFAULT_WEIGHTS_FILE);
     // Written under a temporary name, so an interrupted run never leaves a plausible-looking file.
     const partial = `${target}.partial`;
     let done = 0;

@@ -72,13 +72,18 @@ export function f32ToF16(values: Float32Array): Uint16Array {
   return out;
 }
 
-/** float32 to bfloat16 (its top half), rounding to nearest even on the dropped bits. */
+/**
+ * float32 to bfloat16 (its top half), rounding to nearest even on the dropped
+ * bits. A NaN stays a NaN: rounding its payload could carry into the exponent
+ * (infinity) or past the sign (zero), so it is truncated and made quiet.
+ */
 export function f32ToBf16(values: Float32Array): Uint16Array {
   const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
   const out = new Uint16Array(values.length);
   for (let i = 0; i < bits.length; i++) {
     const x = bits[i];
-    out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
+    if ((x & 0x7fffffff) > 0x7f800000) out[i] = (x >>> 16) | 0x0040;
+    else out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
   }
   return out;
 }

@@ -1,3 +1,5 @@
+import { hfNames, runtimeNames } from './weight-table.js';
+
 /**
  * The one place where Hugging Face weight names and layouts become the runtime's:
  * `torch.nn.Linear` matrices ([out, in]) are transposed to [in, out] so the
@@ -43,30 +45,29 @@ const transposed: Recipe['build'] = ([x], [[rows, cols]]) => transpose(x, rows, 
 /** The recipe for every runtime tensor name, given the number of layers. */
 export function hfToRuntimeRecipes(layers: number): Map<string, Recipe> {
   const recipes = new Map<string, Recipe>([
-    ['embeddings.word', { sources: ['embeddings.word_embeddings.weight'], build: copy }],
-    ['embeddings.token_type', { sources: ['embeddings.token_type_embeddings.weight'], build: copy }],
-    ['embeddings.norm.weight', { sources: ['emb_ln.weight'], build: copy }],
-    ['embeddings.norm.bias', { sources: ['emb_ln.bias'], build: copy }],
+    [runtimeNames.word, { sources: [hfNames.word], build: copy }],
+    [runtimeNames.tokenType, { sources: [hfNames.tokenType], build: copy }],
+    [runtimeNames.embLnWeight, { sources: [hfNames.embLnWeight], build: copy }],
+    [runtimeNames.embLnBias, { sources: [hfNames.embLnBias], build: copy }],
   ]);
   for (let i = 0; i < layers; i++) {
-    const hf = `encoder.layers.${i}`;
-    const rt = `layers.${i}`;
+    const hf = hfNames.layer(i);
+    const rt = runtimeNames.layer(i);
     // Wqkv rows: q, then k, then v, each D rows (head-major inside).
-    (['q', 'k', 'v'] as const).forEach((part, i) => {
-      recipes.set(`${rt}.attn.${part}`, {
-        sources: [`${hf}.attn.Wqkv.weight`],
-        build: ([w], [[, D]]) => transpose(w.subarray(i * D * D, (i + 1) * D * D), D, D),
+    [rt.q, rt.k, rt.v].forEach((name, part) => {
+      recipes.set(name, {
+        sources: [hf.wqkv],
+        build: ([w], [[, D]]) => transpose(w.subarray(part * D * D, (part + 1) * D * D), D, D),
       });
     });
-    recipes.set(`${rt}.attn.out`, { sources: [`${hf}.attn.out_proj.weight`], build: transposed });
+    recipes.set(rt.out, { sources: [hf.out], build: transposed });
     // fc11 is the value ("up") projection and fc12 the gate: upstream computes fc2(fc11(x) * silu(fc12(x))).
-    recipes.set(`${rt}.mlp.up`, { sources: [`${hf}.mlp.fc11.weight`], build: transposed });
-    recipes.set(`${rt}.mlp.gate`, { sources: [`${hf}.mlp.fc12.weight`], build: transposed });
-    recipes.set(`${rt}.mlp.down`, { sources: [`${hf}.mlp.fc2.weight`], build: transposed });
-    for (const norm of ['norm1', 'norm2']) {
-      for (const part of ['weight', 'bias']) {
-        recipes.set(`${rt}.${norm}.${part}`, { sources: [`${hf}.${norm}.${part}`], build: copy });
-      }
+    recipes.set(rt.up, { sources: [hf.fc11], build: transposed });
+    recipes.set(rt.gate, { sources: [hf.fc12], build: transposed });
+    recipes.set(rt.down, { sources: [hf.fc2], build: transposed });
+    for (const [from, to] of [[hf.norm1, rt.norm1], [hf.norm2, rt.norm2]] as const) {
+      recipes.set(to.weight, { sources: [from.weight], build: copy });
+      recipes.set(to.bias, { sources: [from.bias], build: copy });
     }
   }
   return recipes;

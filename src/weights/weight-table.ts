@@ -25,59 +25,86 @@ export function weightTable(
   const D = config.n_embd;
   const F = ffnWidth;
   const table = new Map<string, readonly number[]>();
-  const names = layout === 'hf' ? HF_NAMES : RUNTIME_NAMES;
-  table.set(names.word, [config.paddedVocabSize, D]);
-  table.set(names.tokenType, [config.type_vocab_size, D]);
-  table.set(`${names.embLn}.weight`, [D]);
-  table.set(`${names.embLn}.bias`, [D]);
+  const embeddings = layout === 'hf' ? hfNames : runtimeNames;
+  table.set(embeddings.word, [config.paddedVocabSize, D]);
+  table.set(embeddings.tokenType, [config.type_vocab_size, D]);
+  table.set(embeddings.embLnWeight, [D]);
+  table.set(embeddings.embLnBias, [D]);
   for (let i = 0; i < config.n_layer; i++) {
-    const p = `${names.layer}.${i}`;
     if (layout === 'hf') {
-      table.set(`${p}.attn.Wqkv.weight`, [3 * D, D]);
-      table.set(`${p}.attn.out_proj.weight`, [D, D]);
-      table.set(`${p}.mlp.fc11.weight`, [F, D]);
-      table.set(`${p}.mlp.fc12.weight`, [F, D]);
-      table.set(`${p}.mlp.fc2.weight`, [D, F]);
+      const n = hfNames.layer(i);
+      table.set(n.wqkv, [3 * D, D]);
+      table.set(n.out, [D, D]);
+      table.set(n.fc11, [F, D]);
+      table.set(n.fc12, [F, D]);
+      table.set(n.fc2, [D, F]);
+      for (const norm of [n.norm1, n.norm2]) {
+        table.set(norm.weight, [D]);
+        table.set(norm.bias, [D]);
+      }
     } else {
-      for (const m of ['q', 'k', 'v', 'out']) table.set(`${p}.attn.${m}`, [D, D]);
-      table.set(`${p}.mlp.up`, [D, F]);
-      table.set(`${p}.mlp.gate`, [D, F]);
-      table.set(`${p}.mlp.down`, [F, D]);
-    }
-    for (const norm of ['norm1', 'norm2']) {
-      table.set(`${p}.${norm}.weight`, [D]);
-      table.set(`${p}.${norm}.bias`, [D]);
+      const n = runtimeNames.layer(i);
+      for (const m of [n.q, n.k, n.v, n.out]) table.set(m, [D, D]);
+      table.set(n.up, [D, F]);
+      table.set(n.gate, [D, F]);
+      table.set(n.down, [F, D]);
+      for (const norm of [n.norm1, n.norm2]) {
+        table.set(norm.weight, [D]);
+        table.set(norm.bias, [D]);
+      }
     }
   }
   return table;
 }
 
-const HF_NAMES = {
+const norm = (prefix: string) => ({ weight: `${prefix}.weight`, bias: `${prefix}.bias` });
+
+/** Tensor names of a Hugging Face `nomic_bert` checkpoint. */
+export const hfNames = {
   word: 'embeddings.word_embeddings.weight',
   tokenType: 'embeddings.token_type_embeddings.weight',
-  embLn: 'emb_ln',
-  layer: 'encoder.layers',
-};
+  embLnWeight: 'emb_ln.weight',
+  embLnBias: 'emb_ln.bias',
+  layer: (i: number) => {
+    const p = `encoder.layers.${i}`;
+    return {
+      wqkv: `${p}.attn.Wqkv.weight`,
+      out: `${p}.attn.out_proj.weight`,
+      fc11: `${p}.mlp.fc11.weight`,
+      fc12: `${p}.mlp.fc12.weight`,
+      fc2: `${p}.mlp.fc2.weight`,
+      norm1: norm(`${p}.norm1`),
+      norm2: norm(`${p}.norm2`),
+    };
+  },
+} as const;
 
-const RUNTIME_NAMES = {
+/** Tensor names of the runtime layout: what the transformer reads and the converter writes. */
+export const runtimeNames = {
   word: 'embeddings.word',
   tokenType: 'embeddings.token_type',
-  embLn: 'embeddings.norm',
-  layer: 'layers',
-};
-
-/** Runtime names, for code that reads the runtime layout. */
-export const runtimeNames = {
-  word: RUNTIME_NAMES.word,
-  tokenType: RUNTIME_NAMES.tokenType,
-  embLn: RUNTIME_NAMES.embLn,
-  layer: (i: number) => `${RUNTIME_NAMES.layer}.${i}`,
+  embLnWeight: 'embeddings.norm.weight',
+  embLnBias: 'embeddings.norm.bias',
+  layer: (i: number) => {
+    const p = `layers.${i}`;
+    return {
+      q: `${p}.attn.q`,
+      k: `${p}.attn.k`,
+      v: `${p}.attn.v`,
+      out: `${p}.attn.out`,
+      up: `${p}.mlp.up`,
+      gate: `${p}.mlp.gate`,
+      down: `${p}.mlp.down`,
+      norm1: norm(`${p}.norm1`),
+      norm2: norm(`${p}.norm2`),
+    };
+  },
 } as const;
 
 /** Where the SwiGLU width can be read off a checkpoint of each layout. */
 export function ffnWidthOf(layout: WeightLayout, shapeOf: (name: string) => readonly number[] | undefined) {
-  if (layout === 'hf') return shapeOf('encoder.layers.0.mlp.fc11.weight')?.[0];
-  return shapeOf('layers.0.mlp.down')?.[0];
+  if (layout === 'hf') return shapeOf(hfNames.layer(0).fc11)?.[0];
+  return shapeOf(runtimeNames.layer(0).down)?.[0];
 }
 
 export function parameterCount(table: WeightTable): number {

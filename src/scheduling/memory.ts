@@ -1,3 +1,4 @@
+import type { AttentionKernel } from '../model/attention.js';
 import type { NomicBertConfig } from '../weights/config.js';
 import { parameterCount, weightTable } from '../weights/weight-table.js';
 
@@ -16,8 +17,8 @@ export interface MemoryEstimate {
 export interface EstimateOptions {
   /** Queries per attention block. @default the whole length */
   readonly queryBlock?: number;
-  /** Whether attention runs head by head (the wasm backend) or batched. @default true */
-  readonly perHead?: boolean;
+  /** The attention kernel the backend runs. @default 'batched', the most memory-hungry */
+  readonly attention?: AttentionKernel;
   /** SwiGLU width, when the checkpoint's differs from the config's. */
   readonly ffnWidth?: number;
 }
@@ -32,6 +33,8 @@ export interface EstimateOptions {
  * - batched attention: the layer input and the larger of the projection and
  *   rotary phase (7·N·D) and q, k, v with two B·H·Q·L score blocks (and the
  *   finished blocks' outputs when there are several);
+ * - fused attention (webgpu): as batched, with the kernel's [N, D] output in
+ *   place of the score blocks;
  * - SwiGLU: the layer input, the post-attention state and three [N, F] tensors;
  * - rotary tables: the cached table (at least 512 positions) and this batch's
  *   window, per row when NTK scaling gives rows their own.
@@ -42,14 +45,16 @@ export function estimateMemory(
   length: number,
   options: EstimateOptions = {},
 ): MemoryEstimate {
-  const { queryBlock = length, perHead = true, ffnWidth = config.ffnWidth } = options;
+  const { queryBlock = length, attention: kernel = 'batched', ffnWidth = config.ffnWidth } = options;
   const N = batch * length;
   const D = config.n_embd;
   const Q = Math.min(queryBlock, length);
-  const scores = 2 * Q * length * (perHead ? 1 : batch * config.n_head);
+  const scores = kernel === 'fused' ? 0 : 2 * Q * length * (kernel === 'per-head' ? 1 : batch * config.n_head);
   // Batched query blocks accumulate their [B, H, Q, hd] outputs until joined: up to N·D more.
-  const blockOutputs = Q < length ? N * D : 0;
-  const attention = perHead ? 11 * N * D + scores : N * D + Math.max(7 * N * D, 3 * N * D + blockOutputs + scores);
+  const blockOutputs = Q < length && kernel === 'batched' ? N * D : 0;
+  // The fused kernel holds q, k, v and its [N, D] output, nothing of size T².
+  const products = kernel === 'fused' ? N * D : scores;
+  const attention = kernel === 'per-head' ? 11 * N * D + scores : N * D + Math.max(7 * N * D, 3 * N * D + blockOutputs + products);
   const mlp = 2 * N * D + 3 * N * ffnWidth;
   const halfHead = config.headDim / 2;
   const rotaryRows = config.rotary_scaling_factor !== null && length > config.max_trained_positions ? batch : 1;
@@ -74,9 +79,11 @@ export function queryBlockFor(
   batch: number,
   length: number,
   budgetBytes: number,
-  perHead = true,
+  attention: AttentionKernel,
 ): number {
-  const fits = (queryBlock: number) => estimateMemory(config, batch, length, { queryBlock, perHead }).totalBytes <= budgetBytes;
+  // The fused kernel's memory does not depend on a query block.
+  if (attention === 'fused') return length;
+  const fits = (queryBlock: number) => estimateMemory(config, batch, length, { queryBlock, attention }).totalBytes <= budgetBytes;
   if (fits(length)) return length;
   let block = 2 ** Math.floor(Math.log2(length));
   while (block > 64 && !fits(block)) block /= 2;

@@ -27,10 +27,14 @@ export type MemoryEstimator = (size: number, length: number) => number;
  * length (little padding) and any memory trouble shows up in the first batch.
  * A batch grows while it stays under every limit; one sequence alone always
  * makes a batch. After an out-of-memory failure the batch is split in two and
- * retried, and the smaller size caps every later batch of this processor.
+ * retried, and the smaller size caps later batches of this processor. The cap
+ * grows back, doubling, after {@link GROW_BACK_AFTER} batches in a row succeed
+ * at it, so one transient failure does not halve every later call; a size that
+ * keeps failing is found again at the cost of one retry.
  */
 export class BatchProcessor {
   private sizeCap = Infinity;
+  private successesAtCap = 0;
 
   constructor(
     private readonly limits: BatchLimits,
@@ -89,12 +93,14 @@ export class BatchProcessor {
     const attempt = async (batch: Batch) => {
       try {
         await runBatch(batch);
+        this.succeeded(batch.indices.length);
       } catch (error) {
         if (!isOutOfMemory(error)) throw error;
         if (batch.indices.length === 1) {
           throw new OutOfMemoryError(indexBase + batch.indices[0], batch.length, error);
         }
         this.sizeCap = Math.min(this.sizeCap, Math.ceil(batch.indices.length / 2));
+        this.successesAtCap = 0;
         onRetry();
         queue.unshift(...split(batch, this.sizeCap, lengths));
       }
@@ -116,7 +122,18 @@ export class BatchProcessor {
     await Promise.allSettled(active);
     if (failure !== undefined) throw failure.error;
   }
+
+  /** Counts a success at the backed-off size; enough of them in a row double it. */
+  private succeeded(size: number): void {
+    if (this.sizeCap === Infinity || size < this.sizeCap) return;
+    if (++this.successesAtCap < GROW_BACK_AFTER) return;
+    this.successesAtCap = 0;
+    this.sizeCap = this.sizeCap * 2 >= this.limits.maxBatchSize ? Infinity : this.sizeCap * 2;
+  }
 }
+
+/** Successful batches in a row at the backed-off size before it may double. */
+export const GROW_BACK_AFTER = 8;
 
 function split(batch: Batch, size: number, lengths: readonly number[]): Batch[] {
   const parts: Batch[] = [];

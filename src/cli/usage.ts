@@ -1,0 +1,77 @@
+import { AUTO_ORDER } from '../backends/select.js';
+import { TASK_PREFIXES } from '../pipeline/tokenizer.js';
+import { DEFAULT_MODEL_DIR } from './args.js';
+
+/** What every command accepts besides its own options. */
+const COMMON = `common: --verbose (stack traces on errors), --help
+exit codes: 0 success, 1 failure, 2 bad arguments`;
+
+const BACKENDS = `auto (default), ${AUTO_ORDER.join(', ')}`;
+
+export const COMMAND_USAGE = {
+  embed: `usage: nomic-embed embed [TEXT...] [options]
+
+Embeds texts from the arguments, --input FILE, or stdin (one text per line).
+
+options:
+  --model DIR           model folder (default ${DEFAULT_MODEL_DIR})
+  --input FILE          one text per line, or JSON Lines with a "text" field (.jsonl/.ndjson)
+  --output FILE         write there instead of stdout; .npy selects the .npy format
+  --format jsonl|npy    output format (default jsonl, or npy for a .npy --output)
+  --task TASK           ${Object.keys(TASK_PREFIXES).join(', ')}
+  --dimensions N        Matryoshka size (768, 512, 256, 128, 64 for nomic-embed-text-v1.5)
+  --no-normalize        raw mean-pooled vectors
+  --backend NAME        ${BACKENDS}
+  --workers N           worker threads (default: cores on wasm, as memory allows; else 1)
+  --max-batch-tokens N  padded tokens per batch (default 8192)
+  --max-length N        truncate texts to N tokens (default: the model's maximum)
+  --progress            show progress even when stderr is not a terminal
+  --quiet               no progress, no summary`,
+  pull: `usage: nomic-embed pull [REPO] [options]
+
+Downloads config.json, tokenizer.json, tokenizer_config.json and model.safetensors
+of REPO (default nomic-ai/nomic-embed-text-v1.5) into WEIGHTS_DIR/<name>, verified;
+run it again to resume an interrupted download.
+
+options:
+  --weights-dir DIR     where the model folder is made (default weights)
+  --revision REV        branch, tag or commit (default main)
+  --quiet               no progress
+environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN`,
+  convert: `usage: nomic-embed convert SRC OUT [options]
+
+Converts a Hugging Face checkpoint folder to the runtime layout (matrices
+transposed, q/k/v split), with its config and tokenizer files.
+
+options:
+  --dtype float32|float16   storage type (default float32)
+  --quiet                   no progress`,
+  info: `usage: nomic-embed info [options]
+
+Prints the backend (and its GPU adapter), the model's config and parameters,
+and the memory estimate of one batch.
+
+options:
+  --model DIR           model folder (default ${DEFAULT_MODEL_DIR})
+  --backend NAME        ${BACKENDS}
+  --batch B             texts in the batch to estimate (default 32)
+  --length L            tokens per text (default 512)`,
+} as const;
+
+export type CommandName = keyof typeof COMMAND_USAGE;
+
+export function commandUsage(command: CommandName): string {
+  return `${COMMAND_USAGE[command]}\n\n${COMMON}`;
+}
+
+export const USAGE = `usage: nomic-embed <command> [options]
+
+commands:
+  embed [TEXT...]       embed texts from arguments, --input FILE, or stdin
+  pull [REPO]           download a model from the Hugging Face hub (default nomic-ai/nomic-embed-text-v1.5)
+  convert SRC OUT       convert a Hugging Face checkpoint folder to the runtime layout
+  info                  backend, model config, parameters, memory estimate
+
+\`nomic-embed <command> --help\` prints a command's options.
+
+${COMMON}`;

@@ -1,0 +1,33 @@
+import type { BackendName } from '../backends/select.js';
+import type { MemoryEstimate } from './memory.js';
+
+export interface WorkerSizing {
+  readonly backend: BackendName;
+  readonly cores: number;
+  /** Memory free for the embedder: the machine's available memory, or the container's limit if lower. */
+  readonly availableBytes: number;
+  /** The memory estimate of one typical batch (weights included). */
+  readonly batch: MemoryEstimate;
+}
+
+/** Share of the available memory the workers may plan to take; the rest is left to the process and the system. */
+const MEMORY_SHARE = 0.75;
+
+/**
+ * How many worker threads `loadEmbedder` starts when none is asked for. Only
+ * the wasm backend needs several (it computes on one thread per instance);
+ * libtensorflow and the GPU backends use every core from one thread. Each
+ * wasm worker holds the weights twice (tfjs's copy and XNNPACK's packed copy)
+ * and a batch's activations, so the count is the lower of the cores and what
+ * the memory holds, and never below one.
+ */
+export function defaultWorkerCount({ backend, cores, availableBytes, batch }: WorkerSizing): number {
+  if (backend !== 'wasm') return 1;
+  const perWorker = 2 * batch.weightBytes + batch.activationBytes;
+  return Math.max(1, Math.min(cores, Math.floor((availableBytes * MEMORY_SHARE) / perWorker)));
+}
+
+/** Memory this process may still use: the system's available memory, capped by a container's limit. */
+export function availableMemory(free: number, constrained: number | undefined): number {
+  return constrained !== undefined && constrained > 0 ? Math.min(free, constrained) : free;
+}
