@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, renameSync, rmSync, statSync, createWriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { DownloadError } from '../errors.js';
+import { describeRemote, type RemoteFile } from './remote.js';
 
 export { DownloadError };
 
@@ -31,18 +34,14 @@ export interface PullOptions {
   readonly onFileDone?: (file: string, status: 'downloaded' | 'present' | 'absent') => void;
 }
 
-interface RemoteFile {
-  readonly size?: number;
-  /** SHA-256 of the content, where the hub gives one (LFS files: `X-Linked-Etag`). */
-  readonly sha256?: string;
-}
-
 /**
- * Downloads a model folder from the Hugging Face hub. Each file is written to
- * `<file>.partial` and renamed once complete and verified (size, and SHA-256
- * where the hub announces one), so an interrupted pull resumes where it
- * stopped with an HTTP range request, and a corrupt file never takes the real
- * name. Returns the folder.
+ * Downloads a model folder from the Hugging Face hub, as `huggingface_hub`
+ * does: the metadata (size, and hash: SHA-256 for LFS files, the git blob
+ * SHA-1 for the others) is read from the hub's answer without following its
+ * redirect to the CDN, then the bytes come from where the redirect points.
+ * Each file is written to `<file>.partial` and renamed only once its size and
+ * hash match, so an interrupted pull resumes with a range request, and a
+ * corrupt or partial file never takes the real name. Returns the folder.
  */
 export async function pull(options: PullOptions = {}): Promise<string> {
   const repo = options.repo ?? DEFAULT_REPO;
@@ -52,11 +51,10 @@ export async function pull(options: PullOptions = {}): Promise<string> {
   const revision = options.revision ?? 'main';
   const dir = join(options.weightsDir ?? 'weights', repo.split('/')[1]);
   mkdirSync(dir, { recursive: true });
-  const headers: Record<string, string> = token ? { authorization: `Bearer ${token}` } : {};
   for (const { name, required } of MODEL_FILES) {
-    const url = `${endpoint}/${repo}/resolve/${revision}/${name}`;
+    const url = `${endpoint}/${repo}/resolve/${encodeURIComponent(revision)}/${name}`;
     const target = join(dir, name);
-    const remote = await describeRemote(url, headers);
+    const remote = await describeRemote(url, token);
     if (remote === undefined) {
       if (required) throw new DownloadError(url, 'not found on the hub (HTTP 404); check the repository name and HF_TOKEN');
       options.onFileDone?.(name, 'absent');
@@ -66,30 +64,16 @@ export async function pull(options: PullOptions = {}): Promise<string> {
       options.onFileDone?.(name, 'present');
       continue;
     }
-    await download(url, headers, target, remote, (done, total) => options.onProgress?.(name, done, total));
+    await download(url, remote, target, (done, total) => options.onProgress?.(name, done, total));
     options.onFileDone?.(name, 'downloaded');
   }
   return dir;
 }
 
-async function describeRemote(url: string, headers: Record<string, string>): Promise<RemoteFile | undefined> {
-  const response = await request(url, { method: 'HEAD', headers });
-  if (response.status === 404) return undefined;
-  if (!response.ok) throw new DownloadError(url, `HTTP ${response.status} ${response.statusText}${authHint(response.status)}`);
-  const size = Number(response.headers.get('x-linked-size') ?? response.headers.get('content-length') ?? NaN);
-  const etag = (response.headers.get('x-linked-etag') ?? response.headers.get('etag') ?? '').replace(/^W\//, '').replace(/"/g, '');
-  return {
-    size: Number.isFinite(size) ? size : undefined,
-    // Git blob ids (40 hex) are not content hashes; LFS ids are SHA-256 (64 hex).
-    sha256: /^[0-9a-f]{64}$/.test(etag) ? etag : undefined,
-  };
-}
-
 async function download(
   url: string,
-  headers: Record<string, string>,
-  target: string,
   remote: RemoteFile,
+  target: string,
   onProgress: (done: number, total: number | undefined) => void,
 ): Promise<void> {
   const partial = `${target}.partial`;
@@ -98,63 +82,86 @@ async function download(
     rmSync(partial);
     have = 0;
   }
-  const range: Record<string, string> = have > 0 && (remote.size === undefined || have < remote.size) ? { range: `bytes=${have}-` } : {};
-  let response: Response;
-  if (remote.size !== undefined && have === remote.size) {
-    response = new Response(null, { status: 206 });
-  } else {
-    response = await request(url, { headers: { ...headers, ...range } });
-    if (!response.ok) throw new DownloadError(url, `HTTP ${response.status} ${response.statusText}${authHint(response.status)}`);
-    // A server that ignores the range sends the whole file again: start over.
-    if (response.status !== 206) have = 0;
-  }
-  const out = createWriteStream(partial, { flags: have > 0 ? 'a' : 'w' });
-  let done = have;
-  try {
-    if (response.body !== null) {
-      for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-        if (!out.write(chunk)) await new Promise<void>((resolve) => out.once('drain', () => resolve()));
-        done += chunk.length;
-        onProgress(done, remote.size);
-      }
-    }
-  } catch (cause) {
-    throw new DownloadError(url, `interrupted after ${done} bytes (${(cause as Error).message}); run the same command again to resume`);
-  } finally {
-    await new Promise<void>((resolve, reject) => out.end((error?: Error | null) => (error ? reject(error) : resolve())));
-  }
-  if (remote.size !== undefined && done !== remote.size) {
-    throw new DownloadError(url, `got ${done} of ${remote.size} bytes; run the same command again to resume`);
+  if (remote.size === undefined || have < remote.size) await fetchInto(url, remote, partial, have, onProgress);
+  const size = statSync(partial).size;
+  if (remote.size !== undefined && size !== remote.size) {
+    throw new DownloadError(url, `got ${size} of ${remote.size} bytes; run the same command again to resume`);
   }
   if (!(await matches(partial, remote))) {
     rmSync(partial);
-    throw new DownloadError(url, 'the downloaded file does not match the SHA-256 the hub announced; it was deleted, run again');
+    throw new DownloadError(
+      url,
+      `the downloaded file does not match the ${remote.hash?.algorithm === 'git-sha1' ? 'git blob SHA-1' : 'SHA-256'} ` +
+        'the hub announced; it was deleted, run again',
+    );
   }
   renameSync(partial, target);
 }
 
-/** Whether a local file has the announced size and hash. */
-async function matches(path: string, remote: RemoteFile): Promise<boolean> {
-  if (remote.size !== undefined && statSync(path).size !== remote.size) return false;
-  if (remote.sha256 === undefined) return remote.size !== undefined;
-  return (await sha256(path)) === remote.sha256;
-}
-
-export async function sha256(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
-}
-
-async function request(url: string, init: RequestInit): Promise<Response> {
+/** Appends the bytes from `have` on to `partial`, or rewrites it when the server does not resume where asked. */
+async function fetchInto(
+  url: string,
+  remote: RemoteFile,
+  partial: string,
+  have: number,
+  onProgress: (done: number, total: number | undefined) => void,
+): Promise<void> {
+  const response = await remote.fetchBytes(have);
+  let start = have;
+  if (have > 0 && !resumesAt(response, have, remote.size)) {
+    // A server that ignores the range, or answers another one, sends what it sends from byte 0: start over.
+    if (response.status === 206) {
+      await response.body?.cancel();
+      rmSync(partial);
+      return fetchInto(url, remote, partial, 0, onProgress);
+    }
+    start = 0;
+  }
+  let done = start;
+  const count = new Transform({
+    transform(chunk: Buffer, _encoding, callback) {
+      done += chunk.length;
+      onProgress(done, remote.size);
+      callback(null, chunk);
+    },
+  });
+  const out = createWriteStream(partial, { flags: start > 0 ? 'a' : 'w' });
   try {
-    return await fetch(url, init);
+    if (response.body !== null) await pipeline(Readable.fromWeb(response.body as never), count, out);
+    else out.end();
   } catch (cause) {
-    const reason = (cause as Error & { cause?: Error }).cause?.message ?? (cause as Error).message;
-    throw new DownloadError(url, `cannot connect (${reason}); check the network or HF_ENDPOINT`);
+    const error = cause as NodeJS.ErrnoException;
+    if (error.syscall === 'write' || error.syscall === 'open' || error.code === 'ENOSPC') {
+      throw new DownloadError(
+        url,
+        `cannot write ${partial} (${error.code ?? error.message}); free some space or fix the folder's permissions, ` +
+          'then run the same command again to resume',
+      );
+    }
+    throw new DownloadError(url, `interrupted after ${done} bytes (${error.message}); run the same command again to resume`);
   }
 }
 
-function authHint(status: number): string {
-  return status === 401 || status === 403 ? '; set HF_TOKEN to a token with access to this repository' : '';
+/** Whether a response to `Range: bytes=have-` really holds the bytes from `have` on of the announced file. */
+function resumesAt(response: Response, have: number, size: number | undefined): boolean {
+  if (response.status !== 206) return false;
+  const range = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(response.headers.get('content-range') ?? '');
+  if (range === null || Number(range[1]) !== have) return false;
+  return size === undefined || range[3] === '*' || Number(range[3]) === size;
+}
+
+/** Whether a local file has the announced size and hash. */
+async function matches(path: string, remote: RemoteFile): Promise<boolean> {
+  const size = statSync(path).size;
+  if (remote.size !== undefined && size !== remote.size) return false;
+  if (remote.hash === undefined) return remote.size !== undefined;
+  return (await fileHash(path, remote.hash.algorithm, size)) === remote.hash.hex;
+}
+
+/** SHA-256 of the content, or git's blob id: SHA-1 of `blob <size>\0` and the content. */
+export async function fileHash(path: string, algorithm: 'sha256' | 'git-sha1', size = statSync(path).size): Promise<string> {
+  const hash = createHash(algorithm === 'sha256' ? 'sha256' : 'sha1');
+  if (algorithm === 'git-sha1') hash.update(`blob ${size}\0`);
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
 }
