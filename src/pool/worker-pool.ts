@@ -97,7 +97,7 @@ export class WorkerPoolRunner implements BatchRunner {
     const here = fileURLToPath(import.meta.url);
     // Unbuilt (the test suite runs the .ts sources) the worker needs a TypeScript loader first.
     const entry = here.endsWith('.ts') ? './ts-worker.mjs' : './worker.js';
-    const worker = new Worker(new URL(entry, import.meta.url), { workerData: this.setup });
+    const worker = new Worker(new URL(entry, import.meta.url), { workerData: this.setup, execArgv: workerExecArgv(process.execArgv) });
     const slot: Slot = { worker, pending: undefined, retired: false, crash: undefined };
     this.threads.add(worker);
     this.starting++;
@@ -214,4 +214,20 @@ export class WorkerPoolRunner implements BatchRunner {
 
 function detail(error: Error | undefined): string {
   return error === undefined ? '' : ` (${error.message})`;
+}
+
+/**
+ * The parent's Node options minus those that only make sense for a script
+ * given on the command line: a worker started under `node --input-type=module
+ * -e ...` would otherwise fail at once ("--input-type can only be used with
+ * string input").
+ */
+export function workerExecArgv(parent: readonly string[]): string[] {
+  const withValue = new Set(['--input-type', '-e', '--eval', '-p', '--print']);
+  const result: string[] = [];
+  for (let i = 0; i < parent.length; i++) {
+    if (withValue.has(parent[i])) i++;
+    else if (!/^--(input-type|eval|print)=/.test(parent[i])) result.push(parent[i]);
+  }
+  return result;
 }

@@ -1,0 +1,95 @@
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { expectClose, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
+import { tempDir } from './helpers/tmp.js';
+
+const exec = promisify(execFile);
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const work = tempDir();
+const app = join(work, 'app');
+
+/** What a user gets from `npm install nomic-embed-tfjs`: the packed tarball installed into an empty project. */
+describe('the published package', () => {
+  let files: string[];
+  let installed: string;
+
+  beforeAll(async () => {
+    // `npm test` has just built dist/; packing without scripts keeps prepack's rebuild from
+    // removing it under the other test files that run the built command line.
+    const { stdout } = await exec('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', work], { cwd: ROOT, maxBuffer: 1 << 26 });
+    const [packed] = JSON.parse(stdout) as { filename: string; files: { path: string }[] }[];
+    files = packed.files.map((f) => f.path);
+    mkdirSync(app);
+    writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true, type: 'module' }));
+    // The registry is reachable, but the packages are in npm's cache already.
+    await exec('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', join(work, packed.filename)], { cwd: app, maxBuffer: 1 << 26 });
+    installed = join(app, 'node_modules', 'nomic-embed-tfjs');
+  }, 300_000);
+
+  it('is built before it is packed', () => {
+    const { scripts } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
+    expect(scripts.prepack).toBe('npm run build');
+    // A fresh build: nothing in dist/ from modules that no longer exist.
+    expect(scripts.build).toMatch(/rmSync\('dist'/);
+  });
+
+  it('holds the built code, its sources, the licence and the README, and nothing of the repository besides', () => {
+    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/cli/bin.js', 'dist/pool/worker.js', 'LICENSE', 'README.md', 'package.json']) {
+      expect(files).toContain(f);
+    }
+    expect(files.some((f) => f.startsWith('test/') || f.startsWith('weights/') || f.startsWith('scripts/'))).toBe(false);
+  });
+
+  it('ships source maps that point at files it ships', () => {
+    const maps = files.filter((f) => f.endsWith('.js.map'));
+    expect(maps.length).toBeGreaterThan(10);
+    for (const map of maps) {
+      const { sources } = JSON.parse(readFileSync(join(installed, map), 'utf8')) as { sources: string[] };
+      for (const source of sources) expect(existsSync(resolve(dirname(join(installed, map)), source)), `${map} → ${source}`).toBe(true);
+    }
+  });
+
+  it('brings tfjs as peers, and neither libtensorflow build', () => {
+    for (const pkg of ['@tensorflow/tfjs-core', '@tensorflow/tfjs-backend-cpu', '@tensorflow/tfjs-backend-wasm']) {
+      expect(existsSync(join(app, 'node_modules', pkg)), pkg).toBe(true);
+    }
+    // One tfjs engine: the package uses the application's, not a copy of its own.
+    expect(existsSync(join(installed, 'node_modules', '@tensorflow'))).toBe(false);
+    expect(readdirSync(join(app, 'node_modules', '@tensorflow'))).not.toContain('tfjs-node');
+    expect(readdirSync(join(app, 'node_modules', '@tensorflow'))).not.toContain('tfjs-node-gpu');
+  });
+
+  it('npx nomic-embed --help works', async () => {
+    const { stdout } = await exec('npx', ['--no-install', 'nomic-embed', '--help'], { cwd: app });
+    expect(stdout).toMatch(/^usage: nomic-embed <command>/);
+  });
+
+  it('imports as a library and embeds like the reference, on worker threads from the built code', async () => {
+    const texts = reference('nomic-tiny').texts.slice(0, 3);
+    const script = `
+      import { loadEmbedder } from 'nomic-embed-tfjs';
+      const embedder = await loadEmbedder(${JSON.stringify(fixtureDir('nomic-tiny'))}, { backend: 'wasm', workers: 2 });
+      const { embeddings } = await embedder.embed(${JSON.stringify(texts.map((t) => t.text))});
+      console.log(JSON.stringify({ workers: embedder.workers, embeddings: embeddings.map((e) => Array.from(e)) }));
+      await embedder.dispose();
+    `;
+    const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', script], { cwd: app, maxBuffer: 1 << 24 });
+    const result = JSON.parse(stdout) as { workers: number; embeddings: number[][] };
+    expect(result.workers).toBe(2);
+    texts.forEach((t, i) => expectClose(result.embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+  });
+});
+
+describe('worker threads under an inline script', () => {
+  it('drop the options that only the parent\'s command line can use', async () => {
+    const { workerExecArgv } = await import('../src/pool/worker-pool.js');
+    expect(workerExecArgv(['--input-type=module', '--max-old-space-size=4096'])).toEqual(['--max-old-space-size=4096']);
+    expect(workerExecArgv(['--input-type', 'module', '--enable-source-maps'])).toEqual(['--enable-source-maps']);
+    expect(workerExecArgv(['--input-type=module', '-e', 'console.log(1)', '--no-warnings'])).toEqual(['--no-warnings']);
+    expect(workerExecArgv(['--eval=1', '-p', '2', '--conditions=x'])).toEqual(['--conditions=x']);
+  });
+});
