@@ -1,5 +1,7 @@
 import { availableParallelism, freemem, totalmem } from 'node:os';
-import { selectBackend, type BackendName } from './backends/select.js';
+import { batchGuard, selectBackend, type BackendName } from './backends/select.js';
+import type { GpuAdapterReport } from './backends/webgpu/adapter.js';
+import { webGpuAdapter } from './backends/webgpu/device.js';
 import {
   checkLoadOptions,
   resolveEmbedOptions,
@@ -8,7 +10,7 @@ import {
   type LoadEmbedderOptions,
   type ResolvedEmbedOptions,
 } from './embed-options.js';
-import { NomicEmbedError } from './errors.js';
+import { BackendError, NomicEmbedError } from './errors.js';
 import { defaultAttentionKernel, type AttentionKernel } from './model/attention.js';
 import { loadModel } from './model/load-model.js';
 import type { NomicBertModel } from './model/nomic-bert.js';
@@ -51,9 +53,26 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
       availableBytes: availableMemory(freemem(), process.constrainedMemory?.()),
       batch: estimateMemory(config, 16, 512, { attention: defaultAttentionKernel(backendName), ffnWidth: checkpoint.ffnWidth }),
     });
-  if (workers === 1) return new Embedder(new LocalRunner(loadModel(dir, modelOptions)), tokenizer, backendName, config);
+  const device = backendName === 'webgpu' ? webGpuAdapter() : undefined;
+  if (device !== undefined) checkTensorLimit(config, checkpoint.ffnWidth, device);
+  if (workers === 1) {
+    const runner = new LocalRunner(loadModel(dir, modelOptions), batchGuard(backendName));
+    return new Embedder(runner, tokenizer, backendName, config, device);
+  }
   const runner = await WorkerPoolRunner.start(workers, { dir, backend: backendName, modelOptions });
-  return new Embedder(runner, tokenizer, backendName, config);
+  return new Embedder(runner, tokenizer, backendName, config, device);
+}
+
+/** A weight above the adapter's per-buffer limit can never be bound; say so before uploading anything. */
+function checkTensorLimit(config: NomicBertConfig, ffnWidth: number, device: GpuAdapterReport): void {
+  const weights = estimateMemory(config, 1, 1, { ffnWidth });
+  if (weights.largestTensorBytes > device.maxStorageBufferBindingSize) {
+    throw new BackendError(
+      'webgpu',
+      `the word embeddings take ${weights.largestTensorBytes} bytes, more than this adapter binds in one buffer ` +
+        `(maxStorageBufferBindingSize ${device.maxStorageBufferBindingSize}); use another backend`,
+    );
+  }
 }
 
 /** Texts in, one vector per text out. Owns its model: call {@link dispose} when done. */
@@ -69,6 +88,8 @@ export class Embedder {
     /** The backend this embedder runs on. */
     readonly backend: BackendName,
     readonly config: NomicBertConfig,
+    /** The GPU adapter on `webgpu`: vendor, architecture, description, whether it is software, its buffer limits. */
+    readonly device?: GpuAdapterReport,
   ) {
     this.attention = defaultAttentionKernel(backend);
   }
@@ -139,8 +160,8 @@ export class Embedder {
     const key = JSON.stringify(settings.limits);
     let processor = this.processors.get(key);
     if (processor === undefined) {
-      const estimate = (b: number, l: number) => estimateMemory(this.config, b, l, { attention: this.attention }).totalBytes;
-      processor = new BatchProcessor(settings.limits, estimate);
+      const estimate = (b: number, l: number) => estimateMemory(this.config, b, l, { attention: this.attention });
+      processor = new BatchProcessor({ ...settings.limits, maxTensorBytes: this.device?.maxStorageBufferBindingSize }, estimate);
       this.processors.set(key, processor);
     }
     return processor;
@@ -154,6 +175,9 @@ export class Embedder {
 
 const GiB = 1024 ** 3;
 
+/** WebGPU reports no free memory: 4 GiB suits any discrete GPU and leaves integrated ones room. */
 function defaultMemoryBudget(backend: BackendName): number {
-  return backend === 'wasm' ? 3 * GiB : Math.min(totalmem() / 2, 8 * GiB);
+  if (backend === 'wasm') return 3 * GiB;
+  if (backend === 'webgpu') return 4 * GiB;
+  return Math.min(totalmem() / 2, 8 * GiB);
 }

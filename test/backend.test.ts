@@ -1,29 +1,44 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 import { AUTO_ORDER, gpuFailure, selectBackend, type BackendName } from '../src/backends/select.js';
+import { describeAdapter, findAdapter } from '../src/backends/webgpu/adapter.js';
+import { webGpuAdapter } from '../src/backends/webgpu/device.js';
 import { BackendError } from '../src/errors.js';
 
-/** An activator that succeeds only for the given backends, recording what was tried. */
-function fakeMachine(working: BackendName[]) {
+/**
+ * An activator that succeeds only for the given backends, recording what was
+ * tried. `softwareGpu`: WebGPU has only a software adapter, so it starts when
+ * asked for by name but not when `auto` is picking.
+ */
+function fakeMachine(working: BackendName[], { softwareGpu = false } = {}) {
   const tried: BackendName[] = [];
-  const activate = async (name: BackendName) => {
+  const activate = async (name: BackendName, picking: boolean) => {
     tried.push(name);
+    if (name === 'webgpu' && softwareGpu) return picking ? 'only a software adapter' : undefined;
     return working.includes(name) ? undefined : `${name} missing`;
   };
   return { tried, activate };
 }
 
 describe('backend selection', () => {
-  it('auto tries CUDA, then libtensorflow on CPU, then wasm, then cpu', async () => {
-    expect(AUTO_ORDER).toEqual(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']);
-    const gpuMachine = fakeMachine(['tensorflow-gpu', 'tensorflow', 'wasm', 'cpu']);
-    expect(await selectBackend('auto', gpuMachine.activate)).toBe('tensorflow-gpu');
-    expect(gpuMachine.tried).toEqual(['tensorflow-gpu']);
+  it('auto tries CUDA, then WebGPU, then libtensorflow on CPU, then wasm, then cpu', async () => {
+    expect(AUTO_ORDER).toEqual(['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu']);
+    const cudaMachine = fakeMachine(['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu']);
+    expect(await selectBackend('auto', cudaMachine.activate)).toBe('tensorflow-gpu');
+    expect(cudaMachine.tried).toEqual(['tensorflow-gpu']);
+    const gpuMachine = fakeMachine(['webgpu', 'wasm', 'cpu']);
+    expect(await selectBackend('auto', gpuMachine.activate)).toBe('webgpu');
     const cpuMachine = fakeMachine(['tensorflow', 'wasm', 'cpu']);
     expect(await selectBackend('auto', cpuMachine.activate)).toBe('tensorflow');
     const plainMachine = fakeMachine(['wasm', 'cpu']);
     expect(await selectBackend('auto', plainMachine.activate)).toBe('wasm');
-    expect(plainMachine.tried).toEqual(['tensorflow-gpu', 'tensorflow', 'wasm']);
+    expect(plainMachine.tried).toEqual(['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm']);
+  });
+
+  it('auto passes over a software GPU adapter, which serves when asked for by name', async () => {
+    const machine = fakeMachine(['wasm', 'cpu'], { softwareGpu: true });
+    expect(await selectBackend('auto', machine.activate)).toBe('wasm');
+    expect(await selectBackend('webgpu', machine.activate)).toBe('webgpu');
   });
 
   it('reports every failure when nothing works', async () => {
@@ -43,7 +58,7 @@ describe('backend selection', () => {
   });
 
   it('rejects an unknown backend name', async () => {
-    await expect(selectBackend('webgpu' as BackendName)).rejects.toThrow(/unknown backend; choose one of auto/);
+    await expect(selectBackend('metal' as BackendName)).rejects.toThrow(/unknown backend; choose one of auto, tensorflow-gpu, webgpu/);
   });
 
   // tfjs-node is an optional peer whose install step needs a download: each branch asserts what holds here.
@@ -66,7 +81,11 @@ describe('backend selection', () => {
 
   it('on this machine: auto activates the fastest available backend', async () => {
     const chosen = await selectBackend('auto');
-    expect(['tensorflow-gpu', 'tensorflow', 'wasm']).toContain(chosen);
-    expect(tf.getBackend()).toBe(chosen === 'wasm' ? 'wasm' : 'tensorflow');
+    expect(['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm']).toContain(chosen);
+    expect(tf.getBackend()).toBe(chosen.startsWith('tensorflow') ? 'tensorflow' : chosen);
+    // Where auto takes WebGPU, it is a real GPU: llvmpipe (these machines' only adapter) is never taken.
+    if (chosen === 'webgpu') expect(webGpuAdapter()?.software).toBe(false);
+    const found = await findAdapter();
+    if ('adapter' in found && describeAdapter(found.adapter).software) expect(chosen).not.toBe('webgpu');
   });
 });

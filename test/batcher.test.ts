@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { OutOfMemoryError } from '../src/errors.js';
 import { BatchProcessor, GROW_BACK_AFTER, type Batch } from '../src/scheduling/batcher.js';
 
+const free = () => ({ totalBytes: 0, largestTensorBytes: 0 });
 const OOM = () => new Error('OOM when allocating tensor with shape[64,12,512,512]');
 
 /** Runs `count` equal texts through the processor; `fails(size)` decides which batch sizes run out of memory. */
@@ -28,7 +29,7 @@ describe('out-of-memory back-off', () => {
   const limits = { maxBatchTokens: 1e9, maxBatchSize: 16, memoryBudgetBytes: Infinity };
 
   it('halves until a batch fits and keeps that size for the rest of the call', async () => {
-    const processor = new BatchProcessor(limits, () => 0);
+    const processor = new BatchProcessor(limits, free);
     const { sizes, retries } = await runTexts(processor, 24, (size) => size > 4);
     expect(sizes.slice(0, 3)).toEqual([16, 8, 4]);
     expect(sizes.slice(3).every((s) => s <= 4)).toBe(true);
@@ -37,7 +38,7 @@ describe('out-of-memory back-off', () => {
   });
 
   it('grows back after a run of successes, so one transient failure does not halve every later call', async () => {
-    const processor = new BatchProcessor(limits, () => 0);
+    const processor = new BatchProcessor(limits, free);
     let transient = true;
     await runTexts(processor, 4, (size) => {
       const fail = transient && size > 2;
@@ -55,7 +56,7 @@ describe('out-of-memory back-off', () => {
   });
 
   it('finds a size that keeps failing again at the cost of one retry', async () => {
-    const processor = new BatchProcessor(limits, () => 0);
+    const processor = new BatchProcessor(limits, free);
     await runTexts(processor, 8, (size) => size > 4);
     expect(processor.maxBatchSize).toBe(4);
     await runTexts(processor, 4 * GROW_BACK_AFTER, () => false);
@@ -66,16 +67,36 @@ describe('out-of-memory back-off', () => {
   });
 
   it('does not grow on batches smaller than the reduced size', async () => {
-    const processor = new BatchProcessor(limits, () => 0);
+    const processor = new BatchProcessor(limits, free);
     await runTexts(processor, 8, (size) => size > 4);
     for (let i = 0; i < 2 * GROW_BACK_AFTER; i++) await runTexts(processor, 1, () => false);
     expect(processor.maxBatchSize).toBe(4);
   });
 
   it('names the text that does not fit even alone', async () => {
-    const processor = new BatchProcessor(limits, () => 0);
+    const processor = new BatchProcessor(limits, free);
     const error = await runTexts(processor, 3, () => true).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(OutOfMemoryError);
     expect((error as OutOfMemoryError).index).toBe(0);
+  });
+});
+
+describe('batch planning under memory limits', () => {
+  const limits = { maxBatchTokens: 1e9, maxBatchSize: 64, memoryBudgetBytes: 1000 };
+
+  it('keeps every batch under the memory budget, longest texts first', () => {
+    const processor = new BatchProcessor(limits, (size, length) => ({ totalBytes: size * length, largestTensorBytes: 0 }));
+    const batches = processor.plan([100, 300, 200, 100, 50]);
+    for (const b of batches) expect(b.indices.length * b.length).toBeLessThanOrEqual(1000);
+    expect(batches.map((b) => b.indices)).toEqual([[1, 2, 0], [3, 4]]);
+  });
+
+  it('keeps every tensor under the per-buffer limit, and a text too big for it alone still gets a batch', () => {
+    const processor = new BatchProcessor(
+      { ...limits, memoryBudgetBytes: Infinity, maxTensorBytes: 400 },
+      (size, length) => ({ totalBytes: 0, largestTensorBytes: size * length }),
+    );
+    const batches = processor.plan([100, 100, 100, 100, 100, 500]);
+    expect(batches.map((b) => b.indices.length)).toEqual([1, 4, 1]);
   });
 });

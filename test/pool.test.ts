@@ -275,7 +275,7 @@ describe('worker pool', () => {
 
 describe('batch planning for a pool', () => {
   it('gives every worker a batch when there are enough texts', () => {
-    const processor = new BatchProcessor({ maxBatchTokens: 1e6, maxBatchSize: 64, memoryBudgetBytes: Infinity }, () => 0);
+    const processor = new BatchProcessor({ maxBatchTokens: 1e6, maxBatchSize: 64, memoryBudgetBytes: Infinity }, () => ({ totalBytes: 0, largestTensorBytes: 0 }));
     const lengths = Array.from({ length: 10 }, (_, i) => 20 + i);
     expect(processor.plan(lengths)).toHaveLength(1);
     const forTwo = processor.plan(lengths, 2);
@@ -290,7 +290,7 @@ describe('batch planning for a pool', () => {
 describe('default worker count', () => {
   const real = readConfig(fixtureDir('nomic-tiny'));
   const GiB = 1024 ** 3;
-  const batch = { weightBytes: 0.5 * GiB, activationBytes: 0.25 * GiB, attentionBytes: 0, totalBytes: 0.75 * GiB };
+  const batch = { weightBytes: 0.5 * GiB, activationBytes: 0.25 * GiB, attentionBytes: 0, totalBytes: 0.75 * GiB, largestTensorBytes: 0 };
 
   it('is one thread off wasm, which use every core from one', () => {
     expect(defaultWorkerCount({ backend: 'tensorflow', cores: 16, availableBytes: 64 * GiB, batch })).toBe(1);

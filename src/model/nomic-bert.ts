@@ -12,7 +12,7 @@ import { RotaryEmbedding } from './rotary.js';
 export interface EncoderInputs {
   /** [B, T] int32 token ids. */
   readonly inputIds: tf.Tensor2D;
-  /** [B, T] 1 for real tokens, 0 for padding. */
+  /** [B, T] 1 for real tokens, 0 for padding; int32 or float32. */
   readonly attentionMask: tf.Tensor2D;
   /** [B, T] int32 segment ids; zeros when omitted. */
   readonly tokenTypeIds?: tf.Tensor2D;

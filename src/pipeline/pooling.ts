@@ -12,7 +12,7 @@ export function pool(hidden: tf.Tensor3D, attentionMask: tf.Tensor2D, pooling: P
   return tf.tidy(() => {
     switch (pooling) {
       case 'mean': {
-        const mask = tf.expandDims(tf.cast(attentionMask, 'float32'), 2); // [B, T, 1]
+        const mask = tf.expandDims(attentionMask.dtype === 'float32' ? attentionMask : tf.cast(attentionMask, 'float32'), 2); // [B, T, 1]
         const summed = tf.sum(tf.mul(hidden, mask), 1); // [B, D]
         const counts = tf.maximum(tf.sum(mask, 1), 1e-9); // [B, 1]
         return tf.div(summed, counts) as tf.Tensor2D;

@@ -1,3 +1,4 @@
+import type { BatchGuard } from '../backends/select.js';
 import type { NomicBertModel } from '../model/nomic-bert.js';
 import { runBatchJob, type BatchJob, type BatchOutput } from '../pipeline/batch-job.js';
 import type { BatchRunner } from './runner.js';
@@ -6,10 +7,13 @@ import type { BatchRunner } from './runner.js';
 export class LocalRunner implements BatchRunner {
   readonly concurrency = 1;
 
-  constructor(readonly model: NomicBertModel) {}
+  constructor(
+    readonly model: NomicBertModel,
+    private readonly guard: BatchGuard = (run) => run(),
+  ) {}
 
   run(job: BatchJob): Promise<BatchOutput> {
-    return runBatchJob(this.model, job);
+    return this.guard(() => runBatchJob(this.model, job));
   }
 
   async dispose(): Promise<void> {

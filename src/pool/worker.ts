@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { selectBackend, type BackendName } from '../backends/select.js';
+import { batchGuard, selectBackend, type BackendName } from '../backends/select.js';
 import { loadModel, type LoadModelOptions } from '../model/load-model.js';
 import { runBatchJob, type BatchJob } from '../pipeline/batch-job.js';
 import { serializeError, type SerializedError } from './error-transfer.js';
@@ -37,9 +37,10 @@ try {
   await selectBackend(setup.backend);
   const model = loadModel(setup.dir, setup.modelOptions);
   const run = hooks.wrapRun?.(runBatchJob) ?? runBatchJob;
+  const guard = batchGuard(setup.backend);
   port.on('message', async ({ id, job }: WorkerRequest) => {
     try {
-      const { vectors, measuredPeakBytes } = await run(model, job);
+      const { vectors, measuredPeakBytes } = await guard(() => run(model, job));
       port.postMessage({ type: 'result', id, vectors, measuredPeakBytes } satisfies WorkerReply, [vectors.buffer as ArrayBuffer]);
     } catch (error) {
       port.postMessage({ type: 'error', id, error: serializeError(error) } satisfies WorkerReply);

@@ -8,6 +8,8 @@ export interface BatchLimits {
   readonly maxBatchSize: number;
   /** Most bytes the memory estimator may predict for one batch (weights included). */
   readonly memoryBudgetBytes: number;
+  /** Most bytes of any single tensor (WebGPU's per-buffer limit). @default no limit */
+  readonly maxTensorBytes?: number;
 }
 
 export interface Batch {
@@ -17,8 +19,8 @@ export interface Batch {
   readonly length: number;
 }
 
-/** Predicted peak bytes of a batch of `size` sequences padded to `length`. */
-export type MemoryEstimator = (size: number, length: number) => number;
+/** What a batch of `size` sequences padded to `length` is predicted to take. */
+export type MemoryEstimator = (size: number, length: number) => { readonly totalBytes: number; readonly largestTensorBytes: number };
 
 /**
  * Packs sequences into batches and runs them, halving on out-of-memory.
@@ -58,10 +60,7 @@ export class BatchProcessor {
     for (const index of order) {
       const length = current.length === 0 ? lengths[index] : lengths[current[0]];
       const size = current.length + 1;
-      const fits =
-        size <= cap &&
-        size * length <= this.limits.maxBatchTokens &&
-        this.estimate(size, length) <= this.limits.memoryBudgetBytes;
+      const fits = size <= cap && size * length <= this.limits.maxBatchTokens && this.withinMemory(size, length);
       if (current.length > 0 && !fits) {
         batches.push({ indices: current, length: lengths[current[0]] });
         current = [];
@@ -121,6 +120,11 @@ export class BatchProcessor {
     }
     await Promise.allSettled(active);
     if (failure !== undefined) throw failure.error;
+  }
+
+  private withinMemory(size: number, length: number): boolean {
+    const { totalBytes, largestTensorBytes } = this.estimate(size, length);
+    return totalBytes <= this.limits.memoryBudgetBytes && largestTensorBytes <= (this.limits.maxTensorBytes ?? Infinity);
   }
 
   /** Counts a success at the backed-off size; enough of them in a row double it. */

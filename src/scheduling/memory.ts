@@ -12,6 +12,12 @@ export interface MemoryEstimate {
   /** Of which the attention score blocks. */
   readonly attentionBytes: number;
   readonly totalBytes: number;
+  /**
+   * The largest single tensor: the word embeddings, a SwiGLU projection
+   * [N, F], or a batched score block. WebGPU caps each buffer at the
+   * adapter's `maxStorageBufferBindingSize`.
+   */
+  readonly largestTensorBytes: number;
 }
 
 export interface EstimateOptions {
@@ -61,11 +67,13 @@ export function estimateMemory(
   const rotary = 2 * halfHead * (Math.max(512, 2 ** Math.ceil(Math.log2(length))) + rotaryRows * length);
   const activations = Math.max(attention, mlp) + rotary;
   const weightBytes = parameterCount(weightTable(config, 'runtime', ffnWidth)) * FLOAT_BYTES;
+  const largest = Math.max(config.paddedVocabSize * D, N * ffnWidth, scores / 2);
   return {
     weightBytes,
     activationBytes: activations * FLOAT_BYTES,
     attentionBytes: scores * FLOAT_BYTES,
     totalBytes: weightBytes + activations * FLOAT_BYTES,
+    largestTensorBytes: largest * FLOAT_BYTES,
   };
 }
 

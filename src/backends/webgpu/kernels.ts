@@ -1,0 +1,54 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { FUSED_ATTENTION, RESIDUAL_LAYER_NORM, type ResidualLayerNormAttrs } from '../../model/fused-ops.js';
+import { FusedAttentionProgram } from './attention-program.js';
+import { ResidualLayerNormProgram } from './layer-norm-program.js';
+
+/** The parts of tfjs-backend-webgpu's backend these kernels use. */
+interface WebGpuBackendLike {
+  runWebGPUProgram(
+    program: object,
+    inputs: tf.TensorInfo[],
+    outputDtype: tf.DataType,
+    uniforms?: { type: string; data: number[] }[],
+  ): tf.TensorInfo;
+}
+
+type KernelArgs = { inputs: Record<string, tf.TensorInfo>; backend: WebGpuBackendLike; attrs: Record<string, unknown> };
+
+function sameShape(what: string, a: tf.TensorInfo, b: tf.TensorInfo): void {
+  if (a.shape.join() !== b.shape.join()) throw new Error(`${what}: shapes [${a.shape}] and [${b.shape}] differ`);
+}
+
+function fusedAttention({ inputs, backend }: KernelArgs): tf.TensorInfo {
+  const { queries, keys, values, bias } = inputs;
+  sameShape(`${FUSED_ATTENTION} keys`, queries, keys);
+  sameShape(`${FUSED_ATTENTION} values`, queries, values);
+  const [B, , T] = queries.shape;
+  if (bias.shape.join() !== [B, 1, 1, T].join()) throw new Error(`${FUSED_ATTENTION}: bias is [${bias.shape}], expected [${B}, 1, 1, ${T}]`);
+  const program = new FusedAttentionProgram(queries.shape as [number, number, number, number]);
+  return backend.runWebGPUProgram(program, [queries, keys, values, bias], 'float32');
+}
+
+function residualLayerNorm({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const { x, residual, gamma, beta } = inputs;
+  sameShape(`${RESIDUAL_LAYER_NORM} residual`, x, residual);
+  const D = x.shape[1];
+  if (gamma.shape.join() !== String(D) || beta.shape.join() !== String(D)) {
+    throw new Error(`${RESIDUAL_LAYER_NORM}: gamma and beta must be [${D}]`);
+  }
+  const { epsilon } = attrs as unknown as ResidualLayerNormAttrs;
+  const program = new ResidualLayerNormProgram(x.shape as [number, number]);
+  return backend.runWebGPUProgram(program, [x, residual, gamma, beta], 'float32', [{ type: 'float32', data: [epsilon] }]);
+}
+
+/** Registers this package's fused kernels for the webgpu backend (once per process). */
+export function registerWebGpuKernels(): void {
+  const kernels: [string, (args: KernelArgs) => tf.TensorInfo][] = [
+    [FUSED_ATTENTION, fusedAttention],
+    [RESIDUAL_LAYER_NORM, residualLayerNorm],
+  ];
+  for (const [kernelName, kernelFunc] of kernels) {
+    if (tf.getKernel(kernelName, 'webgpu') !== undefined) continue;
+    tf.registerKernel({ kernelName, backendName: 'webgpu', kernelFunc: kernelFunc as unknown as tf.KernelFunc });
+  }
+}
