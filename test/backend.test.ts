@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 import { AUTO_ORDER, gpuFailure, selectBackend, type BackendName } from '../src/backends/select.js';
-import { describeAdapter, findAdapter } from '../src/backends/webgpu/adapter.js';
+import { describeAdapter, findAdapter, mayHaveGpu } from '../src/backends/webgpu/adapter.js';
 import { webGpuAdapter } from '../src/backends/webgpu/device.js';
 import { BackendError } from '../src/errors.js';
 
@@ -87,5 +87,22 @@ describe('backend selection', () => {
     if (chosen === 'webgpu') expect(webGpuAdapter()?.software).toBe(false);
     const found = await findAdapter();
     if ('adapter' in found && describeAdapter(found.adapter).software) expect(chosen).not.toBe('webgpu');
+  });
+});
+
+describe('looking for a GPU before starting Dawn', () => {
+  const machine = (files: Record<string, string[]>) => (dir: string) => files[dir] ?? [];
+
+  it('on Linux, finds render nodes, NVIDIA devices and WSL\'s GPU, and nothing else', () => {
+    expect(mayHaveGpu('linux', machine({ '/dev/dri': ['card0', 'renderD128'] }))).toBe(true);
+    expect(mayHaveGpu('linux', machine({ '/dev': ['null', 'nvidia0', 'nvidiactl'] }))).toBe(true);
+    expect(mayHaveGpu('linux', machine({ '/dev': ['dxg'] }))).toBe(true);
+    expect(mayHaveGpu('linux', machine({ '/dev': ['null', 'nvidiactl', 'tty'], '/dev/dri': ['card0'] }))).toBe(false);
+    expect(mayHaveGpu('linux', machine({}))).toBe(false);
+  });
+
+  it('elsewhere leaves the answer to the adapter', () => {
+    expect(mayHaveGpu('darwin', machine({}))).toBe(true);
+    expect(mayHaveGpu('win32', machine({}))).toBe(true);
   });
 });

@@ -7,6 +7,7 @@ import { readNpy } from '../src/cli/npy.js';
 import { expectClose, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
 import { startHub } from './helpers/hub-server.js';
 import { tempDir } from './helpers/tmp.js';
+import { webGpuSuite } from './helpers/webgpu.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BIN = join(ROOT, 'dist/cli/bin.js');
@@ -183,5 +184,25 @@ describe('nomic-embed command line', () => {
     } finally {
       await hub.close();
     }
+  });
+});
+
+const gpu = await webGpuSuite();
+gpu.describe('nomic-embed on webgpu', () => {
+  it('info reports the adapter and its buffer limits', async () => {
+    const r = await run(['info', '--model', MODEL, '--backend', 'webgpu']);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/backend: webgpu/);
+    expect(r.stdout).toMatch(new RegExp(`adapter: ${gpu.adapter!.vendor}, .*\\((software|hardware)\\)`));
+    expect(r.stdout).toMatch(/adapter limits: maxBufferSize .*, maxStorageBufferBindingSize \d/);
+  });
+
+  it('embeds like the reference and exits when done', async () => {
+    const r = await run(['embed', '--model', MODEL, '--backend', 'webgpu', texts[0].text, texts[4].text]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/on webgpu \(1 worker\)/);
+    const vectors = parseJsonl(r.stdout);
+    expectClose(vectors[0], texts[0].embedding, TOLERANCE.embedding, texts[0].name);
+    expectClose(vectors[1], texts[4].embedding, TOLERANCE.embedding, texts[4].name);
   });
 });

@@ -3,7 +3,7 @@ import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { BackendError } from '../errors.js';
 import { installWasmSlice } from './wasm-slice.js';
-import { describeAdapter, findAdapter, type GpuAdapterReport } from './webgpu/adapter.js';
+import { describeAdapter, findAdapter, mayHaveGpu, type GpuAdapterReport } from './webgpu/adapter.js';
 import { guardWebGpuBatch, startWebGpu } from './webgpu/device.js';
 
 /**
@@ -99,6 +99,7 @@ async function activateBackend(name: BackendName, picking: boolean): Promise<str
 
 /** The adapter WebGPU would run on, or why it cannot serve: no adapter, or (when `auto` picks) only a software one. */
 async function usableAdapter(picking: boolean): Promise<{ report: GpuAdapterReport } | { failure: string }> {
+  if (picking && !mayHaveGpu()) return { failure: 'this machine shows no GPU (no /dev/dri/renderD*, /dev/nvidia*, /dev/dxg)' };
   const found = await findAdapter();
   if ('failure' in found) return found;
   const report = describeAdapter(found.adapter);

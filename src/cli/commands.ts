@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { selectBackend } from '../backends/select.js';
+import { webGpuAdapter } from '../backends/webgpu/device.js';
 import { pull } from '../download/pull.js';
 import { defaultAttentionKernel } from '../model/attention.js';
 import { estimateMemory } from '../scheduling/memory.js';
@@ -62,8 +63,15 @@ export async function infoCommand(args: readonly string[], io: CliIo): Promise<n
   const batch = integerOption('batch', values.batch) ?? 32;
   const length = integerOption('length', values.length) ?? 512;
   const estimate = estimateMemory(config, batch, length, { attention: defaultAttentionKernel(backend) });
+  const adapter = backend === 'webgpu' ? webGpuAdapter() : undefined;
   const lines = [
     `backend: ${backend}`,
+    ...(adapter === undefined
+      ? []
+      : [
+          `adapter: ${adapter.vendor}, ${adapter.architecture}, ${adapter.description} (${adapter.software ? 'software' : 'hardware'})`,
+          `adapter limits: maxBufferSize ${formatBytes(adapter.maxBufferSize)}, maxStorageBufferBindingSize ${formatBytes(adapter.maxStorageBufferBindingSize)}`,
+        ]),
     `model: ${dir}`,
     `config: ${config.n_layer} layers, hidden ${config.n_embd}, ${config.n_head} heads, SwiGLU ${config.ffnWidth}, vocab ${config.paddedVocabSize}, ` +
       `max positions ${config.n_positions}, rotary base ${config.rotary_emb_base}, NTK scaling ${config.rotary_scaling_factor ?? 'off'}`,
