@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --backends wasm,tensorflow --sets a,b,c,d --workers 1,2 --fraction 0.25]
+ * npm run bench [-- --backend(s) wasm,webgpu --sets a,b,c,d --workers 1,2 --fraction 0.25]
  *
  * Measures the model's throughput per backend on a full-size random checkpoint
  * (built once under weights/bench-random), next to the backend's raw matMul
@@ -12,6 +12,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AUTO_ORDER, selectBackend, type BackendName } from '../src/backends/select.js';
+import { webGpuAdapter } from '../src/backends/webgpu/device.js';
 import { ensureRandomCheckpoint } from './bench/random-checkpoint.js';
 import { flopsPerToken, SETS, type SetName } from './bench/sets.js';
 
@@ -19,6 +20,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { values } = parseArgs({
   options: {
     backends: { type: 'string' },
+    backend: { type: 'string' },
     sets: { type: 'string', default: 'a,b,c,d' },
     workers: { type: 'string', default: `1,${availableParallelism()}` },
     fraction: { type: 'string', default: '1' },
@@ -26,15 +28,20 @@ const { values } = parseArgs({
 });
 
 const model = ensureRandomCheckpoint(`${ROOT}weights/bench-random`, `${ROOT}test/fixtures/nomic-embed-text-v1.5/tokenizer.json`);
-const backends = values.backends?.split(',') as BackendName[] | undefined ?? (await availableBackends());
+const backends = ((values.backends ?? values.backend)?.split(',') as BackendName[] | undefined) ?? (await availableBackends());
 const sets = values.sets!.split(',') as SetName[];
 const workerCounts = [...new Set(values.workers!.split(',').map(Number))];
 
-/** Every installed backend except plain JavaScript, which would take hours at full size. */
+/**
+ * Every installed backend except plain JavaScript and WebGPU on a software
+ * adapter, which would take hours at full size (ask for them by name).
+ */
 async function availableBackends(): Promise<BackendName[]> {
   const found: BackendName[] = [];
   for (const name of AUTO_ORDER.filter((b) => b !== 'cpu')) {
-    if (await selectBackend(name).then(() => true, () => false)) found.push(name);
+    if (!(await selectBackend(name).then(() => true, () => false))) continue;
+    if (name === 'webgpu' && webGpuAdapter()?.software !== false) continue;
+    found.push(name);
   }
   return found;
 }
@@ -47,12 +54,18 @@ function child(args: string[]): Record<string, unknown> {
 }
 
 const results: Record<string, unknown>[] = [];
-const rows: string[][] = [['backend', 'workers', 'input', 'tokens/s', 'texts/s', 'roofline tok/s (1 thread)', 'of roofline', 'peak RSS', 'peak tensors']];
+const rows: string[][] = [['backend', 'workers', 'input', 'tokens/s', 'texts/s', 'roofline tok/s (1 thread or the GPU)', 'of roofline', 'peak RSS', 'peak tensors']];
 for (const backend of backends) {
-  const { matmulGflops, rates } = child(['--backend', backend, '--roofline']) as { matmulGflops: number; rates: Record<string, number> };
-  results.push({ backend, kind: 'roofline', matmulGflops, rates });
-  console.error(`${backend}: raw matMul ${matmulGflops.toFixed(1)} GFLOP/s on one thread`);
-  for (const workers of workerCounts) {
+  const { matmulGflops, rates, adapter } = child(['--backend', backend, '--roofline']) as {
+    matmulGflops: number;
+    rates: Record<string, number>;
+    adapter?: { description: string; software: boolean };
+  };
+  results.push({ backend, kind: 'roofline', matmulGflops, rates, adapter });
+  const where = adapter === undefined ? 'on one thread' : `on ${adapter.description}${adapter.software ? ' (software)' : ''}`;
+  console.error(`${backend}: raw matMul ${matmulGflops.toFixed(1)} GFLOP/s ${where}`);
+  // Worker threads are how wasm uses several cores; every other backend runs in one.
+  for (const workers of backend === 'wasm' ? workerCounts : [1]) {
     for (const set of sets) {
       console.error(`${backend}, ${workers} worker(s), ${SETS[set].label}...`);
       const r = child(['--model', model, '--backend', backend, '--workers', String(workers), '--set', set, '--fraction', values.fraction!]);

@@ -130,6 +130,9 @@ async function fetchInto(
     if (response.body !== null) await pipeline(Readable.fromWeb(response.body as never), count, out);
     else out.end();
   } catch (cause) {
+    // The pipeline rejects at the first error, while writes already queued may still land:
+    // wait until the file is closed, so its size is final when this error is seen.
+    if (!out.closed) await new Promise((resolve) => out.once('close', resolve));
     const error = cause as NodeJS.ErrnoException;
     if (error.syscall === 'write' || error.syscall === 'open' || error.code === 'ENOSPC') {
       throw new DownloadError(

@@ -1,0 +1,53 @@
+import * as tf from '@tensorflow/tfjs-core';
+
+/** The model's own matMul shapes ([M, K] × [K, N]) at the batch sizes it runs. */
+export const ROOFLINE_SHAPES: readonly (readonly [number, number, number])[] = [
+  [512, 768, 3072],
+  [1024, 768, 3072],
+  [2048, 768, 3072],
+  [2048, 3072, 768],
+  [2048, 768, 768],
+];
+
+/** A GPU fills its cores only with larger products: the batches it runs are larger too. */
+export const GPU_ROOFLINE_SHAPES: readonly (readonly [number, number, number])[] = [
+  ...ROOFLINE_SHAPES,
+  [8192, 768, 3072],
+  [8192, 3072, 768],
+  [16384, 768, 3072],
+];
+
+/** The shapes to measure on a backend: the first only on a software GPU adapter, where each takes seconds. */
+export function rooflineShapes(backend: string, softwareAdapter: boolean | undefined) {
+  if (backend !== 'webgpu') return ROOFLINE_SHAPES;
+  return softwareAdapter ? ROOFLINE_SHAPES.slice(0, 1) : GPU_ROOFLINE_SHAPES;
+}
+
+/**
+ * The active backend's raw matMul rate on the model's shapes, in GFLOP/s: the
+ * best of them is the roofline the model's throughput is compared with. Reads
+ * back asynchronously (WebGPU in Node has no synchronous read); each shape
+ * runs once before it is timed, so shader compilation and heap growth are not
+ * counted.
+ */
+export async function measureMatMul(shapes: readonly (readonly [number, number, number])[], reps = 3): Promise<{ best: number; rates: Record<string, number> }> {
+  let best = 0;
+  const rates: Record<string, number> = {};
+  for (const [m, k, n] of shapes) {
+    const a = tf.randomNormal([m, k]);
+    const b = tf.randomNormal([k, n]);
+    const once = async () => {
+      const c = tf.matMul(a, b);
+      await c.data();
+      c.dispose();
+    };
+    await once();
+    const start = performance.now();
+    for (let i = 0; i < reps; i++) await once();
+    const gflops = (2 * m * k * n * reps) / ((performance.now() - start) / 1000) / 1e9;
+    rates[`${m}x${k}x${n}`] = gflops;
+    best = Math.max(best, gflops);
+    tf.dispose([a, b]);
+  }
+  return { best, rates };
+}
