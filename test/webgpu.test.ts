@@ -5,12 +5,10 @@ import { webGpuAdapter } from '../src/backends/webgpu/device.js';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
 import { OutOfMemoryError } from '../src/errors.js';
 import { loadModel } from '../src/model/load-model.js';
-import type { EncoderInputs, ForwardOptions, NomicBertModel } from '../src/model/nomic-bert.js';
-import { matryoshka } from '../src/pipeline/matryoshka.js';
-import { l2Normalize } from '../src/pipeline/normalize.js';
-import { pool } from '../src/pipeline/pooling.js';
+import type { EncoderInputs, ForwardOptions } from '../src/model/nomic-bert.js';
 import { estimateMemory } from '../src/scheduling/memory.js';
-import { expectClose, FIXTURE_NAMES, fixtureDir, reference, TOLERANCE, type ReferenceText } from './helpers/fixtures.js';
+import { expectClose, FIXTURE_NAMES, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
+import { expectParity } from './helpers/parity.js';
 import { webGpuSuite } from './helpers/webgpu.js';
 
 const suite = await webGpuSuite();
@@ -33,41 +31,12 @@ suite.describe('the webgpu backend', () => {
     expect(adapter.maxBufferSize).toBeGreaterThanOrEqual(adapter.maxStorageBufferBindingSize);
   });
 
-  /** One text alone through the model, as the reference did; every output read back asynchronously. */
-  async function runAlone(model: NomicBertModel, text: ReferenceText, dims: number[]) {
-    const outputs = tf.tidy(() => {
-      const shape: [number, number] = [1, text.num_tokens];
-      const attentionMask = tf.tensor2d(text.attention_mask, shape, 'float32');
-      const hidden = model.forward({
-        inputIds: tf.tensor2d(text.input_ids, shape, 'int32'),
-        attentionMask,
-        tokenTypeIds: tf.tensor2d(text.token_type_ids, shape, 'int32'),
-        lengths: [text.num_tokens],
-      });
-      const pooled = pool(hidden, attentionMask, 'mean');
-      return [hidden, pooled, l2Normalize(pooled), ...dims.map((d) => matryoshka(pooled, d))];
-    });
-    const [hidden, pooled, embedding, ...cut] = await Promise.all(outputs.map((t) => t.data()));
-    tf.dispose(outputs);
-    return { hidden, pooled, embedding, matryoshka: cut };
-  }
-
   for (const fixture of FIXTURE_NAMES) {
     const ref = reference(fixture);
     it(`matches the upstream model at the fixtures' tolerances on ${fixture}`, async () => {
       const model = loadModel(fixtureDir(fixture));
       try {
-        for (const text of ref.texts) {
-          const out = await runAlone(model, text, ref.pooling.matryoshka_dims);
-          if (text.last_hidden_state !== undefined) {
-            expectClose(out.hidden, text.last_hidden_state.flat(), TOLERANCE.lastHiddenState, `${text.name} last_hidden_state`);
-          }
-          expectClose(out.pooled, text.mean_pooled, TOLERANCE.meanPooled, `${text.name} mean_pooled`);
-          expectClose(out.embedding, text.embedding, TOLERANCE.embedding, `${text.name} embedding`);
-          ref.pooling.matryoshka_dims.forEach((d, i) => {
-            expectClose(out.matryoshka[i], text.matryoshka[String(d)], TOLERANCE.embedding, `${text.name} matryoshka[${d}]`);
-          });
-        }
+        for (const text of ref.texts) await expectParity(model, ref, text);
       } finally {
         model.dispose();
       }

@@ -132,7 +132,7 @@ async function fetchInto(
   } catch (cause) {
     // The pipeline rejects at the first error, while writes already queued may still land:
     // wait until the file is closed, so its size is final when this error is seen.
-    if (!out.closed) await new Promise((resolve) => out.once('close', resolve));
+    if (!out.closed) await new Promise<void>((resolve) => out.once('close', () => resolve()));
     const error = cause as NodeJS.ErrnoException;
     if (error.syscall === 'write' || error.syscall === 'open' || error.code === 'ENOSPC') {
       throw new DownloadError(

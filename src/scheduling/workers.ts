@@ -1,8 +1,8 @@
-import type { BackendName } from '../backends/select.js';
 import type { MemoryEstimate } from './memory.js';
 
 export interface WorkerSizing {
-  readonly backend: BackendName;
+  /** The backend's name, as `selectBackend` gives it. */
+  readonly backend: string;
   readonly cores: number;
   /** Memory free for the embedder: the machine's available memory, or the container's limit if lower. */
   readonly availableBytes: number;

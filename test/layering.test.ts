@@ -1,0 +1,47 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+
+const SRC = fileURLToPath(new URL('../src/', import.meta.url));
+
+/**
+ * The layers of src/, in the order data flows: a module imports only from its
+ * own layer or those before it. Files at the top of src/ are named alone.
+ */
+const LAYERS: readonly string[][] = [
+  ['errors.ts', 'options.ts'],
+  ['weights'],
+  ['model'],
+  ['pipeline'],
+  ['scheduling'],
+  ['backends'],
+  ['pool'],
+  ['embed-options.ts', 'embedder.ts', 'download'],
+  ['index.ts', 'cli'],
+];
+
+function layerOf(path: string): number {
+  const top = relative(SRC, path).split('/')[0];
+  const layer = LAYERS.findIndex((names) => names.includes(top));
+  if (layer < 0) throw new Error(`${relative(SRC, path)} is in no layer; add ${top} to LAYERS`);
+  return layer;
+}
+
+function sources(dir: string): string[] {
+  return readdirSync(dir).flatMap((name) => {
+    const path = join(dir, name);
+    if (statSync(path).isDirectory()) return sources(path);
+    return /\.(ts|mjs)$/.test(name) ? [path] : [];
+  });
+}
+
+describe('dependencies point one way', () => {
+  it.each(sources(SRC).map((f) => [relative(SRC, f), f]))('%s imports only from its layer or earlier ones', (_, file) => {
+    const imports = [...readFileSync(file, 'utf8').matchAll(/from '(\.[^']+)'|import\('(\.[^']+)'\)/g)].map((m) => m[1] ?? m[2]);
+    for (const specifier of imports) {
+      const target = resolve(dirname(file), specifier.replace(/\.js$/, '.ts'));
+      expect(layerOf(target), `${relative(SRC, file)} imports ${relative(SRC, target)}`).toBeLessThanOrEqual(layerOf(file));
+    }
+  });
+});
