@@ -82,6 +82,9 @@ const LOAD_OPTION_NAMES: readonly (keyof LoadEmbedderOptions)[] = [
   'backend', 'maxLength', 'rotaryScalingFactor', 'weightsFile', 'workers',
 ];
 
+export const DEFAULT_MAX_BATCH_TOKENS = 8192;
+export const DEFAULT_MAX_BATCH_SIZE = 64;
+
 /** Matryoshka sizes nomic-embed-text-v1.5 was trained for. */
 export const NOMIC_V15_DIMENSIONS = [768, 512, 256, 128, 64] as const;
 
@@ -121,26 +124,12 @@ export function resolveEmbedOptions(texts: readonly string[], options: EmbedOpti
   });
   checkOptionNames('embed options', options, EMBED_OPTION_NAMES);
   const {
-    task,
-    dimensions,
-    normalize = true,
-    pooling = 'mean',
-    truncation = 'truncate',
-    maxBatchTokens = 8192,
-    maxBatchSize = 64,
+    maxBatchTokens = DEFAULT_MAX_BATCH_TOKENS,
+    maxBatchSize = DEFAULT_MAX_BATCH_SIZE,
     memoryBudgetBytes = traits.defaultMemoryBudgetBytes,
     chunkSize = 4096,
     onProgress,
   } = options;
-  if (task !== undefined && !(task in TASK_PREFIXES)) {
-    throw new InputError('task', `unknown task ${describe(task)}; use one of ${Object.keys(TASK_PREFIXES).join(', ')}`);
-  }
-  if (pooling !== 'mean' && pooling !== 'cls') throw new InputError('pooling', `must be 'mean' or 'cls', got ${describe(pooling)}`);
-  if (truncation !== 'truncate' && truncation !== 'error') {
-    throw new InputError('truncation', `must be 'truncate' or 'error', got ${describe(truncation)}`);
-  }
-  if (typeof normalize !== 'boolean') throw new InputError('normalize', `must be a boolean, got ${describe(normalize)}`);
-  if (dimensions !== undefined) checkDimensions(dimensions, traits.hiddenSize);
   checkInteger('maxBatchTokens', maxBatchTokens, 1);
   checkInteger('maxBatchSize', maxBatchSize, 1);
   checkInteger('chunkSize', chunkSize, 1);
@@ -151,12 +140,32 @@ export function resolveEmbedOptions(texts: readonly string[], options: EmbedOpti
     throw new InputError('onProgress', `must be a function, got ${describe(onProgress)}`);
   }
   return {
-    task,
-    truncation,
+    ...resolveOutputOptions(options, traits.hiddenSize),
     chunkSize,
     limits: { maxBatchTokens, maxBatchSize, memoryBudgetBytes },
-    output: { pooling, dimensions: dimensions ?? traits.hiddenSize, matryoshka: dimensions !== undefined, normalize },
     onProgress,
+  };
+}
+
+/** The options that decide what a text becomes (prefix, truncation, pooling, size, normalisation), checked. */
+export function resolveOutputOptions(
+  options: Pick<EmbedOptions, 'task' | 'dimensions' | 'normalize' | 'pooling' | 'truncation'>,
+  hiddenSize: number,
+): Pick<ResolvedEmbedOptions, 'task' | 'truncation' | 'output'> {
+  const { task, dimensions, normalize = true, pooling = 'mean', truncation = 'truncate' } = options;
+  if (task !== undefined && !(task in TASK_PREFIXES)) {
+    throw new InputError('task', `unknown task ${describe(task)}; use one of ${Object.keys(TASK_PREFIXES).join(', ')}`);
+  }
+  if (pooling !== 'mean' && pooling !== 'cls') throw new InputError('pooling', `must be 'mean' or 'cls', got ${describe(pooling)}`);
+  if (truncation !== 'truncate' && truncation !== 'error') {
+    throw new InputError('truncation', `must be 'truncate' or 'error', got ${describe(truncation)}`);
+  }
+  if (typeof normalize !== 'boolean') throw new InputError('normalize', `must be a boolean, got ${describe(normalize)}`);
+  if (dimensions !== undefined) checkDimensions(dimensions, hiddenSize);
+  return {
+    task,
+    truncation,
+    output: { pooling, dimensions: dimensions ?? hiddenSize, matryoshka: dimensions !== undefined, normalize },
   };
 }
 

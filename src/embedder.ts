@@ -4,23 +4,25 @@ import type { GpuAdapterReport } from './backends/webgpu/adapter.js';
 import { webGpuAdapter } from './backends/webgpu/device.js';
 import {
   checkLoadOptions,
+  DEFAULT_MAX_BATCH_SIZE,
+  DEFAULT_MAX_BATCH_TOKENS,
   resolveEmbedOptions,
   type EmbedOptions,
   type EmbedResult,
   type LoadEmbedderOptions,
-  type ResolvedEmbedOptions,
 } from './embed-options.js';
 import { BackendError, NomicEmbedError } from './errors.js';
 import { defaultAttentionKernel, type AttentionKernel } from './model/attention.js';
 import { loadModel } from './model/load-model.js';
 import type { NomicBertModel } from './model/nomic-bert.js';
-import { TextTokenizer, type TokenizedText } from './pipeline/tokenizer.js';
+import type { OutputSpec } from './pipeline/batch-job.js';
+import { TextTokenizer } from './pipeline/tokenizer.js';
 import { LocalRunner } from './pool/local-runner.js';
 import type { BatchRunner } from './pool/runner.js';
 import { WorkerPoolRunner } from './pool/worker-pool.js';
-import { BatchProcessor, type Batch } from './scheduling/batcher.js';
+import { BatchProcessor, type Batch, type BatchLimits } from './scheduling/batcher.js';
 import { estimateMemory, queryBlockFor } from './scheduling/memory.js';
-import { StatsRecorder } from './scheduling/stats.js';
+import { StatsRecorder, type EmbedStats } from './scheduling/stats.js';
 import { availableMemory, defaultWorkerCount } from './scheduling/workers.js';
 import type { NomicBertConfig } from './weights/config.js';
 import { openCheckpoint } from './weights/load.js';
@@ -57,10 +59,10 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
   if (device !== undefined) checkTensorLimit(config, checkpoint.ffnWidth, device);
   if (workers === 1) {
     const runner = new LocalRunner(loadModel(dir, modelOptions), batchGuard(backendName));
-    return new Embedder(runner, tokenizer, backendName, config, device);
+    return new Embedder(runner, tokenizer, backendName, config, device, dir);
   }
   const runner = await WorkerPoolRunner.start(workers, { dir, backend: backendName, modelOptions });
-  return new Embedder(runner, tokenizer, backendName, config, device);
+  return new Embedder(runner, tokenizer, backendName, config, device, dir);
 }
 
 /** A weight above the adapter's per-buffer limit can never be bound; say so before uploading anything. */
@@ -90,6 +92,8 @@ export class Embedder {
     readonly config: NomicBertConfig,
     /** The GPU adapter on `webgpu`: vendor, architecture, description, whether it is software, its buffer limits. */
     readonly device?: GpuAdapterReport,
+    /** The model folder it was loaded from. */
+    readonly modelDir?: string,
   ) {
     this.attention = defaultAttentionKernel(backend);
   }
@@ -112,7 +116,6 @@ export class Embedder {
       backend: this.backend,
       defaultMemoryBudgetBytes: defaultMemoryBudget(this.backend),
     });
-    const processor = this.processorFor(settings);
     const stats = new StatsRecorder(this.backend, texts.length);
     const embeddings = new Array<Float32Array>(texts.length);
     let done = 0;
@@ -120,48 +123,78 @@ export class Embedder {
       const chunk = texts.slice(start, start + settings.chunkSize);
       const tokenized = chunk.map((text, i) => this.tokenizer.encode(text, settings.task, settings.truncation, start + i));
       stats.truncatedTexts += tokenized.filter((t) => t.truncatedTokens > 0).length;
-      const lengths = tokenized.map((t) => t.ids.length);
-      await processor.run(
-        processor.plan(lengths, this.runner.concurrency),
-        lengths,
-        async (batch) => {
-          const vectors = await this.runBatch(batch, tokenized, settings, stats);
-          batch.indices.forEach((i, row) => (embeddings[start + i] = vectors[row]));
-          done += vectors.length;
-          settings.onProgress?.(done, texts.length);
-        },
-        () => stats.retries++,
-        { indexBase: start, concurrency: this.runner.concurrency },
-      );
+      await this.runSequences(tokenized.map((t) => t.ids), settings.limits, settings.output, stats, start, (indices, vectors) => {
+        indices.forEach((i, row) => (embeddings[start + i] = vectors[row]));
+        done += vectors.length;
+        settings.onProgress?.(done, texts.length);
+      });
     }
     return { embeddings, dimensions: settings.output.dimensions, stats: stats.finish() };
   }
 
+  /**
+   * Runs token id sequences (each with its [CLS] and [SEP], at most the
+   * maximum length) through the model in planned batches, with the same
+   * back-off as {@link embed}; vectors come back in input order. For callers
+   * that tokenize and gather texts themselves, as the server's scheduler does
+   * across requests.
+   */
+  async embedSequences(
+    sequences: readonly Int32Array[],
+    output: OutputSpec,
+    limits: BatchLimits,
+  ): Promise<{ vectors: Float32Array[]; stats: EmbedStats }> {
+    const stats = new StatsRecorder(this.backend, sequences.length);
+    const vectors = new Array<Float32Array>(sequences.length);
+    await this.runSequences(sequences, limits, output, stats, 0, (indices, batch) => indices.forEach((i, row) => (vectors[i] = batch[row])));
+    return { vectors, stats: stats.finish() };
+  }
+
+  private async runSequences(
+    sequences: readonly Int32Array[],
+    limits: BatchLimits,
+    output: OutputSpec,
+    stats: StatsRecorder,
+    indexBase: number,
+    onBatch: (indices: readonly number[], vectors: Float32Array[]) => void,
+  ): Promise<void> {
+    const processor = this.processorFor(limits);
+    const lengths = sequences.map((ids) => ids.length);
+    await processor.run(
+      processor.plan(lengths, this.runner.concurrency),
+      lengths,
+      async (batch) => onBatch(batch.indices, await this.runBatch(batch, sequences, limits, output, stats)),
+      () => stats.retries++,
+      { indexBase, concurrency: this.runner.concurrency },
+    );
+  }
+
   private async runBatch(
     batch: Batch,
-    tokenized: readonly TokenizedText[],
-    settings: ResolvedEmbedOptions,
+    all: readonly Int32Array[],
+    limits: BatchLimits,
+    output: OutputSpec,
     stats: StatsRecorder,
   ): Promise<Float32Array[]> {
-    const sequences = batch.indices.map((i) => tokenized[i].ids);
+    const sequences = batch.indices.map((i) => all[i]);
     const B = sequences.length;
     const T = batch.length;
     const { attention } = this;
-    const queryBlock = queryBlockFor(this.config, B, T, settings.limits.memoryBudgetBytes, attention);
-    const { vectors, measuredPeakBytes } = await this.runner.run({ sequences, length: T, queryBlock, attention, output: settings.output });
-    const dims = settings.output.dimensions;
+    const queryBlock = queryBlockFor(this.config, B, T, limits.memoryBudgetBytes, attention);
+    const { vectors, measuredPeakBytes } = await this.runner.run({ sequences, length: T, queryBlock, attention, output });
+    const dims = output.dimensions;
     const tokens = sequences.reduce((sum, s) => sum + s.length, 0);
     stats.batchDone(tokens, B * T, estimateMemory(this.config, B, T, { queryBlock, attention }).totalBytes, measuredPeakBytes);
     return sequences.map((_, row) => vectors.slice(row * dims, (row + 1) * dims));
   }
 
   /** One batch processor per set of limits, so a back-off holds for later calls with the same limits. */
-  private processorFor(settings: ResolvedEmbedOptions): BatchProcessor {
-    const key = JSON.stringify(settings.limits);
+  private processorFor(limits: BatchLimits): BatchProcessor {
+    const key = JSON.stringify(limits);
     let processor = this.processors.get(key);
     if (processor === undefined) {
       const estimate = (b: number, l: number) => estimateMemory(this.config, b, l, { attention: this.attention });
-      processor = new BatchProcessor({ ...settings.limits, maxTensorBytes: this.device?.maxStorageBufferBindingSize }, estimate);
+      processor = new BatchProcessor({ ...limits, maxTensorBytes: this.device?.maxStorageBufferBindingSize }, estimate);
       this.processors.set(key, processor);
     }
     return processor;
@@ -180,4 +213,9 @@ function defaultMemoryBudget(backend: BackendName): number {
   if (backend === 'wasm') return 3 * GiB;
   if (backend === 'webgpu') return 4 * GiB;
   return Math.min(totalmem() / 2, 8 * GiB);
+}
+
+/** The defaults of `embed`'s batch limits on a backend, for callers of {@link Embedder.embedSequences}. */
+export function defaultBatchLimits(backend: BackendName): BatchLimits {
+  return { maxBatchTokens: DEFAULT_MAX_BATCH_TOKENS, maxBatchSize: DEFAULT_MAX_BATCH_SIZE, memoryBudgetBytes: defaultMemoryBudget(backend) };
 }

@@ -20,3 +20,5 @@ export { readConfig } from './weights/model-folder.js';
 export { parseConfig } from './weights/config.js';
 export type { NomicBertConfig } from './weights/config.js';
 export * from './errors.js';
+export { serve } from './server/serve.js';
+export type { EmbeddingServer, ServeOptions, ServerState } from './server/serve.js';

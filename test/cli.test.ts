@@ -113,7 +113,7 @@ describe('nomic-embed command line', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
-  it.each(['embed', 'pull', 'convert', 'info'])('%s --help prints its own usage and exits 0', async (command) => {
+  it.each(['embed', 'pull', 'convert', 'info', 'serve'])('%s --help prints its own usage and exits 0', async (command) => {
     for (const flag of ['--help', '-h']) {
       const r = await run([command, flag]);
       expect(r.code).toBe(0);

@@ -18,6 +18,7 @@ const LAYERS: readonly string[][] = [
   ['backends'],
   ['pool'],
   ['embed-options.ts', 'embedder.ts', 'download'],
+  ['server'],
   ['index.ts', 'cli'],
 ];
 

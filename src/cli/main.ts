@@ -2,6 +2,7 @@ import { InputError } from '../errors.js';
 import { UsageError } from './args.js';
 import { convertCommand, infoCommand, pullCommand } from './commands.js';
 import { embedCommand } from './embed-command.js';
+import { serveCommand } from './serve-command.js';
 import { commandUsage, COMMAND_USAGE, USAGE, type CommandName } from './usage.js';
 
 /** Exit codes: documented in the README. */
@@ -25,6 +26,8 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
         return convertCommand(rest, io);
       case 'info':
         return await infoCommand(rest, io);
+      case 'serve':
+        return await serveCommand(rest, io);
       case undefined:
       case '--help':
       case '-h':

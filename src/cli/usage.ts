@@ -56,6 +56,30 @@ options:
   --backend NAME        ${BACKENDS}
   --batch B             texts in the batch to estimate (default 32)
   --length L            tokens per text (default 512)`,
+  serve: `usage: nomic-embed serve [options]
+
+Serves embeddings over HTTP: POST /v1/embeddings (OpenAI), POST /embed (TEI),
+POST /api/embed (Ollama); GET /health, /info, /metrics (Prometheus).
+Texts of concurrent requests share forward batches. SIGTERM or SIGINT
+finishes the requests in flight, then exits.
+
+options:
+  --model DIR               model folder (default ${DEFAULT_MODEL_DIR})
+  --host HOST               address to bind (default 127.0.0.1)
+  --port N                  port (default 8080; 0 takes a free one)
+  --backend NAME            ${BACKENDS}
+  --workers N               worker threads (default as for embed)
+  --api-key KEY             require Authorization: Bearer KEY (also NOMIC_EMBED_API_KEY)
+  --served-model-name NAME  the model name clients send (default the model folder's name)
+  --default-task TASK       task prefix for requests that name none: ${Object.keys(TASK_PREFIXES).join(', ')}
+  --max-batch-tokens N      padded tokens per forward batch (default 8192)
+  --max-queue-tokens N      tokens waiting at once; beyond, 429 (default 16 × max batch tokens)
+  --max-request-texts N     texts per request; beyond, 413 (default 2048)
+  --max-body-bytes N        request body size; beyond, 413 (default 33554432)
+  --batch-wait-ms N         how long an idle server waits to batch a lone request (default 2)
+  --grace-seconds N         time requests in flight get to finish at shutdown (default 30)
+  --cors ORIGIN             allow cross-origin requests from ORIGIN (* for any)
+  --quiet                   no logs`,
 } as const;
 
 export type CommandName = keyof typeof COMMAND_USAGE;
@@ -71,6 +95,7 @@ commands:
   pull [REPO]           download a model from the Hugging Face hub (default nomic-ai/nomic-embed-text-v1.5)
   convert SRC OUT       convert a Hugging Face checkpoint folder to the runtime layout
   info                  backend, model config, parameters, memory estimate
+  serve                 serve embeddings over HTTP (OpenAI, TEI and Ollama APIs)
 
 \`nomic-embed <command> --help\` prints a command's options.
 

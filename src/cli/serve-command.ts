@@ -1,0 +1,86 @@
+import { parseArgs } from 'node:util';
+import { loadEmbedder } from '../embedder.js';
+import type { Task } from '../pipeline/tokenizer.js';
+import { serve, type EmbeddingServer } from '../server/serve.js';
+import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
+import type { CliIo } from './main.js';
+
+/**
+ * `nomic-embed serve`: the HTTP service. It listens at once (health answers
+ * 503 while the model loads), serves until SIGTERM or SIGINT, then stops
+ * accepting, lets requests in flight finish within the grace period, frees
+ * the model and exits 0; a second signal exits at once.
+ */
+export async function serveCommand(args: readonly string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parseArgs(
+    argsConfig(args, {
+      model: { type: 'string' },
+      host: { type: 'string' },
+      port: { type: 'string' },
+      backend: { type: 'string' },
+      workers: { type: 'string' },
+      'api-key': { type: 'string' },
+      'served-model-name': { type: 'string' },
+      'default-task': { type: 'string' },
+      'max-batch-tokens': { type: 'string' },
+      'max-queue-tokens': { type: 'string' },
+      'max-request-texts': { type: 'string' },
+      'max-body-bytes': { type: 'string' },
+      'batch-wait-ms': { type: 'string' },
+      'grace-seconds': { type: 'string' },
+      cors: { type: 'string' },
+      quiet: { type: 'boolean' },
+    }),
+  );
+  if (positionals.length > 0) throw new UsageError(`serve takes no arguments, got "${positionals[0]}"`);
+  const dir = modelDir(values.model);
+  const graceSeconds = integerOption('grace-seconds', values['grace-seconds'], 0) ?? 30;
+  const serveOptions = {
+    host: values.host,
+    port: integerOption('port', values.port, 0),
+    apiKey: values['api-key'] ?? (process.env.NOMIC_EMBED_API_KEY || undefined),
+    servedModelName: values['served-model-name'],
+    defaultTask: values['default-task'] as Task | undefined,
+    maxBatchTokens: integerOption('max-batch-tokens', values['max-batch-tokens']),
+    maxQueueTokens: integerOption('max-queue-tokens', values['max-queue-tokens']),
+    maxRequestTexts: integerOption('max-request-texts', values['max-request-texts']),
+    maxBodyBytes: integerOption('max-body-bytes', values['max-body-bytes']),
+    batchWaitMs: integerOption('batch-wait-ms', values['batch-wait-ms'], 0),
+    cors: values.cors,
+    logger: values.quiet ? false : { level: 'info' },
+  };
+  const loading = loadEmbedder(dir, { backend: backendOption(values.backend), workers: integerOption('workers', values.workers) });
+  // A failed load is reported below, through `ready`.
+  loading.catch(() => undefined);
+  let server: EmbeddingServer;
+  try {
+    server = await serve(loading, Object.fromEntries(Object.entries(serveOptions).filter(([, v]) => v !== undefined)));
+  } catch (error) {
+    // Bad options or a port in use: the model being loaded (worker threads, perhaps) must not keep the process alive.
+    await loading.then((embedder) => embedder.dispose(), () => undefined);
+    throw error;
+  }
+  const say = (line: string) => void (values.quiet || io.stderr.write(`nomic-embed serve: ${line}\n`));
+  say(`listening on ${server.url}, loading ${dir}`);
+  try {
+    await server.ready;
+  } catch (error) {
+    await server.close(0);
+    throw error;
+  }
+  const embedder = await loading;
+  say(`serving on ${embedder.backend} (${embedder.workers} worker${embedder.workers === 1 ? '' : 's'}): POST /v1/embeddings, /embed, /api/embed`);
+
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+  say(`${signal}: finishing requests in flight (up to ${graceSeconds} s); a second signal stops at once`);
+  const atOnce = () => process.exit(130);
+  process.once('SIGTERM', atOnce);
+  process.once('SIGINT', atOnce);
+  await server.close(graceSeconds * 1000);
+  await embedder.dispose();
+  say('stopped');
+  return 0;
+}

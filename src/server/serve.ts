@@ -1,0 +1,280 @@
+import cors from '@fastify/cors';
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, NOMIC_V15_DIMENSIONS } from '../embed-options.js';
+import { defaultBatchLimits, type Embedder } from '../embedder.js';
+import { InputError } from '../errors.js';
+import { checkInteger, checkOptionNames } from '../options.js';
+import { TASK_PREFIXES, type Task } from '../pipeline/tokenizer.js';
+import { ApiError, toApiError } from './api-error.js';
+import type { ApiContext } from './apis/context.js';
+import { ollamaError, registerOllama } from './apis/ollama.js';
+import { openAiError, registerOpenAi } from './apis/openai.js';
+import { registerTei, teiError } from './apis/tei.js';
+import { runEmbedCall } from './embed-call.js';
+import { ServerMetrics } from './metrics.js';
+import { CancelledError, EmbeddingScheduler } from './scheduler.js';
+
+export interface ServeOptions {
+  /** @default '127.0.0.1' */
+  readonly host?: string;
+  /** 0 takes a free port. @default 8080 */
+  readonly port?: number;
+  /** Required as `Authorization: Bearer <key>` on every route but /health. @default none */
+  readonly apiKey?: string;
+  /** What clients give as `model`. @default the model folder's name */
+  readonly servedModelName?: string;
+  /** Task prefix for requests that name none. @default none */
+  readonly defaultTask?: Task;
+  /** Padded tokens per forward batch. @default 8192 */
+  readonly maxBatchTokens?: number;
+  /** Texts per forward batch. @default 64 */
+  readonly maxBatchSize?: number;
+  /** Tokens waiting at once over all requests; past it, 429. @default 16 × maxBatchTokens */
+  readonly maxQueueTokens?: number;
+  /** Texts in one request; past it, 413. @default 2048 */
+  readonly maxRequestTexts?: number;
+  /** Request body size; past it, 413. @default 32 MiB */
+  readonly maxBodyBytes?: number;
+  /** How long an idle server waits to batch a lone request with others. @default 2 */
+  readonly batchWaitMs?: number;
+  /** Allowed CORS origin (`*` for any). @default none: no CORS headers */
+  readonly cors?: string;
+  /** Fastify's logger (pino): true, false or its options. @default false */
+  readonly logger?: boolean | Record<string, unknown>;
+}
+
+const SERVE_OPTION_NAMES: readonly (keyof ServeOptions)[] = [
+  'host', 'port', 'apiKey', 'servedModelName', 'defaultTask', 'maxBatchTokens', 'maxBatchSize',
+  'maxQueueTokens', 'maxRequestTexts', 'maxBodyBytes', 'batchWaitMs', 'cors', 'logger',
+];
+
+export type ServerState = 'loading' | 'serving' | 'draining' | 'closed';
+
+export interface EmbeddingServer {
+  /** `http://host:port` the server listens on. */
+  readonly url: string;
+  readonly app: FastifyInstance;
+  readonly metrics: ServerMetrics;
+  readonly state: ServerState;
+  /** Resolves once the embedder is loaded and requests are served; rejects if it fails to load. */
+  readonly ready: Promise<void>;
+  /**
+   * Stops accepting requests (/health answers 503), lets those in flight
+   * finish within `graceMs`, then fails what is left with 503 and closes.
+   * Does not dispose the embedder. Safe to call twice.
+   */
+  close(graceMs?: number): Promise<void>;
+}
+
+/**
+ * Serves an embedder over HTTP with the OpenAI (`POST /v1/embeddings`), TEI
+ * (`POST /embed`) and Ollama (`POST /api/embed`) APIs, plus `GET /health`,
+ * `/info` and `/metrics`. Texts of concurrent requests share forward batches.
+ * Given a promise of an embedder, the server listens at once and answers 503
+ * until it is loaded.
+ *
+ * @example
+ * const server = await serve(await loadEmbedder('weights/nomic-embed-text-v1.5'), { port: 8080 });
+ * // curl http://127.0.0.1:8080/v1/embeddings -H 'content-type: application/json' -d '{"input": "hello"}'
+ * await server.close();
+ */
+export async function serve(embedder: Embedder | Promise<Embedder>, options: ServeOptions = {}): Promise<EmbeddingServer> {
+  const settings = resolveServeOptions(options);
+  const metrics = new ServerMetrics();
+  let state: ServerState = 'loading';
+  let loaded: { embedder: Embedder; scheduler: EmbeddingScheduler; name: string } | undefined;
+
+  const app = Fastify({
+    logger: settings.logger,
+    bodyLimit: settings.maxBodyBytes,
+    forceCloseConnections: 'idle',
+    // No coercion: a number where a string belongs is an error, not a text.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false } },
+  });
+  if (settings.cors !== undefined) await app.register(cors, { origin: settings.cors === '*' ? true : settings.cors });
+
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.url === '/health' || settings.apiKey === undefined) return;
+    if (!keyMatches(request.headers.authorization, settings.apiKey)) {
+      reply.header('www-authenticate', 'Bearer');
+      throw new ApiError('unauthorized', 'a valid API key is required: send it as Authorization: Bearer <key>');
+    }
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    // While draining, each answer ends its connection, so that closing need not wait for idle keep-alives.
+    if (state === 'draining') reply.header('connection', 'close');
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    metrics.requests.inc({ route, status: String(reply.statusCode) });
+    metrics.latency.observe({ route }, reply.elapsedTime / 1000);
+    if (state === 'draining') setImmediate(() => app.server.closeIdleConnections());
+  });
+  app.setErrorHandler((error, request, reply) => replyWithError(error, request, reply));
+  app.setNotFoundHandler((request, reply) => replyWithError(new ApiError('not-found', `no route ${request.method} ${request.url}`), request, reply));
+
+  const context = (): ApiContext => ({
+    get servedModelName() {
+      return loaded?.name ?? settings.servedModelName ?? '';
+    },
+    maxRequestTexts: settings.maxRequestTexts,
+    defaultTask: settings.defaultTask,
+    embed: (call, signal) => {
+      if (state !== 'serving' || loaded === undefined) {
+        throw new ApiError('unavailable', state === 'loading' ? 'the model is still loading' : 'the server is shutting down');
+      }
+      return runEmbedCall(loaded.embedder, loaded.scheduler, call, signal);
+    },
+  });
+  registerOpenAi(app, context());
+  registerTei(app, context());
+  registerOllama(app, context());
+
+  app.get('/health', async (_request, reply) => {
+    reply.code(state === 'serving' ? 200 : 503);
+    return { status: state };
+  });
+  app.get('/info', async () => info(loaded?.embedder, loaded?.name, state, settings));
+  app.get('/metrics', async (_request, reply) => {
+    reply.type(metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+
+  await app.listen({ host: settings.host, port: settings.port });
+  const address = app.server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : settings.port;
+  const url = `http://${settings.host.includes(':') ? `[${settings.host}]` : settings.host}:${port}`;
+
+  const ready = Promise.resolve(embedder).then((instance) => {
+    const scheduler = new EmbeddingScheduler(instance, {
+      limits: { ...defaultBatchLimits(instance.backend), maxBatchTokens: settings.maxBatchTokens, maxBatchSize: settings.maxBatchSize },
+      maxQueueTokens: settings.maxQueueTokens,
+      batchWaitMs: settings.batchWaitMs,
+      onBatch: (texts, tokens, padded) => metrics.batchRan(texts, tokens, padded),
+      onQueue: (texts, tokens) => metrics.queueChanged(texts, tokens),
+    });
+    const device = instance.device === undefined ? instance.backend : `${instance.device.vendor} ${instance.device.description}`;
+    metrics.backend.set({ backend: instance.backend, device }, 1);
+    loaded = { embedder: instance, scheduler, name: settings.servedModelName ?? basename(instance.modelDir ?? 'model') };
+    if (state === 'loading') state = 'serving';
+  });
+  // The caller learns of a failed load through `ready`; until then the server answers 503.
+  ready.catch(() => undefined);
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    app,
+    metrics,
+    ready,
+    get state() {
+      return state;
+    },
+    close(graceMs = 30_000) {
+      closing ??= (async () => {
+        state = 'draining';
+        const closed = app.close();
+        let timer: NodeJS.Timeout | undefined;
+        const graceOver = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), graceMs)));
+        if ((await Promise.race([closed.then(() => 'closed' as const), graceOver])) === 'timeout') {
+          loaded?.scheduler.failAll(new ApiError('unavailable', 'the server shut down before this request ran'));
+          app.server.closeAllConnections();
+          await closed;
+        }
+        clearTimeout(timer);
+        state = 'closed';
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Writes an error in the shape of the API whose route failed. */
+function replyWithError(error: unknown, request: FastifyRequest, reply: FastifyReply): FastifyReply | void {
+  // The client has gone: there is no one to answer.
+  if (error instanceof CancelledError) return;
+  const apiError = toApiError(error);
+  if (apiError.kind === 'internal') request.log.error(error);
+  const { status, body } = request.url.startsWith('/v1/')
+    ? openAiError(apiError)
+    : request.url.startsWith('/embed')
+      ? teiError(apiError)
+      : request.url.startsWith('/api/')
+        ? ollamaError(apiError)
+        : { status: apiErrorStatus(apiError), body: { error: apiError.message } };
+  if (apiError.kind === 'overloaded' || apiError.kind === 'unavailable') reply.header('retry-after', '1');
+  return reply.code(status).send(body);
+}
+
+function apiErrorStatus(error: ApiError): number {
+  return openAiError(error).status;
+}
+
+/** Compares in constant time: digests have the same length whatever the key's. */
+function keyMatches(header: string | undefined, key: string): boolean {
+  const given = /^Bearer (.+)$/i.exec(header ?? '')?.[1] ?? '';
+  const digest = (s: string) => createHash('sha256').update(s).digest();
+  return timingSafeEqual(digest(given), digest(key)) && given.length > 0;
+}
+
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+function info(embedder: Embedder | undefined, name: string | undefined, state: ServerState, settings: ResolvedServeOptions) {
+  const limits = {
+    max_batch_tokens: settings.maxBatchTokens,
+    max_batch_size: settings.maxBatchSize,
+    max_queue_tokens: settings.maxQueueTokens,
+    max_request_texts: settings.maxRequestTexts,
+    max_body_bytes: settings.maxBodyBytes,
+  };
+  if (embedder === undefined) return { state, version: VERSION, limits };
+  const D = embedder.config.n_embd;
+  return {
+    state,
+    model: name,
+    dimensions: D,
+    matryoshka_dimensions: D === NOMIC_V15_DIMENSIONS[0] ? [...NOMIC_V15_DIMENSIONS] : 'any from 1 to the full size',
+    max_input_length: embedder.tokenizer.maxLength,
+    tasks: Object.keys(TASK_PREFIXES),
+    default_task: settings.defaultTask ?? null,
+    backend: embedder.backend,
+    device: embedder.device ?? null,
+    workers: embedder.workers,
+    version: VERSION,
+    limits,
+  };
+}
+
+type ResolvedServeOptions = Required<Omit<ServeOptions, 'apiKey' | 'servedModelName' | 'defaultTask' | 'cors'>> &
+  Pick<ServeOptions, 'apiKey' | 'servedModelName' | 'defaultTask' | 'cors'>;
+
+function resolveServeOptions(options: ServeOptions): ResolvedServeOptions {
+  checkOptionNames('serve options', options, SERVE_OPTION_NAMES);
+  const maxBatchTokens = options.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS;
+  const resolved = {
+    host: options.host ?? '127.0.0.1',
+    port: options.port ?? 8080,
+    apiKey: options.apiKey,
+    servedModelName: options.servedModelName,
+    defaultTask: options.defaultTask,
+    maxBatchTokens,
+    maxBatchSize: options.maxBatchSize ?? DEFAULT_MAX_BATCH_SIZE,
+    maxQueueTokens: options.maxQueueTokens ?? 16 * maxBatchTokens,
+    maxRequestTexts: options.maxRequestTexts ?? 2048,
+    maxBodyBytes: options.maxBodyBytes ?? 32 * 2 ** 20,
+    batchWaitMs: options.batchWaitMs ?? 2,
+    cors: options.cors,
+    logger: options.logger ?? false,
+  };
+  checkInteger('port', resolved.port, 0);
+  for (const name of ['maxBatchTokens', 'maxBatchSize', 'maxQueueTokens', 'maxRequestTexts', 'maxBodyBytes'] as const) checkInteger(name, resolved[name], 1);
+  checkInteger('batchWaitMs', resolved.batchWaitMs, 0);
+  if (resolved.defaultTask !== undefined && !(resolved.defaultTask in TASK_PREFIXES)) {
+    throw new InputError('defaultTask', `unknown task "${resolved.defaultTask}"; use one of ${Object.keys(TASK_PREFIXES).join(', ')}`);
+  }
+  if (resolved.apiKey !== undefined && resolved.apiKey.length === 0) throw new InputError('apiKey', 'must not be empty');
+  return resolved;
+}
