@@ -76,7 +76,7 @@ options:
   --max-queue-tokens N      tokens waiting at once; beyond, 429 (default 16 × max batch tokens)
   --max-request-texts N     texts per request; beyond, 413 (default 2048)
   --max-body-bytes N        request body size; beyond, 413 (default 33554432)
-  --batch-wait-ms N         how long an idle server waits to batch a lone request (default 2)
+  --batch-wait-ms N         how long an idle server waits to batch a lone request (default 1)
   --grace-seconds N         time requests in flight get to finish at shutdown (default 30)
   --cors ORIGIN             allow cross-origin requests from ORIGIN (* for any)
   --quiet                   no logs`,

@@ -38,7 +38,7 @@ export interface ServeOptions {
   readonly maxRequestTexts?: number;
   /** Request body size; past it, 413. @default 32 MiB */
   readonly maxBodyBytes?: number;
-  /** How long an idle server waits to batch a lone request with others. @default 2 */
+  /** How long an idle server waits to batch a lone request with others. @default 1 */
   readonly batchWaitMs?: number;
   /** Allowed CORS origin (`*` for any). @default none: no CORS headers */
   readonly cors?: string;
@@ -265,7 +265,7 @@ function resolveServeOptions(options: ServeOptions): ResolvedServeOptions {
     maxQueueTokens: options.maxQueueTokens ?? 16 * maxBatchTokens,
     maxRequestTexts: options.maxRequestTexts ?? 2048,
     maxBodyBytes: options.maxBodyBytes ?? 32 * 2 ** 20,
-    batchWaitMs: options.batchWaitMs ?? 2,
+    batchWaitMs: options.batchWaitMs ?? 1,
     cors: options.cors,
     logger: options.logger ?? false,
   };
