@@ -1,7 +1,9 @@
 import { availableParallelism, freemem, totalmem } from 'node:os';
-import { batchGuard, selectBackend, type BackendName } from './backends/select.js';
+import { batchGuard, selectBackend, tensorAllocator, type BackendName } from './backends/select.js';
 import type { GpuAdapterReport } from './backends/webgpu/adapter.js';
 import { webGpuAdapter } from './backends/webgpu/device.js';
+import { reserveWasmHeap } from './backends/wasm-heap.js';
+import { wasmThreadCount } from './backends/wasm-threads.js';
 import {
   checkLoadOptions,
   DEFAULT_MAX_BATCH_SIZE,
@@ -13,7 +15,7 @@ import {
 } from './embed-options.js';
 import { BackendError, NomicEmbedError } from './errors.js';
 import { defaultAttentionKernel, type AttentionKernel } from './model/attention.js';
-import { loadModel } from './model/load-model.js';
+import { layoutNotice, loadModel } from './model/load-model.js';
 import type { NomicBertModel } from './model/nomic-bert.js';
 import type { OutputSpec } from './pipeline/batch-job.js';
 import { TextTokenizer } from './pipeline/tokenizer.js';
@@ -25,6 +27,7 @@ import { estimateMemory, queryBlockFor } from './scheduling/memory.js';
 import { StatsRecorder, type EmbedStats } from './scheduling/stats.js';
 import { availableMemory, defaultWorkerCount } from './scheduling/workers.js';
 import type { NomicBertConfig } from './weights/config.js';
+import { runtimeLayoutFile } from './weights/layout-cache.js';
 import { openCheckpoint } from './weights/load.js';
 import { readConfig, weightsPath } from './weights/model-folder.js';
 
@@ -39,30 +42,52 @@ import { readConfig, weightsPath } from './weights/model-folder.js';
  */
 export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {}): Promise<Embedder> {
   checkLoadOptions(options);
-  const { backend = 'auto', maxLength, rotaryScalingFactor, weightsFile } = options;
-  const modelOptions = { weightsFile, rotary_scaling_factor: rotaryScalingFactor };
+  const { backend = 'auto', maxLength, rotaryScalingFactor, weightsFile, layoutCache } = options;
+  const modelOptions = { weightsFile, rotary_scaling_factor: rotaryScalingFactor, layoutCache };
   // Config, tokenizer and the checkpoint's header first: their errors come before any backend starts or weights are read.
   const config = readConfig(dir, modelOptions);
   const tokenizer = TextTokenizer.fromDir(dir, config.n_positions, maxLength);
   const checkpoint = openCheckpoint(weightsPath(dir, weightsFile), config);
   checkpoint.file.close();
-  const backendName = await selectBackend(backend);
+  const typicalBatch = (name: BackendName) => estimateMemory(config, 16, 512, { attention: defaultAttentionKernel(name), ffnWidth: checkpoint.ffnWidth });
+  const cores = availableParallelism();
+  // Threads per worker: as asked, else the cores shared among the workers asked for.
+  const threads = options.threads ?? Math.max(1, Math.floor(cores / (options.workers ?? 1)));
+  // With several workers the model runs in them, and this thread's backend stays single-threaded.
+  const backendName = await selectBackend(backend, undefined, { wasmThreads: (options.workers ?? 1) === 1 ? threads : 1 });
+  const threadsStarted = backendName === 'wasm' && wasmThreadCount() > 1;
   const workers =
     options.workers ??
-    defaultWorkerCount({
-      backend: backendName,
-      cores: availableParallelism(),
-      availableBytes: availableMemory(freemem(), process.constrainedMemory?.()),
-      batch: estimateMemory(config, 16, 512, { attention: defaultAttentionKernel(backendName), ffnWidth: checkpoint.ffnWidth }),
-    });
+    // On wasm without threads (they could not start, or one was asked for), several workers use the cores instead.
+    (backendName === 'wasm' && !threadsStarted && options.threads === undefined
+      ? defaultWorkerCount({
+          backend: backendName,
+          cores,
+          availableBytes: availableMemory(freemem(), process.constrainedMemory?.()),
+          batch: typicalBatch(backendName),
+        })
+      : 1);
   const device = backendName === 'webgpu' ? webGpuAdapter() : undefined;
   if (device !== undefined) checkTensorLimit(config, checkpoint.ffnWidth, device);
+  let runner: BatchRunner;
   if (workers === 1) {
-    const runner = new LocalRunner(loadModel(dir, modelOptions), batchGuard(backendName));
-    return new Embedder(runner, tokenizer, backendName, config, device, dir);
+    reserveWasmHeap(typicalBatch(backendName).totalBytes);
+    const model = loadModel(dir, modelOptions, tensorAllocator(backendName));
+    runner = new LocalRunner(model, batchGuard(backendName), backendName === 'wasm' ? wasmThreadCount() : 1);
+  } else {
+    const wasmThreads = threadsStarted || options.threads !== undefined ? threads : 1;
+    // Made here once, not by every worker at the same time.
+    if (layoutCache !== false) runtimeLayoutFile(weightsPath(dir, weightsFile), config, layoutNotice);
+    const reserveBytes = typicalBatch(backendName).totalBytes;
+    runner = await WorkerPoolRunner.start(workers, { dir, backend: backendName, modelOptions, wasmThreads, reserveBytes });
   }
-  const runner = await WorkerPoolRunner.start(workers, { dir, backend: backendName, modelOptions });
-  return new Embedder(runner, tokenizer, backendName, config, device, dir);
+  const embedder = new Embedder(runner, tokenizer, backendName, config, device, dir);
+  // The first product with each weight matrix packs it (XNNPACK) or compiles shaders (WebGPU), and the first
+  // texts warm the tokenizer and pipeline up: done here, the first call is as fast as the next ones. One
+  // warm-up left the next call half as slow again (measured on wasm, 210 ms against 140 ms); a second, of
+  // another length, closes the gap.
+  for (const text of WARM_UP_TEXTS) await embedder.embed([text]);
+  return embedder;
 }
 
 /** A weight above the adapter's per-buffer limit can never be bound; say so before uploading anything. */
@@ -107,6 +132,11 @@ export class Embedder {
   /** Worker threads in use; 1 when the model runs in this thread. */
   get workers(): number {
     return this.runner.concurrency;
+  }
+
+  /** Threads each worker's (or this thread's) matrix products use: the wasm backend's threaded build; 1 elsewhere. */
+  get threads(): number {
+    return this.runner.threads;
   }
 
   /** Embeds `texts`; the result keeps their order. See {@link EmbedOptions} for the defaults. */
@@ -207,6 +237,8 @@ export class Embedder {
 }
 
 const GiB = 1024 ** 3;
+
+const WARM_UP_TEXTS = ['warming up: a short text through every stage once', 'and a second one, of another length than the first'];
 
 /** WebGPU reports no free memory: 4 GiB suits any discrete GPU and leaves integrated ones room. */
 function defaultMemoryBudget(backend: BackendName): number {

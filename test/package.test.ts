@@ -77,19 +77,11 @@ describe('the published package', () => {
       console.log(JSON.stringify({ workers: embedder.workers, embeddings: embeddings.map((e) => Array.from(e)) }));
       await embedder.dispose();
     `;
-    const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', script], { cwd: app, maxBuffer: 1 << 24 });
+    // Under --input-type and a V8 option, both of which a worker started from a file would choke on.
+    const { stdout } = await exec(process.execPath, ['--max-old-space-size=4096', '--input-type=module', '-e', script], { cwd: app, maxBuffer: 1 << 24 });
     const result = JSON.parse(stdout) as { workers: number; embeddings: number[][] };
     expect(result.workers).toBe(2);
     texts.forEach((t, i) => expectClose(result.embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
   });
 });
 
-describe('worker threads under an inline script', () => {
-  it('drop the options that only the parent\'s command line can use', async () => {
-    const { workerExecArgv } = await import('../src/pool/worker-pool.js');
-    expect(workerExecArgv(['--input-type=module', '--max-old-space-size=4096'])).toEqual(['--max-old-space-size=4096']);
-    expect(workerExecArgv(['--input-type', 'module', '--enable-source-maps'])).toEqual(['--enable-source-maps']);
-    expect(workerExecArgv(['--input-type=module', '-e', 'console.log(1)', '--no-warnings'])).toEqual(['--no-warnings']);
-    expect(workerExecArgv(['--eval=1', '-p', '2', '--conditions=x'])).toEqual(['--conditions=x']);
-  });
-});

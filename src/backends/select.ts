@@ -2,7 +2,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { BackendError } from '../errors.js';
+import type { TensorAllocator } from '../model/nomic-bert.js';
+import { allocateInWasmHeap } from './wasm-heap.js';
 import { installWasmSlice } from './wasm-slice.js';
+import { useThreadedWasm } from './wasm-threads.js';
 import { describeAdapter, findAdapter, mayHaveGpu, type GpuAdapterReport } from './webgpu/adapter.js';
 import { guardWebGpuBatch, startWebGpu } from './webgpu/device.js';
 
@@ -43,7 +46,15 @@ const TFJS_NAMES: Readonly<Record<BackendName, string>> = {
  * or undefined. `picking` is true when `auto` is choosing, which takes a GPU
  * backend only on a real GPU.
  */
-export type BackendActivator = (name: BackendName, picking: boolean) => Promise<string | undefined>;
+export type BackendActivator = (name: BackendName, picking: boolean, settings: BackendSettings) => Promise<string | undefined>;
+
+export interface BackendSettings {
+  /**
+   * Threads of the wasm backend (tfjs-backend-wasm's threaded build) when it
+   * starts in this process; 1 for the single-threaded build. @default 1
+   */
+  readonly wasmThreads?: number;
+}
 
 /**
  * Activates a backend process-wide (tfjs has one active backend per process)
@@ -53,25 +64,26 @@ export type BackendActivator = (name: BackendName, picking: boolean) => Promise<
 export async function selectBackend(
   choice: BackendChoice,
   activate: BackendActivator = activateBackend,
+  settings: BackendSettings = {},
 ): Promise<BackendName> {
   if (choice !== 'auto') {
     if (!AUTO_ORDER.includes(choice)) {
       throw new BackendError(String(choice), `unknown backend; choose one of auto, ${AUTO_ORDER.join(', ')}`);
     }
-    const failure = await activate(choice, false);
+    const failure = await activate(choice, false, settings);
     if (failure !== undefined) throw new BackendError(choice, failure);
     return choice;
   }
   const failures: string[] = [];
   for (const name of AUTO_ORDER) {
-    const failure = await activate(name, true);
+    const failure = await activate(name, true, settings);
     if (failure === undefined) return name;
     failures.push(`${name}: ${failure}`);
   }
   throw new BackendError('auto', `no backend could start:\n  ${failures.join('\n  ')}`);
 }
 
-async function activateBackend(name: BackendName, picking: boolean): Promise<string | undefined> {
+async function activateBackend(name: BackendName, picking: boolean, settings: BackendSettings): Promise<string | undefined> {
   let adapter: GpuAdapterReport | undefined;
   if (name === 'webgpu') {
     // The adapter first: tfjs-backend-webgpu registers itself only where navigator.gpu exists.
@@ -85,6 +97,8 @@ async function activateBackend(name: BackendName, picking: boolean): Promise<str
     const failure = await importOptional(pkg);
     if (failure !== undefined) return failure;
   }
+  // tfjs has one wasm backend per process: the first start decides its build and threads.
+  if (name === 'wasm' && (settings.wasmThreads ?? 1) > 1) useThreadedWasm(settings.wasmThreads!);
   try {
     if (!(await tf.setBackend(TFJS_NAMES[name]))) return 'the backend failed to initialise';
     await tf.ready();
@@ -151,4 +165,9 @@ export type BatchGuard = <T>(run: () => Promise<T>) => Promise<T>;
 
 export function batchGuard(name: BackendName): BatchGuard {
   return name === 'webgpu' ? guardWebGpuBatch : (run) => run();
+}
+
+/** How weights are best made on a backend: in place in the wasm heap, else through a JavaScript array. */
+export function tensorAllocator(name: BackendName): TensorAllocator | undefined {
+  return name === 'wasm' ? allocateInWasmHeap : undefined;
 }

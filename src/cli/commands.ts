@@ -2,6 +2,8 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { selectBackend } from '../backends/select.js';
 import { webGpuAdapter } from '../backends/webgpu/device.js';
+import { threadsFailure, wasmThreadCount } from '../backends/wasm-threads.js';
+import { availableParallelism } from 'node:os';
 import { pull } from '../download/pull.js';
 import { defaultAttentionKernel } from '../model/attention.js';
 import { estimateMemory } from '../scheduling/memory.js';
@@ -56,16 +58,26 @@ export function convertCommand(args: readonly string[], io: CliIo): number {
 
 /** `nomic-embed info`: backend, config, parameter count, memory estimate. */
 export async function infoCommand(args: readonly string[], io: CliIo): Promise<number> {
-  const { values } = parseArgs(argsConfig(args, { model: { type: 'string' }, backend: { type: 'string' }, batch: { type: 'string' }, length: { type: 'string' } }));
+  const { values } = parseArgs(
+    argsConfig(args, { model: { type: 'string' }, backend: { type: 'string' }, threads: { type: 'string' }, batch: { type: 'string' }, length: { type: 'string' } }),
+  );
   const dir = modelDir(values.model);
   const config = readConfig(dir);
-  const backend = await selectBackend(backendOption(values.backend));
+  const threads = integerOption('threads', values.threads) ?? availableParallelism();
+  const backend = await selectBackend(backendOption(values.backend), undefined, { wasmThreads: threads });
   const batch = integerOption('batch', values.batch) ?? 32;
   const length = integerOption('length', values.length) ?? 512;
   const estimate = estimateMemory(config, batch, length, { attention: defaultAttentionKernel(backend) });
   const adapter = backend === 'webgpu' ? webGpuAdapter() : undefined;
   const lines = [
     `backend: ${backend}`,
+    ...(backend !== 'wasm'
+      ? []
+      : [
+          wasmThreadCount() > 1
+            ? `wasm: threaded build, ${wasmThreadCount()} threads (one model, every matrix product on all of them)`
+            : `wasm: single-threaded build${threadsFailure() === undefined ? '' : ` (${threadsFailure()})`}; embed and serve use one worker thread per core instead`,
+        ]),
     ...(adapter === undefined
       ? []
       : [

@@ -22,6 +22,7 @@ export async function embedCommand(args: readonly string[], io: CliIo): Promise<
     'no-normalize': { type: 'boolean' },
     backend: { type: 'string' },
     workers: { type: 'string' },
+    threads: { type: 'string' },
     'max-batch-tokens': { type: 'string' },
     'max-length': { type: 'string' },
     progress: { type: 'boolean' },
@@ -48,6 +49,7 @@ export async function embedCommand(args: readonly string[], io: CliIo): Promise<
     backend: backendOption(values.backend),
     maxLength: integerOption('max-length', values['max-length'], 2),
     workers: integerOption('workers', values.workers),
+    threads: integerOption('threads', values.threads),
   });
   try {
     const showProgress = !values.quiet && (values.progress || io.stderr.isTTY === true);
@@ -162,7 +164,7 @@ async function streamEmbeddings(embedder: Embedder, source: TextSource, options:
     const seconds = (performance.now() - started) / 1000;
     const padding = totals.paddedTokens === 0 ? 0 : 1 - totals.tokens / totals.paddedTokens;
     out.io.stderr.write(
-      `embedded ${totals.texts} texts (${totals.tokens} tokens, ${totals.truncated} truncated) in ${formatDuration(seconds)} on ${embedder.backend} (${embedder.workers} worker${embedder.workers === 1 ? '' : 's'}): ` +
+      `embedded ${totals.texts} texts (${totals.tokens} tokens, ${totals.truncated} truncated) in ${formatDuration(seconds)} on ${embedder.backend} (${describeParallelism(embedder)}): ` +
         `${(totals.texts / seconds).toFixed(1)} texts/s, ${(totals.tokens / seconds).toFixed(0)} tokens/s, ` +
         `${totals.batches} batches, ${(padding * 100).toFixed(1)}% padding, ${totals.retries} retries, peak tensor memory ${formatBytes(totals.peak)}\n`,
     );
@@ -175,4 +177,10 @@ function estimateTotal(done: number, source: TextSource): number | undefined {
   const position = source.position?.();
   if (position === undefined || position.done === 0) return undefined;
   return Math.max(done, Math.round((done * position.total) / position.done));
+}
+
+/** `2 workers`, `1 worker × 2 threads`. */
+export function describeParallelism(embedder: Embedder): string {
+  const workers = `${embedder.workers} worker${embedder.workers === 1 ? '' : 's'}`;
+  return embedder.threads > 1 ? `${workers} × ${embedder.threads} threads` : workers;
 }

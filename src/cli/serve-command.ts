@@ -3,6 +3,7 @@ import { loadEmbedder } from '../embedder.js';
 import type { Task } from '../pipeline/tokenizer.js';
 import { serve, type EmbeddingServer } from '../server/serve.js';
 import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
+import { describeParallelism } from './embed-command.js';
 import type { CliIo } from './main.js';
 
 /**
@@ -19,6 +20,7 @@ export async function serveCommand(args: readonly string[], io: CliIo): Promise<
       port: { type: 'string' },
       backend: { type: 'string' },
       workers: { type: 'string' },
+      threads: { type: 'string' },
       'api-key': { type: 'string' },
       'served-model-name': { type: 'string' },
       'default-task': { type: 'string' },
@@ -49,7 +51,11 @@ export async function serveCommand(args: readonly string[], io: CliIo): Promise<
     cors: values.cors,
     logger: values.quiet ? false : { level: 'info' },
   };
-  const loading = loadEmbedder(dir, { backend: backendOption(values.backend), workers: integerOption('workers', values.workers) });
+  const loading = loadEmbedder(dir, {
+    backend: backendOption(values.backend),
+    workers: integerOption('workers', values.workers),
+    threads: integerOption('threads', values.threads),
+  });
   // A failed load is reported below, through `ready`.
   loading.catch(() => undefined);
   let server: EmbeddingServer;
@@ -69,7 +75,7 @@ export async function serveCommand(args: readonly string[], io: CliIo): Promise<
     throw error;
   }
   const embedder = await loading;
-  say(`serving on ${embedder.backend} (${embedder.workers} worker${embedder.workers === 1 ? '' : 's'}): POST /v1/embeddings, /embed, /api/embed`);
+  say(`serving on ${embedder.backend} (${describeParallelism(embedder)}): POST /v1/embeddings, /embed, /api/embed`);
 
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));

@@ -22,7 +22,9 @@ options:
   --dimensions N        Matryoshka size (768, 512, 256, 128, 64 for nomic-embed-text-v1.5)
   --no-normalize        raw mean-pooled vectors
   --backend NAME        ${BACKENDS}
-  --workers N           worker threads (default: cores on wasm, as memory allows; else 1)
+  --workers N           worker threads, each with its own model (default 1; on wasm
+                        without threads, the cores, as memory allows)
+  --threads N           threads of the wasm backend per worker (default: the cores)
   --max-batch-tokens N  padded tokens per batch (default 8192)
   --max-length N        truncate texts to N tokens (default: the model's maximum)
   --progress            show progress even when stderr is not a terminal
@@ -54,6 +56,7 @@ and the memory estimate of one batch.
 options:
   --model DIR           model folder (default ${DEFAULT_MODEL_DIR})
   --backend NAME        ${BACKENDS}
+  --threads N           threads to start the wasm backend with (default: the cores)
   --batch B             texts in the batch to estimate (default 32)
   --length L            tokens per text (default 512)`,
   serve: `usage: nomic-embed serve [options]
@@ -69,6 +72,7 @@ options:
   --port N                  port (default 8080; 0 takes a free one)
   --backend NAME            ${BACKENDS}
   --workers N               worker threads (default as for embed)
+  --threads N               threads of the wasm backend per worker (default: the cores)
   --api-key KEY             require Authorization: Bearer KEY (also NOMIC_EMBED_API_KEY)
   --served-model-name NAME  the model name clients send (default the model folder's name)
   --default-task TASK       task prefix for requests that name none: ${Object.keys(TASK_PREFIXES).join(', ')}

@@ -1,23 +1,36 @@
 import type { ConfigOverrides } from '../weights/config.js';
-import { openCheckpoint, runtimeTensors } from '../weights/load.js';
+import { runtimeLayoutFile } from '../weights/layout-cache.js';
+import { openCheckpoint, runtimeTensorSources } from '../weights/load.js';
 import { readConfig, weightsPath } from '../weights/model-folder.js';
-import { NomicBertModel } from './nomic-bert.js';
+import { NomicBertModel, type TensorAllocator } from './nomic-bert.js';
 
 export interface LoadModelOptions extends ConfigOverrides {
   /** Weights file inside the folder. @default 'model.safetensors' */
   readonly weightsFile?: string;
+  /**
+   * Load a large Hugging Face checkpoint from its runtime-layout copy, made
+   * next to it on first use (see `runtimeLayoutFile`). @default true
+   */
+  readonly layoutCache?: boolean;
 }
 
 /**
  * Loads a model folder (`config.json` + `model.safetensors`, Hugging Face or
- * converted layout) onto the active tfjs backend.
+ * converted layout) onto the active tfjs backend; `allocate` makes each weight
+ * (see `tensorAllocator` of the backends for the fastest per backend).
  */
-export function loadModel(dir: string, options: LoadModelOptions = {}): NomicBertModel {
+export function loadModel(dir: string, options: LoadModelOptions = {}, allocate?: TensorAllocator): NomicBertModel {
   const config = readConfig(dir, options);
-  const checkpoint = openCheckpoint(weightsPath(dir, options.weightsFile), config);
+  const path = weightsPath(dir, options.weightsFile);
+  const checkpoint = openCheckpoint(options.layoutCache === false ? path : runtimeLayoutFile(path, config, layoutNotice), config);
   try {
-    return NomicBertModel.fromTensors(config, runtimeTensors(checkpoint, config));
+    return NomicBertModel.fromSources(config, runtimeTensorSources(checkpoint, config), allocate);
   } finally {
     checkpoint.file.close();
   }
+}
+
+/** Said once per conversion, on stderr, as a process warning (the library prints nothing else). */
+export function layoutNotice(message: string): void {
+  process.emitWarning(message, { code: 'NOMIC_EMBED_LAYOUT_CACHE' });
 }

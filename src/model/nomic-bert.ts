@@ -2,11 +2,22 @@ import * as tf from '@tensorflow/tfjs-core';
 import { ShapeError } from '../errors.js';
 import type { NomicBertConfig } from '../weights/config.js';
 import type { NamedTensor } from '../weights/layout.js';
+import type { TensorSource } from '../weights/load.js';
 import { runtimeNames } from '../weights/weight-table.js';
 import { defaultAttentionKernel, maskBias, type AttentionContext, type AttentionKernel } from './attention.js';
 import { block, type BlockWeights } from './block.js';
 import { embed, type EmbeddingWeights } from './embeddings.js';
 import { RotaryEmbedding } from './rotary.js';
+
+/** Makes a float32 tensor of `shape` on the active backend, whose values `fill` writes into the memory it is given. */
+export type TensorAllocator = (shape: readonly number[], fill: (target: Float32Array) => void) => tf.Tensor;
+
+/** Fills a JavaScript array, which tfjs then copies to the backend: works on every backend. */
+export const allocateInJs: TensorAllocator = (shape, fill) => {
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  fill(data);
+  return tf.tensor(data, [...shape], 'float32');
+};
 
 /** A right-padded batch, as produced by the pipeline's tensor conversion. */
 export interface EncoderInputs {
@@ -76,9 +87,23 @@ export class NomicBertModel {
    * backend. If the source fails midway, what was uploaded is freed.
    */
   static fromTensors(config: NomicBertConfig, tensors: Iterable<NamedTensor>): NomicBertModel {
+    const sources = [...tensors].map(({ name, shape, data }) => ({ name, shape, readInto: (target: Float32Array) => target.set(data) }));
+    return NomicBertModel.fromSources(config, sources);
+  }
+
+  /**
+   * Makes each weight with `allocate`, which hands the tensor's memory to its
+   * source to fill (for the wasm backend, a view of its heap: the file is read
+   * straight into it). If a source fails midway, what was made is freed.
+   */
+  static fromSources(
+    config: NomicBertConfig,
+    sources: Iterable<Pick<TensorSource, 'name' | 'shape' | 'readInto'>>,
+    allocate: TensorAllocator = allocateInJs,
+  ): NomicBertModel {
     const weights = new Map<string, tf.Tensor>();
     try {
-      for (const { name, shape, data } of tensors) weights.set(name, tf.tensor(data, [...shape], 'float32'));
+      for (const { name, shape, readInto } of sources) weights.set(name, allocate(shape, readInto));
     } catch (error) {
       for (const t of weights.values()) t.dispose();
       throw error;

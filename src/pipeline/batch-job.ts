@@ -70,3 +70,21 @@ function finish(pooled: tf.Tensor2D, output: OutputSpec): tf.Tensor2D {
   if (!output.normalize) return output.dimensions === D ? tf.clone(pooled) : tf.slice(pooled, [0, 0], [-1, output.dimensions]);
   return output.matryoshka ? matryoshka(pooled, output.dimensions) : l2Normalize(pooled);
 }
+
+/**
+ * A batch of one short sequence: running it once after loading makes the
+ * backend do its one-time work per weight matrix (XNNPACK packs each on first
+ * use, WebGPU compiles its shaders), so the first real call is as fast as the
+ * next ones.
+ */
+const WARM_UP_TOKENS = 16;
+
+export function warmUpJob(attention: AttentionKernel, hiddenSize: number): BatchJob {
+  return {
+    sequences: [new Int32Array(WARM_UP_TOKENS)],
+    length: WARM_UP_TOKENS,
+    queryBlock: WARM_UP_TOKENS,
+    attention,
+    output: { pooling: 'mean', dimensions: hiddenSize, matryoshka: false, normalize: true },
+  };
+}

@@ -10,6 +10,7 @@ export class LocalRunner implements BatchRunner {
   constructor(
     readonly model: NomicBertModel,
     private readonly guard: BatchGuard = (run) => run(),
+    readonly threads = 1,
   ) {}
 
   run(job: BatchJob): Promise<BatchOutput> {

@@ -45,11 +45,13 @@ export class WorkerPoolRunner implements BatchRunner {
   private readonly idle: Slot[] = [];
   private readonly waiting: Waiter[] = [];
   /** Every thread ever started and not yet exited, starting ones included, for dispose. */
-  private readonly threads = new Set<Worker>();
+  private readonly liveThreads = new Set<Worker>();
   private starting = 0;
   private lastStartFailure: Error | undefined;
   private nextId = 0;
   private disposed = false;
+  /** Threads each worker's backend reported at start. */
+  threads = 1;
 
   private constructor(private readonly setup: WorkerSetup) {}
 
@@ -97,9 +99,12 @@ export class WorkerPoolRunner implements BatchRunner {
     const here = fileURLToPath(import.meta.url);
     // Unbuilt (the test suite runs the .ts sources) the worker needs a TypeScript loader first.
     const entry = here.endsWith('.ts') ? './ts-worker.mjs' : './worker.js';
-    const worker = new Worker(new URL(entry, import.meta.url), { workerData: this.setup, execArgv: workerExecArgv(process.execArgv) });
+    // Started from a one-line script that imports the entry: a file entry would inherit the parent's
+    // --input-type (under `node --input-type=module -e ...`) and refuse to start, while the parent's
+    // other options (V8's among them) carry over as they should.
+    const worker = new Worker(`import(${JSON.stringify(new URL(entry, import.meta.url).href)})`, { eval: true, workerData: this.setup });
     const slot: Slot = { worker, pending: undefined, retired: false, crash: undefined };
-    this.threads.add(worker);
+    this.liveThreads.add(worker);
     this.starting++;
     return new Promise<Slot>((resolve, reject) => {
       let ready = false;
@@ -113,6 +118,7 @@ export class WorkerPoolRunner implements BatchRunner {
       worker.on('message', (reply: WorkerReply) => {
         if (reply.type === 'ready') {
           ready = true;
+          this.threads = reply.threads;
           this.starting--;
           this.slots.add(slot);
           resolve(slot);
@@ -126,7 +132,7 @@ export class WorkerPoolRunner implements BatchRunner {
       });
       worker.on('error', (error) => (slot.crash = error));
       worker.on('exit', (code) => {
-        this.threads.delete(worker);
+        this.liveThreads.delete(worker);
         if (!ready) {
           ready = true;
           startFailed(new WorkerError(`a worker thread exited with code ${code} while loading the model${detail(slot.crash)}`, 'exited'));
@@ -208,26 +214,10 @@ export class WorkerPoolRunner implements BatchRunner {
     for (const slot of this.slots) slot.pending?.reject(error);
     this.slots.clear();
     this.idle.length = 0;
-    await Promise.all([...this.threads].map((worker) => worker.terminate()));
+    await Promise.all([...this.liveThreads].map((worker) => worker.terminate()));
   }
 }
 
 function detail(error: Error | undefined): string {
   return error === undefined ? '' : ` (${error.message})`;
-}
-
-/**
- * The parent's Node options minus those that only make sense for a script
- * given on the command line: a worker started under `node --input-type=module
- * -e ...` would otherwise fail at once ("--input-type can only be used with
- * string input").
- */
-export function workerExecArgv(parent: readonly string[]): string[] {
-  const withValue = new Set(['--input-type', '-e', '--eval', '-p', '--print']);
-  const result: string[] = [];
-  for (let i = 0; i < parent.length; i++) {
-    if (withValue.has(parent[i])) i++;
-    else if (!/^--(input-type|eval|print)=/.test(parent[i])) result.push(parent[i]);
-  }
-  return result;
 }

@@ -1,7 +1,10 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { batchGuard, selectBackend, type BackendName } from '../backends/select.js';
+import { batchGuard, selectBackend, tensorAllocator, type BackendName } from '../backends/select.js';
+import { reserveWasmHeap } from '../backends/wasm-heap.js';
+import { wasmThreadCount } from '../backends/wasm-threads.js';
 import { loadModel, type LoadModelOptions } from '../model/load-model.js';
-import { runBatchJob, type BatchJob } from '../pipeline/batch-job.js';
+import { defaultAttentionKernel } from '../model/attention.js';
+import { runBatchJob, warmUpJob, type BatchJob } from '../pipeline/batch-job.js';
 import { serializeError, type SerializedError } from './error-transfer.js';
 
 /** What the pool hands each worker at start. */
@@ -9,6 +12,10 @@ export interface WorkerSetup {
   readonly dir: string;
   readonly backend: BackendName;
   readonly modelOptions: LoadModelOptions;
+  /** Threads of each worker's wasm backend. @default 1 */
+  readonly wasmThreads?: number;
+  /** Heap to reserve before loading (the wasm backend grows its heap slowly piece by piece). */
+  readonly reserveBytes?: number;
   /**
    * A module the worker imports before anything else, for fault injection in
    * tests: it may export `onStart()` (throw to fail the start) and
@@ -24,7 +31,7 @@ export interface WorkerHooks {
 
 export type WorkerRequest = { readonly id: number; readonly job: BatchJob };
 export type WorkerReply =
-  | { readonly type: 'ready' }
+  | { readonly type: 'ready'; readonly threads: number }
   | { readonly type: 'result'; readonly id: number; readonly vectors: Float32Array; readonly measuredPeakBytes: number }
   | { readonly type: 'error'; readonly id: number | undefined; readonly error: SerializedError };
 
@@ -34,10 +41,12 @@ const setup = workerData as WorkerSetup;
 try {
   const hooks: WorkerHooks = setup.hooks === undefined ? {} : await import(setup.hooks);
   await hooks.onStart?.();
-  await selectBackend(setup.backend);
-  const model = loadModel(setup.dir, setup.modelOptions);
+  await selectBackend(setup.backend, undefined, { wasmThreads: setup.wasmThreads });
+  if (setup.reserveBytes !== undefined) reserveWasmHeap(setup.reserveBytes);
+  const model = loadModel(setup.dir, setup.modelOptions, tensorAllocator(setup.backend));
   const run = hooks.wrapRun?.(runBatchJob) ?? runBatchJob;
   const guard = batchGuard(setup.backend);
+  await guard(() => runBatchJob(model, warmUpJob(defaultAttentionKernel(setup.backend), model.config.n_embd)));
   port.on('message', async ({ id, job }: WorkerRequest) => {
     try {
       const { vectors, measuredPeakBytes } = await guard(() => run(model, job));
@@ -46,7 +55,7 @@ try {
       port.postMessage({ type: 'error', id, error: serializeError(error) } satisfies WorkerReply);
     }
   });
-  port.postMessage({ type: 'ready' } satisfies WorkerReply);
+  port.postMessage({ type: 'ready', threads: setup.backend === 'wasm' ? wasmThreadCount() : 1 } satisfies WorkerReply);
 } catch (error) {
   port.postMessage({ type: 'error', id: undefined, error: serializeError(error) } satisfies WorkerReply);
 }

@@ -1,7 +1,8 @@
-import { copyFileSync, existsSync, mkdirSync, renameSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { ModelFilesError, SafetensorsError } from '../errors.js';
-import { CONVERTED_FORMAT, CONVERTED_FORMAT_VERSION, openCheckpoint, runtimeTensors } from './load.js';
+import type { NomicBertConfig } from './config.js';
+import { CONVERTED_FORMAT, CONVERTED_FORMAT_VERSION, openCheckpoint, runtimeTensors, type CheckedCheckpoint } from './load.js';
 import { CONFIG_FILE, DEFAULT_WEIGHTS_FILE, readConfig, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, weightsPath } from './model-folder.js';
 import { writeSafetensorsStream, type FloatDtype } from './safetensors.js';
 import { weightTable } from './weight-table.js';
@@ -42,39 +43,61 @@ export function convertWeights(sourceDir: string, outDir: string, options: Conve
       throw new SafetensorsError(checkpoint.file.path, 'already converted; convert the original Hugging Face checkpoint');
     }
     mkdirSync(outDir, { recursive: true });
-    const specs = [...weightTable(config, 'runtime', checkpoint.ffnWidth)].map(([name, shape]) => ({ name, shape, dtype: storage }));
     const target = join(outDir, DEFAULT_WEIGHTS_FILE);
-    // Written under a temporary name, so an interrupted run never leaves a plausible-looking file.
-    const partial = `${target}.partial`;
-    let done = 0;
-    function* checked() {
-      for (const tensor of runtimeTensors(checkpoint, config)) {
-        if (storage === 'F16') {
-          const overflow = tensor.data.findIndex((x) => Math.abs(x) > LARGEST_F16);
-          if (overflow >= 0) {
-            throw new SafetensorsError(
-              checkpoint.file.path,
-              `value ${tensor.data[overflow]} at flat index ${overflow} does not fit in float16; convert to float32`,
-              tensor.source ?? tensor.name,
-            );
-          }
-        }
-        yield tensor.data;
-        onProgress?.(++done, specs.length);
-      }
-    }
-    writeSafetensorsStream(partial, specs, checked(), {
-      format: CONVERTED_FORMAT,
-      format_version: CONVERTED_FORMAT_VERSION,
-      source,
-      dtype: storage,
-    });
-    renameSync(partial, target);
+    const tensors = writeRuntimeLayout(checkpoint, config, target, storage, { source }, onProgress);
     for (const file of COMPANION_FILES) {
       if (existsSync(join(sourceDir, file))) copyFileSync(join(sourceDir, file), join(outDir, file));
     }
-    return { path: target, tensors: specs.length };
+    return { path: target, tensors };
   } finally {
     checkpoint.file.close();
   }
+}
+
+/**
+ * Writes a checkpoint's tensors in the runtime layout, with the format
+ * version, dtype and `metadata` in its `__metadata__`. The file is written
+ * under a temporary name and renamed when complete, so an interrupted run
+ * never leaves a plausible-looking file. Returns the number of tensors.
+ */
+export function writeRuntimeLayout(
+  checkpoint: CheckedCheckpoint,
+  config: NomicBertConfig,
+  target: string,
+  storage: FloatDtype,
+  metadata: Readonly<Record<string, string>>,
+  onProgress?: (done: number, total: number) => void,
+): number {
+  const specs = [...weightTable(config, 'runtime', checkpoint.ffnWidth)].map(([name, shape]) => ({ name, shape, dtype: storage }));
+  const partial = `${target}.${process.pid}.partial`;
+  let done = 0;
+  function* checked() {
+    for (const tensor of runtimeTensors(checkpoint, config)) {
+      if (storage === 'F16') {
+        const overflow = tensor.data.findIndex((x) => Math.abs(x) > LARGEST_F16);
+        if (overflow >= 0) {
+          throw new SafetensorsError(
+            checkpoint.file.path,
+            `value ${tensor.data[overflow]} at flat index ${overflow} does not fit in float16; convert to float32`,
+            tensor.source ?? tensor.name,
+          );
+        }
+      }
+      yield tensor.data;
+      onProgress?.(++done, specs.length);
+    }
+  }
+  try {
+    writeSafetensorsStream(partial, specs, checked(), {
+      ...metadata,
+      format: CONVERTED_FORMAT,
+      format_version: CONVERTED_FORMAT_VERSION,
+      dtype: storage,
+    });
+    renameSync(partial, target);
+  } catch (error) {
+    rmSync(partial, { force: true });
+    throw error;
+  }
+  return specs.length;
 }

@@ -58,27 +58,67 @@ function checkAgainstTable(path: string, file: SafetensorsFile, table: WeightTab
   }
 }
 
+/** One runtime-layout tensor, read on demand into memory its consumer provides. */
+export interface TensorSource {
+  readonly name: string;
+  /** The checkpoint tensor(s) it is made from, for messages. */
+  readonly source: string;
+  readonly shape: readonly number[];
+  /** Fills `target` (as many values as the shape holds) and checks every value is finite. */
+  readInto(target: Float32Array): void;
+}
+
 /**
- * Yields the model's tensors in the runtime layout, one at a time, so a caller
- * that uploads each to the backend never holds the whole checkpoint in JS memory.
- * Every value is checked to be finite.
+ * The model's tensors in the runtime layout, in table order. A converted
+ * float32 file is read straight into the target (a view of backend memory,
+ * for the wasm backend: no copy, no garbage); a Hugging Face checkpoint is
+ * transposed and split on the way.
  */
-export function* runtimeTensors(checkpoint: CheckedCheckpoint, config: NomicBertConfig): Generator<NamedTensor> {
+export function* runtimeTensorSources(checkpoint: CheckedCheckpoint, config: NomicBertConfig): Generator<TensorSource> {
   const { file, layout, ffnWidth } = checkpoint;
-  const read = (name: string): Float32Array => {
-    const data = file.readFloat32(name);
-    const bad = data.findIndex((x) => !Number.isFinite(x));
+  const check = (name: string, data: Float32Array) => {
+    const bad = firstNonFinite(data);
     if (bad >= 0) throw new NonFiniteWeightError(file.path, name, bad, data[bad]);
     return data;
   };
   const runtimeTable = weightTable(config, 'runtime', ffnWidth);
   if (layout === 'runtime') {
-    for (const [name, shape] of runtimeTable) yield { name, shape, data: read(name) };
+    for (const [name, shape] of runtimeTable) {
+      yield { name, source: name, shape, readInto: (target) => check(name, (file.readFloat32Into(name, target), target)) };
+    }
     return;
   }
   for (const [name, recipe] of hfToRuntimeRecipes(config.n_layer)) {
-    const sources = recipe.sources.map(read);
-    const shapes = recipe.sources.map((s) => file.tensors.get(s)!.shape);
-    yield { name, source: recipe.sources.join(' + '), shape: runtimeTable.get(name)!, data: recipe.build(sources, shapes) };
+    yield {
+      name,
+      source: recipe.sources.join(' + '),
+      shape: runtimeTable.get(name)!,
+      readInto: (target) => {
+        const sources = recipe.sources.map((s) => check(s, file.readFloat32(s)));
+        target.set(recipe.build(sources, recipe.sources.map((s) => file.tensors.get(s)!.shape)));
+      },
+    };
   }
+}
+
+/**
+ * The same tensors, each in a fresh array, one at a time, so a caller never
+ * holds the whole checkpoint in JS memory (the converter).
+ */
+export function* runtimeTensors(checkpoint: CheckedCheckpoint, config: NomicBertConfig): Generator<NamedTensor> {
+  for (const { name, source, shape, readInto } of runtimeTensorSources(checkpoint, config)) {
+    const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+    readInto(data);
+    yield { name, source, shape, data };
+  }
+}
+
+/** Index of the first NaN or infinity, or -1. A plain loop: `findIndex` with a callback is 8× slower on 136M weights. */
+export function firstNonFinite(data: Float32Array): number {
+  for (let i = 0; i < data.length; i++) {
+    const x = data[i];
+    // x − x is 0 for every finite x, NaN for NaN and ±∞.
+    if (x - x !== 0) return i;
+  }
+  return -1;
 }

@@ -83,10 +83,25 @@ export class SafetensorsFile {
     }
   }
 
-  private readBytes(info: TensorInfo): Uint8Array {
+  /**
+   * Reads one tensor into `target` (as many float32 values as it holds):
+   * straight from the file for F32, widened for F16 and BF16. The target may
+   * be a view of backend memory, so an upload needs no copy of its own.
+   */
+  readFloat32Into(name: string, target: Float32Array): void {
+    const info = this.tensors.get(name);
+    if (info === undefined) throw new SafetensorsError(this.path, 'no such tensor', name);
+    if (info.dtype !== 'F32') return void target.set(this.readFloat32(name));
+    if (target.byteLength !== info.end - info.begin) {
+      throw new SafetensorsError(this.path, `holds ${(info.end - info.begin) / 4} values, the target ${target.length}`, name);
+    }
+    this.readBytes(info, new Uint8Array(target.buffer, target.byteOffset, target.byteLength));
+  }
+
+  private readBytes(info: TensorInfo, into?: Uint8Array): Uint8Array {
     if (this.fd === undefined) throw new SafetensorsError(this.path, 'file already closed', info.name);
     // A fresh ArrayBuffer is 8-byte aligned, so typed views over it are always valid.
-    const bytes = new Uint8Array(info.end - info.begin);
+    const bytes = into ?? new Uint8Array(info.end - info.begin);
     let done = 0;
     while (done < bytes.length) {
       const n = readSync(this.fd, bytes, done, bytes.length - done, this.dataStart + info.begin + done);

@@ -1,0 +1,105 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { execFile } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { threadsFailure } from '../src/backends/wasm-threads.js';
+import { Embedder, loadEmbedder } from '../src/embedder.js';
+import type { EncoderInputs, ForwardOptions } from '../src/model/nomic-bert.js';
+import { expectClose, FIXTURE_NAMES, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
+
+const exec = promisify(execFile);
+const BIN = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
+const cores = availableParallelism();
+
+describe('the threaded WebAssembly build', () => {
+  const embedders = new Map<string, Embedder>();
+  beforeAll(async () => {
+    // The first wasm start in this process: it decides the build and threads for the process.
+    for (const fixture of FIXTURE_NAMES) embedders.set(fixture, await loadEmbedder(fixtureDir(fixture), { backend: 'wasm' }));
+  });
+  afterAll(async () => {
+    for (const e of embedders.values()) await e.dispose();
+  });
+
+  it('starts in Node with a thread per core, one model in this thread', () => {
+    expect(threadsFailure()).toBeUndefined();
+    const embedder = embedders.get('nomic-tiny')!;
+    expect(embedder.threads).toBe(cores);
+    expect(embedder.workers).toBe(1);
+    expect(() => embedder.model).not.toThrow();
+  });
+
+  for (const fixture of FIXTURE_NAMES) {
+    it(`matches the upstream model on ${fixture}, alone and batched alike`, async () => {
+      const texts = reference(fixture).texts;
+      const embedder = embedders.get(fixture)!;
+      const batched = await embedder.embed(texts.map((t) => t.text));
+      texts.forEach((t, i) => expectClose(batched.embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+      for (const [i, t] of texts.entries()) {
+        expectClose((await embedder.embed([t.text])).embeddings[0], batched.embeddings[i], 1e-6, `${t.name} alone`);
+      }
+      for (const dims of reference(fixture).pooling.matryoshka_dims) {
+        const { embeddings } = await embedder.embed(texts.map((t) => t.text), { dimensions: dims });
+        texts.forEach((t, i) => expectClose(embeddings[i], t.matryoshka[String(dims)], TOLERANCE.embedding, `${t.name} matryoshka[${dims}]`));
+      }
+    });
+  }
+
+  it('keeps no tensor, backs off when a batch fails to grow the heap, and its threads go on working', async () => {
+    const embedder = embedders.get('nomic-tiny')!;
+    const texts = reference('nomic-tiny').texts;
+    const forward = embedder.model.forward.bind(embedder.model);
+    await embedder.embed(texts.slice(0, 2).map((t) => t.text));
+    const before = tf.memory().numTensors;
+    try {
+      // The failure comes after a real forward pass, so the thread pool is mid-use when it happens.
+      embedder.model.forward = (inputs: EncoderInputs, options?: ForwardOptions) => {
+        const hidden = forward(inputs, options);
+        if (inputs.inputIds.shape[0] <= 2) return hidden;
+        hidden.dispose();
+        throw new Error('Aborted(Cannot enlarge memory arrays to size 4294967296 bytes (OOM))');
+      };
+      const { embeddings, stats } = await embedder.embed(texts.map((t) => t.text), { maxBatchSize: 8 });
+      texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+      expect(stats.retries).toBeGreaterThan(0);
+    } finally {
+      embedder.model.forward = forward;
+    }
+    expect(tf.memory().numTensors).toBe(before);
+    const again = await embedder.embed(texts.map((t) => t.text));
+    texts.forEach((t, i) => expectClose(again.embeddings[i], t.embedding, TOLERANCE.embedding, `${t.name} after`));
+  });
+
+  it('combines with workers: each worker runs the threaded build', async () => {
+    const texts = reference('nomic-tiny').texts;
+    const pooled = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm', workers: 2, threads: 2 });
+    try {
+      expect(pooled.workers).toBe(2);
+      expect(pooled.threads).toBe(2);
+      const { embeddings } = await pooled.embed(texts.map((t) => t.text), { maxBatchSize: 4 });
+      texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+    } finally {
+      await pooled.dispose();
+    }
+  });
+});
+
+describe('where threads cannot start', () => {
+  // Without SharedArrayBuffer the threaded build cannot run; V8's flag takes it away.
+  const withoutThreads = (args: string[]) => exec(process.execPath, ['--no-harmony-sharedarraybuffer', BIN, ...args], { maxBuffer: 1 << 24 });
+
+  it('nomic-embed info says so and why', async () => {
+    const { stdout } = await withoutThreads(['info', '--model', fixtureDir('nomic-tiny'), '--backend', 'wasm']);
+    expect(stdout).toMatch(/wasm: single-threaded build \(SharedArrayBuffer is not available in this JavaScript runtime\); embed and serve use one worker thread per core instead/);
+  });
+
+  it('embedding falls back to the worker pool, with the same vectors', async () => {
+    const texts = reference('nomic-tiny').texts.slice(0, 3);
+    const { stdout, stderr } = await withoutThreads(['embed', '--model', fixtureDir('nomic-tiny'), '--backend', 'wasm', ...texts.map((t) => t.text)]);
+    expect(stderr).toMatch(/on wasm \(\d+ workers?\)/);
+    const vectors = stdout.trim().split('\n').map((line) => (JSON.parse(line) as { embedding: number[] }).embedding);
+    texts.forEach((t, i) => expectClose(vectors[i], t.embedding, TOLERANCE.embedding, t.name));
+  });
+});
