@@ -1,10 +1,13 @@
 /**
- * npm run bench [-- --backend(s) wasm,webgpu --sets a,b,c,d --workers 1,2 --fraction 0.25]
+ * npm run bench [-- --backend(s) wasm,webgpu --sets a,b,c,d --configs 1x1,2x1,1x2 --fraction 0.25]
  *
- * Measures the model's throughput per backend on a full-size random checkpoint
- * (built once under weights/bench-random), next to the backend's raw matMul
- * rate measured in the same run: the roofline. Prints a table and writes JSON
- * to bench-results/.
+ * Measures the model per backend on a full-size random checkpoint (built once
+ * under weights/bench-random): throughput per benchmark set next to the
+ * backend's raw matMul rate measured in the same run (the roofline), and
+ * start-up: the time to read the weights file, to load, the first call, the
+ * median single-text latency and resident memory. On wasm each runs per
+ * configuration of worker threads × wasm threads. Prints tables and writes
+ * JSON to bench-results/.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -17,20 +20,25 @@ import { ensureRandomCheckpoint } from './bench/random-checkpoint.js';
 import { flopsPerToken, SETS, type SetName } from './bench/sets.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const cores = availableParallelism();
 const { values } = parseArgs({
   options: {
     backends: { type: 'string' },
     backend: { type: 'string' },
     sets: { type: 'string', default: 'a,b,c,d' },
-    workers: { type: 'string', default: `1,${availableParallelism()}` },
+    // workers×threads per wasm run: one thread; the worker pool; the threaded build.
+    configs: { type: 'string', default: [...new Set(['1x1', `${cores}x1`, `1x${cores}`])].join(',') },
     fraction: { type: 'string', default: '1' },
   },
 });
 
 const model = ensureRandomCheckpoint(`${ROOT}weights/bench-random`, `${ROOT}test/fixtures/nomic-embed-text-v1.5/tokenizer.json`);
 const backends = ((values.backends ?? values.backend)?.split(',') as BackendName[] | undefined) ?? (await availableBackends());
-const sets = values.sets!.split(',') as SetName[];
-const workerCounts = [...new Set(values.workers!.split(',').map(Number))];
+const sets = values.sets!.split(',').filter((s) => s !== '') as SetName[];
+const configs = values.configs!.split(',').map((c) => {
+  const [workers, threads] = c.split('x').map(Number);
+  return { workers, threads, label: `${workers}w×${threads}t` };
+});
 
 /**
  * Every installed backend except plain JavaScript and WebGPU on a software
@@ -54,7 +62,11 @@ function child(args: string[]): Record<string, unknown> {
 }
 
 const results: Record<string, unknown>[] = [];
-const rows: string[][] = [['backend', 'workers', 'input', 'tokens/s', 'texts/s', 'roofline tok/s (1 thread or the GPU)', 'of roofline', 'peak RSS', 'peak tensors']];
+const rows: string[][] = [['backend', 'workers × threads', 'input', 'tokens/s', 'texts/s', 'roofline tok/s', 'of roofline', 'peak RSS', 'peak tensors']];
+const startupRows: string[][] = [
+  ['backend', 'workers × threads', 'file read', 'load', 'load / read', 'first call', 'second call', 'one text (median)', 'RSS after warm-up', 'peak RSS'],
+];
+const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 for (const backend of backends) {
   const { matmulGflops, rates, adapter } = child(['--backend', backend, '--roofline']) as {
     matmulGflops: number;
@@ -64,38 +76,67 @@ for (const backend of backends) {
   results.push({ backend, kind: 'roofline', matmulGflops, rates, adapter });
   const where = adapter === undefined ? 'on one thread' : `on ${adapter.description}${adapter.software ? ' (software)' : ''}`;
   console.error(`${backend}: raw matMul ${matmulGflops.toFixed(1)} GFLOP/s ${where}`);
-  // Worker threads are how wasm uses several cores; every other backend runs in one.
-  for (const workers of backend === 'wasm' ? workerCounts : [1]) {
+  // Threads and worker threads are how wasm uses several cores; the other backends do it themselves.
+  for (const config of backend === 'wasm' ? configs : [{ workers: 1, threads: 1, label: '1w×1t' }]) {
+    const args = ['--model', model, '--backend', backend, '--workers', String(config.workers), '--threads', String(config.threads)];
+    console.error(`${backend}, ${config.label}: start-up...`);
+    const s = child([...args, '--startup']);
+    results.push({ ...s, config: config.label });
+    startupRows.push([
+      backend,
+      config.label,
+      `${(s.readMs as number).toFixed(0)} ms`,
+      `${((s.loadMs as number) / 1000).toFixed(2)} s`,
+      `${((s.loadMs as number) / (s.readMs as number)).toFixed(1)}×`,
+      `${(s.firstCallMs as number).toFixed(0)} ms`,
+      `${(s.secondCallMs as number).toFixed(0)} ms`,
+      `${(s.singleTextMs as number).toFixed(0)} ms`,
+      gib(s.rssAfterWarmUpBytes as number),
+      gib(s.peakRssBytes as number),
+    ]);
     for (const set of sets) {
-      console.error(`${backend}, ${workers} worker(s), ${SETS[set].label}...`);
-      const r = child(['--model', model, '--backend', backend, '--workers', String(workers), '--set', set, '--fraction', values.fraction!]);
+      console.error(`${backend}, ${config.label}, ${SETS[set].label}...`);
+      const r = child([...args, '--set', set, '--fraction', values.fraction!]);
       const roofline = (matmulGflops * 1e9) / flopsPerToken(SETS[set].tokens);
-      const fraction = (r.tokensPerSecond as number) / (roofline * workers);
-      results.push({ ...r, kind: 'model', rooflineTokensPerSecond: roofline, fractionOfRoofline: fraction });
+      // On wasm the roofline is one thread's: the run is held to it times the cores it used.
+      const used = backend === 'wasm' ? config.workers * config.threads : 1;
+      const fraction = (r.tokensPerSecond as number) / (roofline * used);
+      results.push({ ...r, config: config.label, kind: 'model', rooflineTokensPerSecond: roofline, fractionOfRoofline: fraction });
       rows.push([
         backend,
-        String(workers),
+        config.label,
         SETS[set].label,
         (r.tokensPerSecond as number).toFixed(1),
         (r.textsPerSecond as number).toPrecision(3),
         roofline.toFixed(1),
-        `${(fraction * 100).toFixed(0)}%${workers > 1 ? ` of ${workers}×` : ''}`,
-        `${((r.peakRssBytes as number) / 2 ** 30).toFixed(2)} GiB`,
-        `${((r.peakTensorBytes as number) / 2 ** 30).toFixed(2)} GiB`,
+        `${(fraction * 100).toFixed(0)}%${used > 1 ? ` of ${used}×` : ''}`,
+        gib(r.peakRssBytes as number),
+        gib(r.peakTensorBytes as number),
       ]);
     }
   }
 }
 
-const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
-console.log(rows.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join('  ')).join('\n'));
-for (const backend of backends) {
+const table = (t: string[][]) => {
+  const widths = t[0].map((_, c) => Math.max(...t.map((r) => r[c].length)));
+  return t.map((r) => r.map((cell, c) => cell.padEnd(widths[c])).join('  ')).join('\n');
+};
+console.log(table(rows));
+console.log();
+console.log(table(startupRows));
+// The threaded build against the worker pool, on the same cores.
+const pick = (label: string, kind: string, set?: string) =>
+  results.find((r) => r.backend === 'wasm' && r.config === label && (r.kind ?? 'model') === kind && (set === undefined || r.set === set));
+const pool = `${cores}w×1t`;
+const threaded = `1w×${cores}t`;
+if (cores > 1 && pick(pool, 'startup') && pick(threaded, 'startup')) {
+  const ratio = (a: unknown, b: unknown) => ((a as number) / (b as number)).toFixed(2);
   for (const set of sets) {
-    const bySize = workerCounts.map((w) => results.find((r) => r.backend === backend && r.workers === w && r.set === set)?.tokensPerSecond as number);
-    if (workerCounts.length > 1 && bySize.every(Number.isFinite)) {
-      console.log(`${backend} ${SETS[set].label}: ${workerCounts.at(-1)} workers run ${(bySize.at(-1)! / bySize[0]).toFixed(2)}× the tokens/s of ${workerCounts[0]}`);
-    }
+    const [t, p] = [pick(threaded, 'model', set), pick(pool, 'model', set)];
+    if (t && p) console.log(`wasm ${SETS[set].label}: threads give ${ratio(t.tokensPerSecond, p.tokensPerSecond)}× the tokens/s of the ${cores}-worker pool`);
   }
+  const [ts, ps] = [pick(threaded, 'startup')!, pick(pool, 'startup')!];
+  console.log(`wasm: threads take ${ratio(ts.rssAfterWarmUpBytes, ps.rssAfterWarmUpBytes)}× the RSS after warm-up and ${ratio(ts.singleTextMs, ps.singleTextMs)}× the single-text latency of the pool`);
 }
 mkdirSync(`${ROOT}bench-results`, { recursive: true });
 const out = `${ROOT}bench-results/bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;

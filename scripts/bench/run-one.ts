@@ -2,9 +2,12 @@
  * One benchmark measurement in its own process, so peak resident memory is its
  * own: prints a JSON line. Run by scripts/bench.ts.
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { selectBackend, type BackendName } from '../../src/backends/select.js';
 import { loadEmbedder } from '../../src/embedder.js';
+import { runtimeLayoutFile } from '../../src/weights/layout-cache.js';
+import { readConfig, weightsPath } from '../../src/weights/model-folder.js';
 import { webGpuAdapter } from '../../src/backends/webgpu/device.js';
 import { measureMatMul, rooflineShapes } from './roofline.js';
 import { loadSet, type SetName } from './sets.js';
@@ -14,6 +17,8 @@ const { values } = parseArgs({
     model: { type: 'string' },
     backend: { type: 'string' },
     workers: { type: 'string' },
+    threads: { type: 'string' },
+    startup: { type: 'boolean' },
     set: { type: 'string' },
     fraction: { type: 'string' },
     roofline: { type: 'boolean' },
@@ -25,18 +30,60 @@ if (values.roofline) {
   await selectBackend(backend);
   const { best, rates } = await measureMatMul(rooflineShapes(backend, webGpuAdapter()?.software));
   console.log(JSON.stringify({ backend, matmulGflops: best, rates, adapter: webGpuAdapter() }));
-} else {
-  const texts = loadSet(values.set as SetName, Number(values.fraction ?? 1));
-  const embedder = await loadEmbedder(values.model!, { backend, workers: Number(values.workers ?? 1) });
-  // Warm-up: first calls compile kernels and grow the heap.
-  await embedder.embed(texts.slice(0, Math.min(2, texts.length)).map((t) => t.split(' ').slice(0, 64).join(' ')));
-  const { stats } = await embedder.embed(texts, { maxBatchTokens: 8192 });
-  const workers = embedder.workers;
+} else if (values.startup) {
+  // Start-up: reading the weights file the loader will read (the cache is made first, when due), then loading,
+  // the first call, and the steady single-text latency.
+  const model = values.model!;
+  const file = runtimeLayoutFile(weightsPath(model), readConfig(model));
+  let started = performance.now();
+  const bytes = readFileSync(file).length;
+  const readMs = performance.now() - started;
+  started = performance.now();
+  const embedder = await loadEmbedder(model, options());
+  const loadMs = performance.now() - started;
+  const query = (i: number) => `search query number ${i}: how do rotary position embeddings extend to long inputs`;
+  started = performance.now();
+  await embedder.embed([query(0)]);
+  const firstCallMs = performance.now() - started;
+  started = performance.now();
+  await embedder.embed([query(1)]);
+  const secondCallMs = performance.now() - started;
+  const later: number[] = [];
+  for (let i = 2; i <= 11; i++) {
+    started = performance.now();
+    await embedder.embed([query(i)]);
+    later.push(performance.now() - started);
+  }
+  const rssAfterWarmUp = process.memoryUsage().rss;
+  const { workers, threads } = embedder;
   await embedder.dispose();
   console.log(
     JSON.stringify({
       backend,
       workers,
+      threads,
+      kind: 'startup',
+      fileBytes: bytes,
+      readMs,
+      loadMs,
+      firstCallMs,
+      secondCallMs,
+      singleTextMs: later.sort((a, b) => a - b)[later.length >> 1],
+      rssAfterWarmUpBytes: rssAfterWarmUp,
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    }),
+  );
+} else {
+  const texts = loadSet(values.set as SetName, Number(values.fraction ?? 1));
+  const embedder = await loadEmbedder(values.model!, options());
+  const { stats } = await embedder.embed(texts, { maxBatchTokens: 8192 });
+  const { workers, threads } = embedder;
+  await embedder.dispose();
+  console.log(
+    JSON.stringify({
+      backend,
+      workers,
+      threads,
       set: values.set,
       texts: stats.texts,
       tokens: stats.tokens,
@@ -48,4 +95,8 @@ if (values.roofline) {
       peakTensorBytes: stats.measuredPeakBytes,
     }),
   );
+}
+
+function options() {
+  return { backend, workers: Number(values.workers ?? 1), threads: Number(values.threads ?? 1) };
 }

@@ -19,9 +19,14 @@ export const LAYOUT_CACHE_MIN_BYTES = 64 * 2 ** 20;
  * when they change. Where the folder is not writable, the original is loaded
  * as it is. `notice` is told when a conversion happens.
  */
-export function runtimeLayoutFile(path: string, config: NomicBertConfig, notice: (message: string) => void = () => {}): string {
+export function runtimeLayoutFile(
+  path: string,
+  config: NomicBertConfig,
+  notice: (message: string) => void = () => {},
+  minBytes = LAYOUT_CACHE_MIN_BYTES,
+): string {
   const source = statSync(path);
-  if (source.size < LAYOUT_CACHE_MIN_BYTES) return path;
+  if (source.size < minBytes) return path;
   const checkpoint = openCheckpoint(path, config);
   try {
     if (checkpoint.layout === 'runtime') return path;
