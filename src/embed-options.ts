@@ -1,7 +1,8 @@
 import type { BackendChoice, BackendName } from './backends/select.js';
 import { InputError } from './errors.js';
 import { checkInteger, checkOptionNames, describe } from './options.js';
-import type { OutputSpec } from './pipeline/batch-job.js';
+import type { OutputSpec } from './pipeline/finish-vector.js';
+import { PRECISIONS, type Precision, type QuantizationRanges } from './pipeline/quantize.js';
 import type { Pooling } from './pipeline/pooling.js';
 import { TASK_PREFIXES, type Task, type Truncation } from './pipeline/tokenizer.js';
 import type { BatchLimits } from './scheduling/batcher.js';
@@ -47,7 +48,7 @@ export interface LoadEmbedderOptions {
   readonly threads?: number;
 }
 
-export interface EmbedOptions {
+export interface EmbedOptions<P extends Precision = 'float32'> {
   /** Nomic task prefix added to every text; none when undefined. @default undefined */
   readonly task?: Task;
   /**
@@ -66,6 +67,32 @@ export interface EmbedOptions {
   readonly pooling?: Pooling;
   /** A text longer than `maxLength`: cut it (keeping [SEP]) or throw. @default 'truncate' */
   readonly truncation?: Truncation;
+  /**
+   * A text longer than `maxLength`: `truncate` keeps its opening (see
+   * `truncation`); `mean` splits it into windows of at most `maxLength`
+   * tokens (each with the task prefix, [CLS] and [SEP]), embeds every window in
+   * the same batches as other texts, and returns the token-weighted mean of
+   * the windows' pooled vectors, then Matryoshka and normalisation as usual
+   * (Nomic's `long_text_mode="mean"`). @default 'truncate'
+   */
+  readonly longText?: 'truncate' | 'mean';
+  /** With `longText: 'mean'`, tokens each window shares with the one before. @default 0 */
+  readonly overlap?: number;
+  /**
+   * `float32`, or quantized as sentence-transformers' `quantize_embeddings`:
+   * `int8`/`uint8` (one byte per dimension, over `ranges`), `binary`/`ubinary`
+   * (one bit per dimension, 8 per byte, most significant first; `binary` is
+   * the byte minus 128). @default 'float32'
+   */
+  readonly precision?: P;
+  /** int8/uint8: the range of each dimension, `min[i]` to `max[i]`; values beyond are clipped. */
+  readonly ranges?: QuantizationRanges;
+  /**
+   * int8/uint8 without `ranges`: texts whose embeddings (with the same
+   * options) give each dimension's range. Without either, normalised vectors
+   * use ±4/√dimensions, which holds nearly every component of a unit vector.
+   */
+  readonly calibration?: readonly string[];
   /** Most padded tokens (texts × longest length) in one batch. @default 8192 */
   readonly maxBatchTokens?: number;
   /** Most texts in one batch. @default 64 */
@@ -82,16 +109,20 @@ export interface EmbedOptions {
   readonly onProgress?: (done: number, total: number) => void;
 }
 
-export interface EmbedResult {
-  /** One vector per input text, in input order. */
-  readonly embeddings: Float32Array[];
+export interface EmbedResult<V extends Float32Array | Int8Array | Uint8Array = Float32Array> {
+  /** One vector per input text, in input order: Float32Array, or Int8Array/Uint8Array when quantized. */
+  readonly embeddings: V[];
+  /** Dimensions of each vector; with `binary`/`ubinary`, `ceil(dimensions / 8)` bytes hold them, one bit each. */
   readonly dimensions: number;
+  readonly precision: Precision;
+  /** The ranges int8/uint8 used (given, calibrated or the unit-vector default), to quantize later texts alike. */
+  readonly ranges?: QuantizationRanges;
   readonly stats: EmbedStats;
 }
 
 const EMBED_OPTION_NAMES: readonly (keyof EmbedOptions)[] = [
-  'task', 'dimensions', 'normalize', 'pooling', 'truncation', 'maxBatchTokens',
-  'maxBatchSize', 'memoryBudgetBytes', 'chunkSize', 'onProgress',
+  'task', 'dimensions', 'normalize', 'pooling', 'truncation', 'longText', 'overlap', 'precision', 'ranges',
+  'calibration', 'maxBatchTokens', 'maxBatchSize', 'memoryBudgetBytes', 'chunkSize', 'onProgress',
 ];
 const LOAD_OPTION_NAMES: readonly (keyof LoadEmbedderOptions)[] = [
   'backend', 'maxLength', 'rotaryScalingFactor', 'weightsFile', 'workers', 'threads', 'layoutCache',
@@ -121,6 +152,9 @@ export function checkLoadOptions(options: LoadEmbedderOptions): void {
 export interface ResolvedEmbedOptions {
   readonly task: Task | undefined;
   readonly truncation: Truncation;
+  readonly longText: 'truncate' | 'mean';
+  readonly overlap: number;
+  readonly precision: Precision;
   readonly chunkSize: number;
   readonly limits: BatchLimits;
   readonly output: OutputSpec;
@@ -136,7 +170,7 @@ export interface EmbedderTraits {
 }
 
 /** Validates one `embed` call and resolves every default, before any work. */
-export function resolveEmbedOptions(texts: readonly string[], options: EmbedOptions, traits: EmbedderTraits): ResolvedEmbedOptions {
+export function resolveEmbedOptions(texts: readonly string[], options: EmbedOptions<Precision>, traits: EmbedderTraits): ResolvedEmbedOptions {
   if (!Array.isArray(texts)) throw new InputError('texts', `must be an array of strings, got ${describe(texts)}`);
   texts.forEach((text, i) => {
     if (typeof text !== 'string') throw new InputError('texts', `must be a string, got ${describe(text)}`, i);
@@ -158,8 +192,16 @@ export function resolveEmbedOptions(texts: readonly string[], options: EmbedOpti
   if (onProgress !== undefined && typeof onProgress !== 'function') {
     throw new InputError('onProgress', `must be a function, got ${describe(onProgress)}`);
   }
+  const { longText = 'truncate', overlap = 0 } = options;
+  if (longText !== 'truncate' && longText !== 'mean') throw new InputError('longText', `must be 'truncate' or 'mean', got ${describe(longText)}`);
+  checkInteger('overlap', overlap, 0);
+  const output = resolveOutputOptions(options, traits.hiddenSize);
+  const precision = checkPrecision(options, output.output);
   return {
-    ...resolveOutputOptions(options, traits.hiddenSize),
+    ...output,
+    longText,
+    overlap,
+    precision,
     chunkSize,
     limits: { maxBatchTokens, maxBatchSize, memoryBudgetBytes },
     onProgress,
@@ -199,4 +241,24 @@ function checkDimensions(dimensions: number, hiddenSize: number): void {
       `${describe(dimensions)} is not available; use ${nomicV15 ? NOMIC_V15_DIMENSIONS.join(', ') : `an integer from 1 to ${hiddenSize}`}`,
     );
   }
+}
+
+/** Checks `precision` and what int8/uint8 need: ranges of the right size, calibration texts, or normalised vectors. */
+function checkPrecision(options: EmbedOptions<Precision>, output: OutputSpec): Precision {
+  const { precision = 'float32', ranges, calibration } = options;
+  if (!PRECISIONS.includes(precision)) throw new InputError('precision', `unknown precision ${describe(precision)}; use one of ${PRECISIONS.join(', ')}`);
+  if (ranges !== undefined) {
+    for (const end of ['min', 'max'] as const) {
+      if (ranges[end]?.length !== output.dimensions) {
+        throw new InputError(`ranges.${end}`, `must hold one value per dimension (${output.dimensions}), got ${describe(ranges[end])}`);
+      }
+    }
+  }
+  if (calibration !== undefined && (!Array.isArray(calibration) || calibration.length === 0 || calibration.some((t) => typeof t !== 'string'))) {
+    throw new InputError('calibration', 'must be a non-empty array of texts');
+  }
+  if ((precision === 'int8' || precision === 'uint8') && ranges === undefined && calibration === undefined && !output.normalize) {
+    throw new InputError('precision', `${precision} of vectors that are not normalised needs ranges or calibration texts`);
+  }
+  return precision;
 }

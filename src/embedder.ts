@@ -12,12 +12,15 @@ import {
   type EmbedOptions,
   type EmbedResult,
   type LoadEmbedderOptions,
+  type ResolvedEmbedOptions,
 } from './embed-options.js';
-import { BackendError, NomicEmbedError } from './errors.js';
+import { BackendError, NomicEmbedError, OutOfMemoryError } from './errors.js';
 import { defaultAttentionKernel, type AttentionKernel } from './model/attention.js';
 import { layoutNotice, loadModel } from './model/load-model.js';
 import type { NomicBertModel } from './model/nomic-bert.js';
-import type { OutputSpec } from './pipeline/batch-job.js';
+import { finishVector } from './pipeline/finish-vector.js';
+import type { Pooling } from './pipeline/pooling.js';
+import { quantize, rangesOf, unitVectorRanges, type Precision, type QuantizationRanges, type VectorOf } from './pipeline/quantize.js';
 import { TextTokenizer } from './pipeline/tokenizer.js';
 import { LocalRunner } from './pool/local-runner.js';
 import type { BatchRunner } from './pool/runner.js';
@@ -140,52 +143,92 @@ export class Embedder {
   }
 
   /** Embeds `texts`; the result keeps their order. See {@link EmbedOptions} for the defaults. */
-  async embed(texts: readonly string[], options: EmbedOptions = {}): Promise<EmbedResult> {
+  async embed<P extends Precision = 'float32'>(texts: readonly string[], options: EmbedOptions<P> = {}): Promise<EmbedResult<VectorOf<P>>> {
     const settings = resolveEmbedOptions(texts, options, {
       hiddenSize: this.config.n_embd,
       backend: this.backend,
       defaultMemoryBudgetBytes: defaultMemoryBudget(this.backend),
     });
+    const { output, precision } = settings;
+    const ranges = await this.quantizationRanges(settings, options);
     const stats = new StatsRecorder(this.backend, texts.length);
-    const embeddings = new Array<Float32Array>(texts.length);
+    const embeddings = new Array<VectorOf<P>>(texts.length);
     let done = 0;
     for (let start = 0; start < texts.length; start += settings.chunkSize) {
       const chunk = texts.slice(start, start + settings.chunkSize);
-      const tokenized = chunk.map((text, i) => this.tokenizer.encode(text, settings.task, settings.truncation, start + i));
-      stats.truncatedTexts += tokenized.filter((t) => t.truncatedTokens > 0).length;
-      await this.runSequences(tokenized.map((t) => t.ids), settings.limits, settings.output, stats, start, (indices, vectors) => {
-        indices.forEach((i, row) => (embeddings[start + i] = vectors[row]));
-        done += vectors.length;
-        settings.onProgress?.(done, texts.length);
+      // Each text becomes one sequence, or several windows with longText: 'mean'.
+      const windows: Int32Array[] = [];
+      const owner: number[] = [];
+      const pending = chunk.map((text, i) => {
+        const parts =
+          settings.longText === 'mean'
+            ? this.tokenizer.windows(text, settings.task, settings.overlap)
+            : [this.tokenizer.encode(text, settings.task, settings.truncation, start + i)].map((t) => {
+                if (t.truncatedTokens > 0) stats.truncatedTexts++;
+                return t.ids;
+              });
+        for (const ids of parts) {
+          windows.push(ids);
+          owner.push(i);
+        }
+        return { sum: new Float64Array(this.config.n_embd), weight: 0, left: parts.length };
+      });
+      await this.runSequences(windows, settings.limits, output.pooling, stats, (indices, vectors) => {
+        indices.forEach((w, row) => {
+          const text = pending[owner[w]];
+          // The token-weighted mean of a text's windows (one window: the text's own vector).
+          const tokens = windows[w].length;
+          vectors[row].forEach((x, d) => (text.sum[d] += x * tokens));
+          text.weight += tokens;
+          if (--text.left > 0) return;
+          const pooled = Float32Array.from(text.sum, (x) => x / text.weight);
+          embeddings[start + owner[w]] = quantize(finishVector(pooled, output), precision as P, ranges);
+          settings.onProgress?.(++done, texts.length);
+        });
+      }).catch((error: unknown) => {
+        // The batcher names the window; the caller knows texts.
+        if (error instanceof OutOfMemoryError) throw new OutOfMemoryError(start + owner[error.index], error.tokens, error.cause);
+        throw error;
       });
     }
-    return { embeddings, dimensions: settings.output.dimensions, stats: stats.finish() };
+    return { embeddings, dimensions: output.dimensions, precision, ranges, stats: stats.finish() };
+  }
+
+  /** int8/uint8 ranges: given, from the calibration texts' embeddings, or the unit-vector default. */
+  private async quantizationRanges(settings: ResolvedEmbedOptions, options: EmbedOptions<Precision>): Promise<QuantizationRanges | undefined> {
+    if (settings.precision !== 'int8' && settings.precision !== 'uint8') return undefined;
+    if (options.ranges !== undefined) return options.ranges;
+    if (options.calibration !== undefined) {
+      const { precision, ranges, calibration, onProgress, ...same } = options;
+      return rangesOf((await this.embed(calibration, same)).embeddings);
+    }
+    return unitVectorRanges(settings.output.dimensions);
   }
 
   /**
    * Runs token id sequences (each with its [CLS] and [SEP], at most the
    * maximum length) through the model in planned batches, with the same
-   * back-off as {@link embed}; vectors come back in input order. For callers
-   * that tokenize and gather texts themselves, as the server's scheduler does
+   * back-off as {@link embed}; their pooled vectors come back in input order,
+   * to be finished as each caller asks (`finishVector`). For callers that
+   * tokenize and gather texts themselves, as the server's scheduler does
    * across requests.
    */
   async embedSequences(
     sequences: readonly Int32Array[],
-    output: OutputSpec,
+    pooling: Pooling,
     limits: BatchLimits,
   ): Promise<{ vectors: Float32Array[]; stats: EmbedStats }> {
     const stats = new StatsRecorder(this.backend, sequences.length);
     const vectors = new Array<Float32Array>(sequences.length);
-    await this.runSequences(sequences, limits, output, stats, 0, (indices, batch) => indices.forEach((i, row) => (vectors[i] = batch[row])));
+    await this.runSequences(sequences, limits, pooling, stats, (indices, batch) => indices.forEach((i, row) => (vectors[i] = batch[row])));
     return { vectors, stats: stats.finish() };
   }
 
   private async runSequences(
     sequences: readonly Int32Array[],
     limits: BatchLimits,
-    output: OutputSpec,
+    pooling: Pooling,
     stats: StatsRecorder,
-    indexBase: number,
     onBatch: (indices: readonly number[], vectors: Float32Array[]) => void,
   ): Promise<void> {
     const processor = this.processorFor(limits);
@@ -193,9 +236,9 @@ export class Embedder {
     await processor.run(
       processor.plan(lengths, this.runner.concurrency),
       lengths,
-      async (batch) => onBatch(batch.indices, await this.runBatch(batch, sequences, limits, output, stats)),
+      async (batch) => onBatch(batch.indices, await this.runBatch(batch, sequences, limits, pooling, stats)),
       () => stats.retries++,
-      { indexBase, concurrency: this.runner.concurrency },
+      { concurrency: this.runner.concurrency },
     );
   }
 
@@ -203,7 +246,7 @@ export class Embedder {
     batch: Batch,
     all: readonly Int32Array[],
     limits: BatchLimits,
-    output: OutputSpec,
+    pooling: Pooling,
     stats: StatsRecorder,
   ): Promise<Float32Array[]> {
     const sequences = batch.indices.map((i) => all[i]);
@@ -211,11 +254,11 @@ export class Embedder {
     const T = batch.length;
     const { attention } = this;
     const queryBlock = queryBlockFor(this.config, B, T, limits.memoryBudgetBytes, attention);
-    const { vectors, measuredPeakBytes } = await this.runner.run({ sequences, length: T, queryBlock, attention, output });
-    const dims = output.dimensions;
+    const { vectors, measuredPeakBytes } = await this.runner.run({ sequences, length: T, queryBlock, attention, pooling });
+    const D = this.config.n_embd;
     const tokens = sequences.reduce((sum, s) => sum + s.length, 0);
     stats.batchDone(tokens, B * T, estimateMemory(this.config, B, T, { queryBlock, attention }).totalBytes, measuredPeakBytes);
-    return sequences.map((_, row) => vectors.slice(row * dims, (row + 1) * dims));
+    return sequences.map((_, row) => vectors.slice(row * D, (row + 1) * D));
   }
 
   /** One batch processor per set of limits, so a back-off holds for later calls with the same limits. */

@@ -2,7 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadModel } from '../src/model/load-model.js';
 import type { NomicBertModel } from '../src/model/nomic-bert.js';
-import { l2Normalize } from '../src/pipeline/normalize.js';
+import { finishVector } from '../src/pipeline/finish-vector.js';
 import { pool } from '../src/pipeline/pooling.js';
 import { useBackend } from './helpers/backend.js';
 import { expectClose, FIXTURE_NAMES, fixtureDir, reference, TOLERANCE, type ReferenceText } from './helpers/fixtures.js';
@@ -22,8 +22,8 @@ function embedBatch(model: NomicBertModel, texts: readonly ReferenceText[]): Flo
       attentionMask,
       tokenTypeIds: tf.tensor2d(texts.flatMap((t) => pad(t.token_type_ids)), shape, 'int32'),
     });
-    const embeddings = l2Normalize(pool(hidden, attentionMask, 'mean')).arraySync();
-    return embeddings.map((row) => Float32Array.from(row));
+    const pooled = pool(hidden, attentionMask, 'mean').arraySync();
+    return pooled.map((row) => finishVector(Float32Array.from(row), { dimensions: row.length, matryoshka: false, normalize: true }));
   });
 }
 

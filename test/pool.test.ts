@@ -91,7 +91,7 @@ async function hookedPool(size: number, control: HookControl = {}, dir = fixture
 function job(n: number): BatchJob {
   const sequences = texts.slice(0, n).map((t) => Int32Array.from(t.input_ids));
   const length = Math.max(...sequences.map((s) => s.length));
-  return { sequences, length, queryBlock: length, attention: 'per-head', output: { pooling: 'mean', dimensions: 64, matryoshka: false, normalize: true } };
+  return { sequences, length, queryBlock: length, attention: 'per-head', pooling: 'mean' };
 }
 
 describe('worker pool', () => {

@@ -1,13 +1,26 @@
-import { MATRYOSHKA_LAYER_NORM_EPS } from './matryoshka.js';
-import type { OutputSpec } from './batch-job.js';
+import type { Pooling } from './pooling.js';
+
+/** What a caller asked of each vector. */
+export interface OutputSpec {
+  readonly pooling: Pooling;
+  /** Output size; the hidden size unless Matryoshka truncation was asked for. */
+  readonly dimensions: number;
+  /** Apply Nomic's Matryoshka recipe (layer norm, truncate, L2) rather than plain L2. */
+  readonly matryoshka: boolean;
+  readonly normalize: boolean;
+}
+
+/** Epsilon of the affine-free layer norm in Nomic's Matryoshka recipe (`F.layer_norm` default). */
+export const MATRYOSHKA_LAYER_NORM_EPS = 1e-5;
 
 /**
- * The output step of one pooled vector, in plain JavaScript: the same recipe
- * as the tensor stages (plain L2 normalisation, Nomic's Matryoshka recipe, or
- * the raw vector cut to size), for callers that pool many requests' texts in
- * one forward pass and finish each vector as its own request asks (the
- * server). Sums run in float64, so results agree with the tensor stages to
- * float32 rounding.
+ * The output step of one pooled vector: L2 normalisation as
+ * `torch.nn.functional.normalize`, Nomic's Matryoshka recipe (layer norm
+ * without affine parameters over the full vector, keep the first
+ * `dimensions` values, L2-normalise: so a 256-d vector is not simply the
+ * first 256 values of the 768-d one), or the raw vector cut to size. It runs
+ * on read-back vectors, so texts that ask for different outputs share a
+ * forward pass. Sums run in float64; results are rounded to float32 once.
  */
 export function finishVector(pooled: Float32Array, output: Omit<OutputSpec, 'pooling'>): Float32Array {
   const { dimensions, matryoshka, normalize } = output;

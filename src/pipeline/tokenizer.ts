@@ -1,5 +1,5 @@
 import { Tokenizer } from '@huggingface/tokenizers';
-import { ModelFilesError, TextTooLongError } from '../errors.js';
+import { InputError, ModelFilesError, TextTooLongError } from '../errors.js';
 import { readTokenizerFiles } from '../weights/model-folder.js';
 
 /** Nomic's task prefixes; the model was trained with them and expects one. */
@@ -86,6 +86,27 @@ export class TextTokenizer {
     const kept = Int32Array.from(ids.slice(0, this.maxLength));
     kept[this.maxLength - 1] = this.sepId;
     return { ids: kept, truncatedTokens: ids.length - this.maxLength, exact };
+  }
+
+  /**
+   * The windows of a text for `longText: 'mean'`: each at most the maximum
+   * length, each [CLS], the task prefix, a stretch of the text's tokens and
+   * [SEP]; consecutive windows share `overlap` tokens. A text that fits is one
+   * window, the ids `encode` gives it.
+   */
+  windows(text: string, task: Task | undefined, overlap: number): Int32Array[] {
+    const full = this.tokenizer.encode(task === undefined ? text : TASK_PREFIXES[task] + text).ids;
+    if (full.length <= this.maxLength) return [Int32Array.from(full)];
+    // The prefix ends in a space, where BERT's pre-tokenizer splits: its tokens open every window alike.
+    const head = full.slice(0, 1 + (task === undefined ? 0 : this.tokenizer.encode(TASK_PREFIXES[task]).ids.length - 2));
+    const body = full.slice(head.length, -1);
+    const width = this.maxLength - head.length - 1;
+    if (overlap >= width) throw new InputError('overlap', `must be less than the ${width} text tokens a window of ${this.maxLength} holds, got ${overlap}`);
+    const windows: Int32Array[] = [];
+    for (let start = 0; ; start += width - overlap) {
+      windows.push(Int32Array.from([...head, ...body.slice(start, start + width), this.sepId]));
+      if (start + width >= body.length) return windows;
+    }
   }
 
   /**

@@ -46,7 +46,7 @@ try {
   const model = loadModel(setup.dir, setup.modelOptions, tensorAllocator(setup.backend));
   const run = hooks.wrapRun?.(runBatchJob) ?? runBatchJob;
   const guard = batchGuard(setup.backend);
-  await guard(() => runBatchJob(model, warmUpJob(defaultAttentionKernel(setup.backend), model.config.n_embd)));
+  await guard(() => runBatchJob(model, warmUpJob(defaultAttentionKernel(setup.backend))));
   port.on('message', async ({ id, job }: WorkerRequest) => {
     try {
       const { vectors, measuredPeakBytes } = await guard(() => run(model, job));

@@ -1,6 +1,5 @@
 import type { Embedder } from '../embedder.js';
 import { NomicEmbedError, OutOfMemoryError } from '../errors.js';
-import type { OutputSpec } from '../pipeline/batch-job.js';
 import type { BatchLimits } from '../scheduling/batcher.js';
 
 /** The queue holds more tokens than allowed: try again later (HTTP 429). */
@@ -82,13 +81,11 @@ export class EmbeddingScheduler {
   private inFlight = 0;
   private timer: NodeJS.Timeout | undefined;
   private idleWaiters: (() => void)[] = [];
-  private readonly output: OutputSpec;
 
   constructor(
     private readonly embedder: Embedder,
     private readonly options: SchedulerOptions,
   ) {
-    this.output = { pooling: 'mean', dimensions: embedder.config.n_embd, matryoshka: false, normalize: false };
   }
 
   /** Texts and tokens waiting, not counting those in batches that run. */
@@ -193,7 +190,7 @@ export class EmbeddingScheduler {
   private runBatch(batch: PendingText[]): void {
     this.inFlight++;
     const sequences = batch.map((t) => t.ids);
-    this.embedder.embedSequences(sequences, this.output, this.options.limits).then(
+    this.embedder.embedSequences(sequences, 'mean', this.options.limits).then(
       ({ vectors, stats }) => {
         this.options.onBatch?.(batch.length, stats.tokens, stats.paddedTokens);
         batch.forEach((text, row) => {

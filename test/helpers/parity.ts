@@ -1,7 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { NomicBertModel } from '../../src/model/nomic-bert.js';
-import { matryoshka } from '../../src/pipeline/matryoshka.js';
-import { l2Normalize } from '../../src/pipeline/normalize.js';
+import { finishVector } from '../../src/pipeline/finish-vector.js';
 import { pool } from '../../src/pipeline/pooling.js';
 import { expectClose, TOLERANCE, type Reference, type ReferenceText } from './fixtures.js';
 
@@ -20,11 +19,17 @@ export async function runAlone(model: NomicBertModel, text: ReferenceText, dims:
       lengths: [text.num_tokens],
     });
     const pooled = pool(hidden, attentionMask, 'mean');
-    return [hidden, pooled, l2Normalize(pooled), ...dims.map((d) => matryoshka(pooled, d))];
+    return [hidden, pooled];
   });
-  const [hidden, pooled, embedding, ...cut] = await Promise.all(outputs.map((t) => t.data()));
+  const [hidden, pooled] = (await Promise.all(outputs.map((t) => t.data()))) as Float32Array[];
   tf.dispose(outputs);
-  return { hidden, pooled, embedding, matryoshka: cut };
+  const D = pooled.length;
+  return {
+    hidden,
+    pooled,
+    embedding: finishVector(pooled, { dimensions: D, matryoshka: false, normalize: true }),
+    matryoshka: dims.map((d) => finishVector(pooled, { dimensions: d, matryoshka: true, normalize: true })),
+  };
 }
 
 /** Every output of one text against the reference, at the fixtures' tolerances. */
