@@ -257,7 +257,7 @@ export class Embedder {
     const { vectors, measuredPeakBytes } = await this.runner.run({ sequences, length: T, queryBlock, attention, pooling });
     const D = this.config.n_embd;
     const tokens = sequences.reduce((sum, s) => sum + s.length, 0);
-    stats.batchDone(tokens, B * T, estimateMemory(this.config, B, T, { queryBlock, attention }).totalBytes, measuredPeakBytes);
+    stats.batchDone(B, tokens, B * T, estimateMemory(this.config, B, T, { queryBlock, attention }).totalBytes, measuredPeakBytes);
     return sequences.map((_, row) => vectors.slice(row * D, (row + 1) * D));
   }
 

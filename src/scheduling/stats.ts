@@ -4,6 +4,8 @@ export interface EmbedStats {
   readonly backend: string;
   readonly wallTimeMs: number;
   readonly texts: number;
+  /** Sequences run through the model: the texts, or more with `longText: 'mean'` (one per window). */
+  readonly windows: number;
   /** Real tokens run through the model, [CLS] and [SEP] included, after truncation. */
   readonly tokens: number;
   /** Positions computed, padding included: the sum of B × T over the batches that succeeded. */
@@ -32,6 +34,7 @@ export interface EmbedStats {
 export class StatsRecorder {
   private readonly started = performance.now();
   tokens = 0;
+  windows = 0;
   paddedTokens = 0;
   batches = 0;
   retries = 0;
@@ -44,8 +47,9 @@ export class StatsRecorder {
     private readonly texts: number,
   ) {}
 
-  batchDone(tokens: number, paddedTokens: number, estimatedBytes: number, measuredBytes: number): void {
+  batchDone(sequences: number, tokens: number, paddedTokens: number, estimatedBytes: number, measuredBytes: number): void {
     this.batches++;
+    this.windows += sequences;
     this.tokens += tokens;
     this.paddedTokens += paddedTokens;
     this.estimatedPeakBytes = Math.max(this.estimatedPeakBytes, estimatedBytes);
@@ -59,6 +63,7 @@ export class StatsRecorder {
       backend: this.backend,
       wallTimeMs,
       texts: this.texts,
+      windows: this.windows,
       tokens: this.tokens,
       paddedTokens: this.paddedTokens,
       paddingRatio: this.paddedTokens === 0 ? 0 : 1 - this.tokens / this.paddedTokens,
