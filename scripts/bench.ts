@@ -17,6 +17,7 @@ import { parseArgs } from 'node:util';
 import { AUTO_ORDER, selectBackend, type BackendName } from '../src/backends/select.js';
 import { webGpuAdapter } from '../src/backends/webgpu/device.js';
 import { ensureRandomCheckpoint } from './bench/random-checkpoint.js';
+import { benchSearch } from './bench/search.js';
 import { flopsPerToken, SETS, type SetName } from './bench/sets.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -138,6 +139,12 @@ if (cores > 1 && pick(pool, 'startup') && pick(threaded, 'startup')) {
   const [ts, ps] = [pick(threaded, 'startup')!, pick(pool, 'startup')!];
   console.log(`wasm: threads take ${ratio(ts.rssAfterWarmUpBytes, ps.rssAfterWarmUpBytes)}× the RSS after warm-up and ${ratio(ts.singleTextMs, ps.singleTextMs)}× the single-text latency of the pool`);
 }
+const search = benchSearch();
+results.push({ kind: 'search', ...search });
+console.log(
+  `search, top-10 over ${search.rows.toLocaleString('en-US')} ${search.dimensions}-d vectors: ` +
+    `${search.cosineMs.toFixed(1)} ms by cosine (float32), ${search.hammingMs.toFixed(1)} ms by Hamming distance (binary)`,
+);
 mkdirSync(`${ROOT}bench-results`, { recursive: true });
 const out = `${ROOT}bench-results/bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
 writeFileSync(out, JSON.stringify({ date: new Date().toISOString(), fraction: Number(values.fraction), results }, null, 2));

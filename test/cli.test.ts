@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readNpy } from '../src/cli/npy.js';
+import { quantize, unitVectorRanges } from '../src/pipeline/quantize.js';
 import { expectClose, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
 import { startHub } from './helpers/hub-server.js';
 import { tempDir } from './helpers/tmp.js';
@@ -68,9 +69,62 @@ describe('nomic-embed command line', () => {
     const r = await run(['embed', '--model', MODEL, '--input', join(work, 'texts.jsonl'), '--output', out, '--dimensions', '32']);
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/embedded 16 texts .* tokens\/s/);
-    const { shape, data } = readNpy(readFileSync(out));
+    const { shape, data, dtype } = readNpy(readFileSync(out));
     expect(shape).toEqual([16, 32]);
+    expect(dtype).toBe('<f4');
     texts.forEach((t, i) => expectClose(data.subarray(i * 32, (i + 1) * 32), t.matryoshka['32'], TOLERANCE.embedding, t.name));
+  });
+
+  it('writes quantized vectors: integers in JSON Lines, |i1 and |u1 in .npy, calibrated once over all chunks', async () => {
+    const jsonl = await run(['embed', '--model', MODEL, '--quiet', '--precision', 'uint8', texts[0].text, texts[1].text]);
+    const rows = jsonl.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { embedding: number[] }).embedding);
+    const expected = rows.map((_, i) => Array.from(quantize(Float32Array.from(texts[i].embedding), 'uint8', unitVectorRanges(64))));
+    // The reference is float64; a code may differ by one where it sits on a step's edge.
+    rows.forEach((row, i) => row.forEach((code, d) => expect(Math.abs(code - expected[i][d])).toBeLessThanOrEqual(1)));
+    expect(rows.flat().every((x) => Number.isInteger(x) && x >= 0 && x <= 255)).toBe(true);
+    const binary = join(work, 'binary.npy');
+    expect((await run(['embed', '--model', MODEL, '--quiet', '--input', join(work, 'texts.txt'), '--output', binary, '--precision', 'binary', '--dimensions', '32'])).code).toBe(0);
+    const packed = readNpy(readFileSync(binary));
+    expect(packed.shape).toEqual([16, 4]);
+    expect(packed.dtype).toBe('|i1');
+    expect(Array.from(packed.data.subarray(0, 4))).toEqual(Array.from(quantize(Float32Array.from(texts[0].matryoshka['32']), 'binary')));
+    writeFileSync(join(work, 'calibration.txt'), `${texts.slice(0, 5).map((t) => t.text.replace(/\n/g, ' ')).join('\n')}\n`);
+    const int8 = join(work, 'int8.npy');
+    const calibrated = await run(['embed', '--model', MODEL, '--quiet', '--input', join(work, 'texts.txt'), '--output', int8, '--precision', 'int8', '--calibration', join(work, 'calibration.txt')]);
+    expect(calibrated.code).toBe(0);
+    expect(readNpy(readFileSync(int8))).toMatchObject({ shape: [16, 64], dtype: '|i1' });
+  });
+
+  it('searches a float32 index by cosine and a binary one by Hamming distance', async () => {
+    const corpus = join(work, 'texts.txt');
+    const float = join(work, 'corpus.npy');
+    const bits = join(work, 'corpus-bits.npy');
+    expect((await run(['embed', '--model', MODEL, '--quiet', '--task', 'search_query', '--input', corpus, '--output', float])).code).toBe(0);
+    expect((await run(['embed', '--model', MODEL, '--quiet', '--task', 'search_query', '--input', corpus, '--output', bits, '--precision', 'ubinary'])).code).toBe(0);
+    const query = texts[5].text.replace(/\n/g, ' ');
+    const r = await run(['search', '--model', MODEL, '--index', float, '--texts', corpus, '--k', '3', '--json', query]);
+    expect(r.code).toBe(0);
+    const hits = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as { rank: number; index: number; score: number; text: string });
+    expect(hits).toHaveLength(3);
+    // The query is a text of the corpus: it finds itself first.
+    expect(hits[0]).toMatchObject({ rank: 1, index: 5, text: query });
+    expect(hits[0].score).toBeCloseTo(1, 5);
+    expect(hits[1].score).toBeLessThanOrEqual(hits[0].score);
+    const b = await run(['search', '--model', MODEL, '--index', bits, '--texts', corpus, '--k', '2', query]);
+    expect(b.code).toBe(0);
+    expect(b.stdout).toMatch(/1\. 0 bits {2}\[5\]/);
+    const mismatch = await run(['search', '--model', MODEL, '--index', float, '--texts', join(work, 'calibration.txt'), query]);
+    expect(mismatch.code).toBe(2);
+    expect(mismatch.stderr).toMatch(/holds 5 texts and .* 16 vectors/);
+  });
+
+  it('embeds a long text as the mean of its windows', async () => {
+    const long = texts.find((t) => t.name === 'long_paragraph')!.text.replace(/\n/g, ' ');
+    const r = await run(['embed', '--model', MODEL, '--max-length', '32', '--long-text', 'mean', '--overlap', '4', long]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/embedded 1 texts \(\d+ tokens, 0 truncated\)/);
+    const cut = await run(['embed', '--model', MODEL, '--quiet', '--max-length', '32', long]);
+    expect(parseJsonl(r.stdout)[0]).not.toEqual(parseJsonl(cut.stdout)[0]);
   });
 
   it('reads one text per line from stdin, with a task prefix and --no-normalize', async () => {
@@ -113,7 +167,7 @@ describe('nomic-embed command line', () => {
     expect(r.stderr).not.toMatch(/\n\s+at /);
   });
 
-  it.each(['embed', 'pull', 'convert', 'info', 'serve'])('%s --help prints its own usage and exits 0', async (command) => {
+  it.each(['embed', 'pull', 'convert', 'info', 'serve', 'search'])('%s --help prints its own usage and exits 0', async (command) => {
     for (const flag of ['--help', '-h']) {
       const r = await run([command, flag]);
       expect(r.code).toBe(0);

@@ -13,7 +13,7 @@ const LAYERS: readonly string[][] = [
   ['errors.ts', 'options.ts'],
   ['weights'],
   ['model'],
-  ['pipeline'],
+  ['pipeline', 'search'],
   ['scheduling'],
   ['backends'],
   ['pool'],

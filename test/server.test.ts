@@ -128,6 +128,21 @@ describe('the embedding server', () => {
     expect(body.load_duration).toBe(0);
   });
 
+  it('quantizes on request, as the library does, in every API', async () => {
+    const input = texts.slice(0, 3);
+    const binary = (await embedder.embed(input, { precision: 'binary', dimensions: 32 })).embeddings.map((v) => Array.from(v));
+    const openai = await post(server, '/v1/embeddings', { input, precision: 'binary', dimensions: 32 });
+    expect(openai.body.data.map((d: any) => d.embedding)).toEqual(binary);
+    const bytes = await post(server, '/v1/embeddings', { input, precision: 'binary', dimensions: 32, encoding_format: 'base64' });
+    expect(bytes.body.data.map((d: any) => Array.from(new Int8Array(Buffer.from(d.embedding, 'base64'))))).toEqual(binary);
+    const uint8 = (await embedder.embed(input, { precision: 'uint8' })).embeddings.map((v) => Array.from(v));
+    expect((await post(server, '/embed', { inputs: input, precision: 'uint8' })).body).toEqual(uint8);
+    expect((await post(server, '/api/embed', { input, precision: 'uint8' })).body.embeddings).toEqual(uint8);
+    const refused = await post(server, '/embed', { inputs: input, precision: 'int8', normalize: false });
+    expect(refused.status).toBe(400);
+    expect((await post(server, '/embed', { inputs: input, precision: 'int4' })).body.error).toMatch(/unknown precision "int4"/);
+  });
+
   it.each([
     ['OpenAI', '/v1/embeddings', 'input', (e: any) => e.error.message],
     ['TEI', '/embed', 'inputs', (e: any) => e.error],

@@ -1,13 +1,14 @@
-import { createReadStream, createWriteStream, existsSync, statSync, type WriteStream } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, readFileSync, statSync, type WriteStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { loadEmbedder, type Embedder } from '../embedder.js';
 import type { EmbedOptions } from '../embed-options.js';
 import { InputError } from '../errors.js';
+import { PRECISIONS, type Precision } from '../pipeline/quantize.js';
 import { TASK_PREFIXES, type Task } from '../pipeline/tokenizer.js';
 import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
 import type { CliIo } from './main.js';
-import { finishNpyFile, npyBody, npyHeader } from './npy.js';
+import { dtypeOf, finishNpyFile, npyBody, npyHeader, type NpyDtype } from './npy.js';
 import { formatBytes, formatDuration, ProgressBar } from './progress.js';
 
 /** `nomic-embed embed`: texts from arguments, a file or stdin, to JSONL or .npy. */
@@ -25,6 +26,10 @@ export async function embedCommand(args: readonly string[], io: CliIo): Promise<
     threads: { type: 'string' },
     'max-batch-tokens': { type: 'string' },
     'max-length': { type: 'string' },
+    'long-text': { type: 'string' },
+    overlap: { type: 'string' },
+    precision: { type: 'string' },
+    calibration: { type: 'string' },
     progress: { type: 'boolean' },
     quiet: { type: 'boolean' },
   }));
@@ -37,11 +42,20 @@ export async function embedCommand(args: readonly string[], io: CliIo): Promise<
   if (values.task !== undefined && !(values.task in TASK_PREFIXES)) {
     throw new UsageError(`--task must be one of ${Object.keys(TASK_PREFIXES).join(', ')}, got "${values.task}"`);
   }
-  const embedOptions: EmbedOptions = {
+  const precision = (values.precision ?? 'float32') as Precision;
+  if (!PRECISIONS.includes(precision)) throw new UsageError(`--precision must be one of ${PRECISIONS.join(', ')}, got "${values.precision}"`);
+  const longText = values['long-text'] ?? 'truncate';
+  if (longText !== 'truncate' && longText !== 'mean') throw new UsageError(`--long-text must be truncate or mean, got "${longText}"`);
+  if (values.calibration !== undefined && !existsSync(values.calibration)) throw new UsageError(`--calibration ${values.calibration}: no such file`);
+  const embedOptions: EmbedOptions<Precision> = {
     task: values.task as Task | undefined,
     dimensions: integerOption('dimensions', values.dimensions),
     normalize: !values['no-normalize'],
     maxBatchTokens: integerOption('max-batch-tokens', values['max-batch-tokens']),
+    longText,
+    overlap: integerOption('overlap', values.overlap, 0),
+    precision,
+    calibration: values.calibration === undefined ? undefined : readFileSync(values.calibration, 'utf8').split('\n').filter((l) => l.length > 0),
   };
   const source = textSource(positionals, values.input, io);
   const dir = modelDir(values.model);
@@ -105,7 +119,7 @@ function textSource(positionals: readonly string[], input: string | undefined, i
   return { chunks: chunks(), position: total === undefined ? undefined : () => ({ done: Math.min(consumed, total), total }) };
 }
 
-function jsonText(line: string, lineNumber: number, file: string): string {
+export function jsonText(line: string, lineNumber: number, file: string): string {
   let record: unknown;
   try {
     record = JSON.parse(line);
@@ -125,14 +139,16 @@ interface OutputSettings {
   readonly io: CliIo;
 }
 
-async function streamEmbeddings(embedder: Embedder, source: TextSource, options: EmbedOptions, out: OutputSettings): Promise<number> {
+async function streamEmbeddings(embedder: Embedder, source: TextSource, initial: EmbedOptions<Precision>, out: OutputSettings): Promise<number> {
+  let options = initial;
   const file: WriteStream | undefined = out.output === undefined ? undefined : createWriteStream(out.output);
   const sink = file ?? out.io.stdout;
   const write = (data: string | Buffer) =>
     new Promise<void>((resolve, reject) => sink.write(data, (error?: Error | null) => (error ? reject(error) : resolve())));
   if (out.format === 'npy') await write(npyHeader(0, 0));
   let index = 0;
-  let dimensions = 0;
+  let columns = 0;
+  let dtype: NpyDtype = '<f4';
   const totals = { texts: 0, tokens: 0, paddedTokens: 0, batches: 0, retries: 0, truncated: 0, peak: 0, ms: 0 };
   const started = performance.now();
   try {
@@ -142,7 +158,12 @@ async function streamEmbeddings(embedder: Embedder, source: TextSource, options:
         ...options,
         onProgress: (done) => out.progress?.update(base + done, source.position === undefined ? undefined : estimateTotal(base + done, source)),
       });
-      dimensions = result.dimensions;
+      // Calibrated once: every later chunk is quantized over the same ranges.
+      if (result.ranges !== undefined) options = { ...options, ranges: result.ranges, calibration: undefined };
+      if (result.embeddings.length > 0) {
+        columns = result.embeddings[0].length;
+        dtype = dtypeOf(result.embeddings[0]);
+      }
       if (out.format === 'npy') await write(npyBody(result.embeddings));
       else await write(result.embeddings.map((e, i) => `${JSON.stringify({ index: base + i, embedding: Array.from(e) })}\n`).join(''));
       index += texts.length;
@@ -158,7 +179,7 @@ async function streamEmbeddings(embedder: Embedder, source: TextSource, options:
   } finally {
     if (file !== undefined) await new Promise<void>((resolve) => file.end(resolve));
   }
-  if (out.format === 'npy') finishNpyFile(out.output!, index, dimensions);
+  if (out.format === 'npy') finishNpyFile(out.output!, index, columns, dtype);
   out.progress?.finish(index, index);
   if (out.summary) {
     const seconds = (performance.now() - started) / 1000;

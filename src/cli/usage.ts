@@ -27,6 +27,13 @@ options:
   --threads N           threads of the wasm backend per worker (default: the cores)
   --max-batch-tokens N  padded tokens per batch (default 8192)
   --max-length N        truncate texts to N tokens (default: the model's maximum)
+  --long-text MODE      truncate (default) or mean: a longer text is the token-weighted
+                        mean of its windows of at most --max-length tokens
+  --overlap N           tokens consecutive windows share (default 0)
+  --precision P         float32 (default), int8, uint8, binary, ubinary (quantized as
+                        sentence-transformers; .npy gets dtype |i1 or |u1)
+  --calibration FILE    int8/uint8 ranges from these texts' embeddings (one per line);
+                        default: ±4/sqrt(dimensions), which suits unit vectors
   --progress            show progress even when stderr is not a terminal
   --quiet               no progress, no summary`,
   pull: `usage: nomic-embed pull [REPO] [options]
@@ -84,6 +91,22 @@ options:
   --grace-seconds N         time requests in flight get to finish at shutdown (default 30)
   --cors ORIGIN             allow cross-origin requests from ORIGIN (* for any)
   --quiet                   no logs`,
+  search: `usage: nomic-embed search --index FILE.npy --texts FILE [options] QUERY...
+
+Prints the texts nearest each query: cosine similarity against a float32
+index, Hamming distance against a binary one (as embed --output FILE.npy
+writes them, with --precision binary or ubinary for the latter).
+
+options:
+  --index FILE.npy      the corpus's embeddings, one row per text
+  --texts FILE          the corpus: one text per line, or JSON Lines with a "text" field
+  --k N                 how many to print per query (default 10)
+  --task TASK           the queries' task prefix (default search_query)
+  --precision P         float32, binary or ubinary (default: from the file's dtype,
+                        |i1 read as binary, |u1 as ubinary)
+  --model DIR           model folder (default ${DEFAULT_MODEL_DIR})
+  --backend NAME        ${BACKENDS}
+  --json                JSON Lines: query, rank, index, score or distance, text`,
 } as const;
 
 export type CommandName = keyof typeof COMMAND_USAGE;
@@ -100,6 +123,7 @@ commands:
   convert SRC OUT       convert a Hugging Face checkpoint folder to the runtime layout
   info                  backend, model config, parameters, memory estimate
   serve                 serve embeddings over HTTP (OpenAI, TEI and Ollama APIs)
+  search QUERY...       the texts of a corpus nearest each query, from its .npy embeddings
 
 \`nomic-embed <command> --help\` prints a command's options.
 

@@ -1,6 +1,7 @@
 import { resolveOutputOptions } from '../embed-options.js';
 import type { Embedder } from '../embedder.js';
 import { finishVector } from '../pipeline/finish-vector.js';
+import { PRECISIONS, quantize, unitVectorRanges, type Precision } from '../pipeline/quantize.js';
 import type { Task } from '../pipeline/tokenizer.js';
 import { ApiError } from './api-error.js';
 import type { EmbeddingScheduler } from './scheduler.js';
@@ -13,10 +14,12 @@ export interface EmbedCall {
   readonly normalize: boolean;
   /** Cut texts longer than the maximum length, or refuse them. */
   readonly truncate: boolean;
+  /** Quantized outputs (an extension of every API): int8/uint8 over the unit-vector ranges, binary, ubinary. */
+  readonly precision?: string;
 }
 
 export interface EmbedCallResult {
-  readonly vectors: Float32Array[];
+  readonly vectors: (Float32Array | Int8Array | Uint8Array)[];
   /** Tokens the model read, [CLS] and [SEP] included, after truncation. */
   readonly tokens: number;
 }
@@ -59,10 +62,16 @@ export async function runEmbedCall(
     { task: call.task as Task | undefined, dimensions: call.dimensions, normalize: call.normalize, truncation: call.truncate ? 'truncate' : 'error' },
     embedder.config.n_embd,
   );
+  const precision = (call.precision ?? 'float32') as Precision;
+  if (!PRECISIONS.includes(precision)) throw new ApiError('invalid', `unknown precision "${precision}"; use one of ${PRECISIONS.join(', ')}`, 'precision');
+  if ((precision === 'int8' || precision === 'uint8') && !output.normalize) {
+    throw new ApiError('invalid', `${precision} needs normalised vectors here (its ranges suit unit vectors)`, 'precision');
+  }
+  const ranges = unitVectorRanges(output.dimensions);
   const sequences = call.texts.map((text, i) => embedder.tokenizer.encode(text, task, truncation, i).ids);
   const pooled = await scheduler.submit(sequences, signal);
   return {
-    vectors: pooled.map((vector) => finishVector(vector, output)),
+    vectors: pooled.map((vector) => quantize(finishVector(vector, output), precision, ranges)),
     tokens: sequences.reduce((sum, ids) => sum + ids.length, 0),
   };
 }

@@ -20,6 +20,7 @@ export function registerOllama(app: FastifyInstance, context: ApiContext): void 
         dimensions: body.dimensions,
         normalize: true,
         truncate: body.truncate ?? true,
+        precision: body.precision,
       },
       abortOnClose(reply),
     );
@@ -41,8 +42,9 @@ interface OllamaBody {
   dimensions?: number;
   options?: object;
   keep_alive?: string | number;
-  /** Extension: Nomic's task prefix. */
+  /** Extensions: Nomic's task prefix, quantized outputs. */
   task?: string;
+  precision?: string;
 }
 
 const BODY = {
@@ -56,6 +58,7 @@ const BODY = {
     options: { type: 'object' },
     keep_alive: { anyOf: [{ type: 'string' }, { type: 'number' }] },
     task: { type: 'string' },
+    precision: { type: 'string' },
   },
 } as const;
 

@@ -18,13 +18,14 @@ export function registerOpenAi(app: FastifyInstance, context: ApiContext): void 
         dimensions: body.dimensions,
         normalize: body.normalize ?? true,
         truncate: body.truncate ?? false,
+        precision: body.precision,
       },
       abortOnClose(reply),
     );
     const base64 = body.encoding_format === 'base64';
     return {
       object: 'list',
-      data: vectors.map((vector, index) => ({ object: 'embedding', index, embedding: base64 ? float32Base64(vector) : Array.from(vector) })),
+      data: vectors.map((vector, index) => ({ object: 'embedding', index, embedding: base64 ? toBase64(vector) : Array.from(vector) })),
       model: context.servedModelName,
       usage: { prompt_tokens: tokens, total_tokens: tokens },
     };
@@ -41,6 +42,7 @@ interface OpenAiBody {
   task?: string;
   normalize?: boolean;
   truncate?: boolean;
+  precision?: string;
 }
 
 const BODY = {
@@ -55,11 +57,16 @@ const BODY = {
     task: { type: 'string' },
     normalize: { type: 'boolean' },
     truncate: { type: 'boolean' },
+    precision: { type: 'string' },
   },
 } as const;
 
-/** Little-endian float32 bytes in base64, as OpenAI sends `encoding_format: "base64"`. */
-export function float32Base64(vector: Float32Array): string {
+/**
+ * A vector's bytes in base64, as OpenAI sends `encoding_format: "base64"`:
+ * little-endian float32, or the bytes themselves when quantized.
+ */
+export function toBase64(vector: Float32Array | Int8Array | Uint8Array): string {
+  if (!(vector instanceof Float32Array)) return Buffer.from(vector.buffer, vector.byteOffset, vector.byteLength).toString('base64');
   const bytes = Buffer.alloc(vector.length * 4);
   vector.forEach((x, i) => bytes.writeFloatLE(x, i * 4));
   return bytes.toString('base64');

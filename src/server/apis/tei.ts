@@ -15,6 +15,7 @@ export function registerTei(app: FastifyInstance, context: ApiContext): void {
         dimensions: body.dimensions,
         normalize: body.normalize ?? true,
         truncate: body.truncate ?? false,
+        precision: body.precision,
       },
       abortOnClose(reply),
     );
@@ -30,6 +31,8 @@ interface TeiBody {
   dimensions?: number;
   /** A task prefix (TEI's prompts): search_query, search_document, clustering, classification. */
   prompt_name?: string;
+  /** Extension: quantized outputs. */
+  precision?: string;
 }
 
 const BODY = {
@@ -42,6 +45,7 @@ const BODY = {
     truncation_direction: { type: 'string', enum: ['Right', 'right'] },
     dimensions: { type: 'integer' },
     prompt_name: { type: 'string' },
+    precision: { type: 'string' },
   },
 } as const;
 
