@@ -28,3 +28,9 @@ export { quantize, rangesOf, unitVectorRanges, PRECISIONS } from './pipeline/qua
 export type { Precision, QuantizationRanges, VectorOf } from './pipeline/quantize.js';
 export { finishVector } from './pipeline/finish-vector.js';
 export type { OutputSpec } from './pipeline/finish-vector.js';
+export { submitEmbeddings } from './queue/submit.js';
+export type { SubmitOptions, SubmitProgress, SubmitSummary, FailedChunk } from './queue/submit.js';
+export { startQueueWorker, DEFAULT_QUEUE } from './queue/queue-worker.js';
+export type { QueueWorkerOptions } from './queue/queue-worker.js';
+export { JOB_FORMAT_VERSION, JobFormatError } from './queue/job-format.js';
+export { RedisUnreachableError } from './queue/connection.js';

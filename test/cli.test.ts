@@ -3,7 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { readNpy } from '../src/cli/npy.js';
+import { readNpy } from '../src/formats/npy.js';
 import { quantize, unitVectorRanges } from '../src/pipeline/quantize.js';
 import { expectClose, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
 import { startHub } from './helpers/hub-server.js';

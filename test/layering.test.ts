@@ -10,7 +10,7 @@ const SRC = fileURLToPath(new URL('../src/', import.meta.url));
  * own layer or those before it. Files at the top of src/ are named alone.
  */
 const LAYERS: readonly string[][] = [
-  ['errors.ts', 'options.ts'],
+  ['errors.ts', 'options.ts', 'formats'],
   ['weights'],
   ['model'],
   ['pipeline', 'search'],
@@ -18,7 +18,7 @@ const LAYERS: readonly string[][] = [
   ['backends'],
   ['pool'],
   ['embed-options.ts', 'embedder.ts', 'download'],
-  ['server'],
+  ['server', 'queue'],
   ['index.ts', 'cli'],
 ];
 

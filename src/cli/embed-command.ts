@@ -3,12 +3,12 @@ import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { loadEmbedder, type Embedder } from '../embedder.js';
 import type { EmbedOptions } from '../embed-options.js';
-import { InputError } from '../errors.js';
 import { PRECISIONS, type Precision } from '../pipeline/quantize.js';
 import { TASK_PREFIXES, type Task } from '../pipeline/tokenizer.js';
 import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
 import type { CliIo } from './main.js';
-import { dtypeOf, finishNpyFile, npyBody, npyHeader, type NpyDtype } from './npy.js';
+import { isJsonLines, textOfLine } from '../formats/text-lines.js';
+import { dtypeOf, finishNpyFile, npyBody, npyHeader, type NpyDtype } from '../formats/npy.js';
 import { formatBytes, formatDuration, ProgressBar } from './progress.js';
 
 /** `nomic-embed embed`: texts from arguments, a file or stdin, to JSONL or .npy. */
@@ -97,7 +97,7 @@ function textSource(positionals: readonly string[], input: string | undefined, i
     throw new UsageError('no texts: pass them as arguments, with --input FILE, or on stdin');
   }
   if (input !== undefined && !existsSync(input)) throw new UsageError(`--input ${input}: no such file`);
-  const jsonl = input !== undefined && /\.(jsonl|ndjson)$/i.test(input);
+  const jsonl = input !== undefined && isJsonLines(input);
   const stream = input === undefined ? io.stdin : createReadStream(input);
   const total = input === undefined ? undefined : statSync(input).size;
   let consumed = 0;
@@ -108,7 +108,7 @@ function textSource(positionals: readonly string[], input: string | undefined, i
     for await (const line of lines) {
       lineNumber++;
       consumed += Buffer.byteLength(line) + 1;
-      chunk.push(jsonl ? jsonText(line, lineNumber, input!) : line);
+      chunk.push(textOfLine(line, lineNumber, input ?? 'stdin', jsonl));
       if (chunk.length === CHUNK_TEXTS) {
         yield chunk;
         chunk = [];
@@ -119,17 +119,6 @@ function textSource(positionals: readonly string[], input: string | undefined, i
   return { chunks: chunks(), position: total === undefined ? undefined : () => ({ done: Math.min(consumed, total), total }) };
 }
 
-export function jsonText(line: string, lineNumber: number, file: string): string {
-  let record: unknown;
-  try {
-    record = JSON.parse(line);
-  } catch {
-    throw new InputError(`${file}:${lineNumber}`, 'not valid JSON');
-  }
-  const text = (record as { text?: unknown } | null)?.text;
-  if (typeof text !== 'string') throw new InputError(`${file}:${lineNumber}`, 'needs a string field "text"');
-  return text;
-}
 
 interface OutputSettings {
   readonly format: 'jsonl' | 'npy';

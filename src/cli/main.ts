@@ -2,6 +2,7 @@ import { InputError } from '../errors.js';
 import { UsageError } from './args.js';
 import { convertCommand, infoCommand, pullCommand } from './commands.js';
 import { embedCommand } from './embed-command.js';
+import { submitCommand, workerCommand } from './queue-commands.js';
 import { searchCommand } from './search-command.js';
 import { serveCommand } from './serve-command.js';
 import { commandUsage, COMMAND_USAGE, USAGE, type CommandName } from './usage.js';
@@ -31,6 +32,10 @@ export async function runCli(argv: readonly string[], io: CliIo = defaultIo()): 
         return await serveCommand(rest, io);
       case 'search':
         return await searchCommand(rest, io);
+      case 'worker':
+        return await workerCommand(rest, io);
+      case 'submit':
+        return await submitCommand(rest, io);
       case undefined:
       case '--help':
       case '-h':

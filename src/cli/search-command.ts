@@ -5,9 +5,9 @@ import type { Precision } from '../pipeline/quantize.js';
 import { TASK_PREFIXES, type Task } from '../pipeline/tokenizer.js';
 import { cosineTopK, hammingTopK } from '../search/top-k.js';
 import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
-import { jsonText } from './embed-command.js';
+import { textOfLine } from '../formats/text-lines.js';
 import type { CliIo } from './main.js';
-import { readNpy } from './npy.js';
+import { readNpy } from '../formats/npy.js';
 
 /**
  * `nomic-embed search`: the texts of a corpus nearest each query, from the
@@ -87,5 +87,5 @@ export async function searchCommand(args: readonly string[], io: CliIo): Promise
 function readTexts(file: string): string[] {
   const lines = readFileSync(file, 'utf8').split('\n');
   if (lines.at(-1) === '') lines.pop();
-  return /\.(jsonl|ndjson)$/i.test(file) ? lines.map((line, i) => jsonText(line, i + 1, file)) : lines;
+  return lines.map((line, i) => textOfLine(line, i + 1, file));
 }

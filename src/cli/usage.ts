@@ -107,6 +107,49 @@ options:
   --model DIR           model folder (default ${DEFAULT_MODEL_DIR})
   --backend NAME        ${BACKENDS}
   --json                JSON Lines: query, rank, index, score or distance, text`,
+  worker: `usage: nomic-embed worker --redis URL [options]
+
+Takes chunk jobs from a Redis queue (BullMQ) and embeds them, until SIGTERM
+or SIGINT, then finishes the jobs running. Run any number, on any machines
+that have the model folder.
+
+options:
+  --redis URL           redis://[user:password@]host:port[/db]
+  --queue NAME          queue name (default nomic-embed)
+  --model DIR           model folder (default ${DEFAULT_MODEL_DIR})
+  --backend NAME        ${BACKENDS}
+  --workers N, --threads N   as for embed; on one machine, keep processes × threads
+                        at most the cores (idle pool threads spin, and several
+                        processes of two threads each on two cores ran 3× slower)
+  --max-length N        the longest sequence in tokens (default: the model's)
+  --concurrency N       jobs this process runs at once (default 1)
+  --lock-seconds N      how long a job stays locked without renewal: a worker that
+                        dies leaves its job to others after this; keep it above the
+                        longest batch (default 30)
+  --quiet               no messages`,
+  submit: `usage: nomic-embed submit --redis URL --input FILE --output FILE [options]
+
+Streams the input onto the queue in chunk jobs and writes the workers' vectors
+to the output in input order. Run it again after an interruption: it keeps what
+was written, reuses the chunks that finished and enqueues the rest. Exits 1,
+naming the input lines, when chunks keep failing; everything else is written.
+
+options:
+  --redis URL           redis://[user:password@]host:port[/db]
+  --queue NAME          queue name (default nomic-embed)
+  --input FILE          one text per line, or JSON Lines with a "text" field
+  --output FILE         JSON Lines, or a .npy matrix
+  --task TASK           ${Object.keys(TASK_PREFIXES).join(', ')}
+  --dimensions N        Matryoshka size
+  --no-normalize        raw mean-pooled vectors
+  --precision P         float32 (default), int8, uint8, binary, ubinary
+  --long-text MODE      truncate (default) or mean
+  --truncation MODE     truncate (default) or error: a chunk holding a text longer
+                        than the workers' maximum length fails
+  --chunk-texts N       texts per job (default 256)
+  --window N            jobs queued beyond the next one to write (default 64)
+  --attempts N          tries per job (default 3)
+  --progress, --quiet   as for embed`,
 } as const;
 
 export type CommandName = keyof typeof COMMAND_USAGE;
@@ -124,6 +167,8 @@ commands:
   info                  backend, model config, parameters, memory estimate
   serve                 serve embeddings over HTTP (OpenAI, TEI and Ollama APIs)
   search QUERY...       the texts of a corpus nearest each query, from its .npy embeddings
+  worker                embed chunk jobs from a Redis queue (for corpora beyond one machine)
+  submit                put an input file on the queue and write the vectors back in order
 
 \`nomic-embed <command> --help\` prints a command's options.
 

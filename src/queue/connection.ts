@@ -1,0 +1,53 @@
+import { Redis } from 'ioredis';
+import { NomicEmbedError } from '../errors.js';
+
+export class RedisUnreachableError extends NomicEmbedError {
+  override name = 'RedisUnreachableError';
+  constructor(
+    /** The URL with its password masked. */
+    readonly url: string,
+    reason: string,
+  ) {
+    super(`cannot reach Redis at ${url} (${reason}); check --redis and that the server runs`);
+  }
+}
+
+/** The URL as it may be printed: a password becomes `***`. */
+export function maskUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password !== '') parsed.password = '***';
+    return parsed.toString().replace(/\/$/, '');
+  } catch {
+    return url.replace(/\/\/([^:@/]*):[^@/]*@/, '//$1:***@');
+  }
+}
+
+/**
+ * A Redis connection for BullMQ, checked before use: an unreachable server is
+ * a clear error naming it, not an endless retry. Once connected, ioredis
+ * reconnects by itself when the server restarts, and BullMQ carries on.
+ */
+export async function connectRedis(url: string, timeoutMs = 5000): Promise<Redis> {
+  const redis = new Redis(url, {
+    // BullMQ's blocking commands must wait across reconnections rather than fail.
+    maxRetriesPerRequest: null,
+    lazyConnect: true,
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+  });
+  // Before the first connection, errors are reported by connect(); after it, ioredis reconnects.
+  redis.on('error', () => undefined);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      redis.connect().then(() => redis.ping()),
+      new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs / 1000} s`)), timeoutMs))),
+    ]);
+    return redis;
+  } catch (error) {
+    redis.disconnect();
+    throw new RedisUnreachableError(maskUrl(url), (error as Error).message);
+  } finally {
+    clearTimeout(timer);
+  }
+}

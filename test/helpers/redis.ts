@@ -1,0 +1,49 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+
+/** A free loopback port. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A real redis-server on a loopback port, without persistence, for one test
+ * file (scripts/setup-redis.sh installs it). `restart()` stops it and starts
+ * it again on the same port, as a server restart would.
+ */
+export async function startRedis(port?: number): Promise<{ url: string; port: number; stop(): Promise<void>; restart(): Promise<void> }> {
+  const chosen = port ?? (await freePort());
+  let child: ChildProcess;
+  const launch = () =>
+    new Promise<void>((resolve, reject) => {
+      child = spawn('redis-server', ['--port', String(chosen), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let output = '';
+      const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${output}`)), 10_000);
+      child.on('error', (error) => {
+        clearTimeout(timer);
+        reject(new Error(`cannot run redis-server (${error.message}); run scripts/setup-redis.sh`));
+      });
+      child.stdout!.on('data', (d) => {
+        output += d;
+        if (output.includes('Ready to accept connections')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      if (child.exitCode !== null) return resolve();
+      child.once('exit', () => resolve());
+      child.kill('SIGTERM');
+    });
+  await launch();
+  return { url: `redis://127.0.0.1:${chosen}`, port: chosen, stop, restart: async () => (await stop(), await launch()) };
+}

@@ -1,0 +1,189 @@
+import { Queue, QueueEvents } from 'bullmq';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { loadEmbedder } from '../src/embedder.js';
+import { expectClose, fixtureDir, reference } from './helpers/fixtures.js';
+import { freePort, startRedis } from './helpers/redis.js';
+import { tempDir } from './helpers/tmp.js';
+
+const BIN = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
+const MODEL = fixtureDir('nomic-tiny');
+const work = tempDir();
+const input = join(work, 'in.txt');
+const base = reference('nomic-tiny').texts.map((t) => t.text.replace(/\n/g, ' ')).filter((t) => t.length > 0 && t.length < 200);
+const texts = Array.from({ length: 500 }, (_, i) => `${base[i % base.length]} variant ${i}`);
+/** The same texts in batches of other sizes: float32 rounding apart, the same vectors. */
+const SAME = 1e-6;
+
+let redis: Awaited<ReturnType<typeof startRedis>>;
+let expected: Float32Array[];
+const children: ChildProcess[] = [];
+let queues = 0;
+
+beforeAll(async () => {
+  redis = await startRedis();
+  writeFileSync(input, `${texts.join('\n')}\n`);
+  const embedder = await loadEmbedder(MODEL, { backend: 'wasm', workers: 1 });
+  expected = (await embedder.embed(texts, { task: 'search_document' })).embeddings;
+  await embedder.dispose();
+});
+afterAll(() => redis.stop());
+afterEach(() => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+});
+
+/** A worker process on `queue`; resolves once it takes jobs. */
+function startWorker(queue: string, extra: string[] = []): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [BIN, 'worker', '--redis', redis.url, '--queue', queue, '--model', MODEL, '--backend', 'wasm', '--threads', '1', '--lock-seconds', '2', ...extra]);
+  children.push(child);
+  let stderr = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the worker did not start:\n${stderr}`)), 60_000);
+    child.stderr!.on('data', (d) => {
+      stderr += d;
+      if (stderr.includes('taking jobs')) {
+        clearTimeout(timer);
+        resolve(child);
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`the worker exited with ${code}:\n${stderr}`)));
+  });
+}
+
+/** Runs `nomic-embed submit`; `onStart` gets the process, to interrupt it. */
+function submit(queue: string, output: string, extra: string[] = [], onStart?: (child: ChildProcess) => void, from = input) {
+  const child = spawn(process.execPath, [BIN, 'submit', '--redis', redis.url, '--queue', queue, '--input', from, '--output', output, '--task', 'search_document', '--chunk-texts', '10', ...extra]);
+  children.push(child);
+  onStart?.(child);
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  return new Promise<{ code: number | null; signal: string | null; stderr: string }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal, stderr })));
+}
+
+/** The output's vectors by index; every index at most once, in order. */
+function readOutput(output: string): Map<number, number[]> {
+  const rows = readFileSync(output, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { index: number; embedding: number[] });
+  const indices = rows.map((r) => r.index);
+  expect(indices).toEqual([...indices].sort((a, b) => a - b));
+  expect(new Set(indices).size).toBe(indices.length);
+  return new Map(rows.map((r) => [r.index, r.embedding]));
+}
+
+function expectAll(output: string): void {
+  const rows = readOutput(output);
+  expect(rows.size).toBe(texts.length);
+  expected.forEach((v, i) => expectClose(rows.get(i)!, v, SAME, `text ${i}`));
+}
+
+/** Waits until the journal of an output records `chunks` written chunks. */
+async function whenWritten(output: string, chunks: number): Promise<void> {
+  const journal = `${output}.partial.json`;
+  const deadline = Date.now() + 60_000;
+  while (!(existsSync(journal) && (JSON.parse(readFileSync(journal, 'utf8')) as { written: number }).written >= chunks)) {
+    if (Date.now() > deadline) throw new Error(`${chunks} chunks were not written within 60 s`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+async function jobKeys(queue: string): Promise<string[]> {
+  const client = new Redis(redis.url);
+  try {
+    const keys = await client.keys(`bull:${queue}:*`);
+    // BullMQ's own bookkeeping stays; job hashes and their results must not.
+    return keys.filter((k) => !/:(meta|events|id|stalled-check|marker)$/.test(k));
+  } finally {
+    client.disconnect();
+  }
+}
+
+describe('embedding jobs on a Redis queue', () => {
+  it('two workers and submit write what the library embeds, in order, and leave no result in Redis', async () => {
+    const queue = `q${queues++}`;
+    await Promise.all([startWorker(queue), startWorker(queue)]);
+    const output = join(work, 'two.jsonl');
+    const result = await submit(queue, output);
+    expect(result.stderr).toMatch(/wrote 500 texts in 50 chunks/);
+    expect(result.code).toBe(0);
+    expectAll(output);
+    expect(existsSync(`${output}.partial`)).toBe(false);
+    expect(await jobKeys(queue)).toEqual([]);
+  });
+
+  it('loses nothing and duplicates nothing when a worker is killed mid-run', async () => {
+    const queue = `q${queues++}`;
+    const [doomed] = await Promise.all([startWorker(queue), startWorker(queue)]);
+    const output = join(work, 'killed.jsonl');
+    const running = submit(queue, output);
+    await whenWritten(output, 5);
+    doomed.kill('SIGKILL');
+    const result = await running;
+    expect(result.code).toBe(0);
+    expectAll(output);
+  });
+
+  it('resumes an interrupted submit, keeping what it wrote', async () => {
+    const queue = `q${queues++}`;
+    await startWorker(queue);
+    const output = join(work, 'resumed.jsonl');
+    let submitter: ChildProcess | undefined;
+    const first = submit(queue, output, [], (child) => (submitter = child));
+    await whenWritten(output, 5);
+    submitter!.kill('SIGKILL');
+    expect((await first).signal).toBe('SIGKILL');
+    expect(existsSync(output)).toBe(false);
+    expect(existsSync(`${output}.partial`)).toBe(true);
+    const second = await submit(queue, output);
+    expect(second.code).toBe(0);
+    expect(second.stderr).toMatch(/wrote 500 texts in 50 chunks to .*, \d+ of them written by an earlier run/);
+    expectAll(output);
+  });
+
+  it('names the input lines of a chunk that keeps failing, writes the rest, and exits 1', async () => {
+    const queue = `q${queues++}`;
+    await startWorker(queue, ['--max-length', '64']);
+    // One text of 381 tokens, on line 57, among a hundred short ones.
+    const long = reference('nomic-tiny').texts.find((t) => t.name === 'long_paragraph')!.text.replace(/\n/g, ' ');
+    const mixed = join(work, 'mixed.txt');
+    writeFileSync(mixed, `${texts.slice(0, 100).map((t, i) => (i === 56 ? long : t)).join('\n')}\n`);
+    const output = join(work, 'failing.jsonl');
+    const result = await submit(queue, output, ['--truncation', 'error', '--attempts', '2'], undefined, mixed);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/lines 51-60 of .*mixed\.txt failed: texts\[6\] has (at least )?\d+ tokens, more than the maximum of 64/);
+    const rows = readOutput(output);
+    expect([...rows.keys()]).toEqual(Array.from({ length: 100 }, (_, i) => i).filter((i) => i < 50 || i >= 60));
+    for (const [index, vector] of rows) expectClose(vector, expected[index], SAME, `text ${index}`);
+  });
+
+  it('fails a job of another format version at once, saying so', async () => {
+    const queue = `q${queues++}`;
+    await startWorker(queue);
+    const connection = new Redis(redis.url, { maxRetriesPerRequest: null });
+    const q = new Queue(queue, { connection });
+    const events = new QueueEvents(queue, { connection: connection.duplicate() });
+    try {
+      const job = await q.add('embed', { version: 99, texts: ['hello'] }, { attempts: 3 });
+      await expect(job.waitUntilFinished(events)).rejects.toThrow(/job format version 99, but this worker reads version 1/);
+      expect((await q.getJob(job.id!))!.attemptsMade).toBe(1);
+    } finally {
+      await events.close();
+      await q.close();
+      connection.disconnect();
+    }
+  });
+
+  it('says which Redis it cannot reach, without the password', async () => {
+    const port = await freePort();
+    const output = join(work, 'unreachable.jsonl');
+    const child = spawn(process.execPath, [BIN, 'submit', '--redis', `redis://user:secret@127.0.0.1:${port}`, '--input', input, '--output', output]);
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const code = await new Promise((resolve) => child.on('exit', resolve));
+    expect(code).toBe(1);
+    expect(stderr).toMatch(new RegExp(`cannot reach Redis at redis://user:\\*\\*\\*@127\\.0\\.0\\.1:${port}`));
+    expect(stderr).not.toMatch(/secret/);
+  });
+});
