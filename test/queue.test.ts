@@ -158,6 +158,26 @@ describe('embedding jobs on a Redis queue', () => {
     for (const [index, vector] of rows) expectClose(vector, expected[index], SAME, `text ${index}`);
   });
 
+  it('goes on when Redis restarts mid-run', async () => {
+    const durable = await startRedis(undefined, tempDir());
+    const saved = redis;
+    redis = durable;
+    try {
+      const queue = `q${queues++}`;
+      await startWorker(queue);
+      const output = join(work, 'restart.jsonl');
+      const running = submit(queue, output);
+      await whenWritten(output, 5);
+      await durable.restart();
+      const result = await running;
+      expect(result.code).toBe(0);
+      expectAll(output);
+    } finally {
+      redis = saved;
+      await durable.stop();
+    }
+  });
+
   it('fails a job of another format version at once, saying so', async () => {
     const queue = `q${queues++}`;
     await startWorker(queue);

@@ -18,12 +18,17 @@ export function freePort(): Promise<number> {
  * file (scripts/setup-redis.sh installs it). `restart()` stops it and starts
  * it again on the same port, as a server restart would.
  */
-export async function startRedis(port?: number): Promise<{ url: string; port: number; stop(): Promise<void>; restart(): Promise<void> }> {
+export async function startRedis(
+  port?: number,
+  /** A folder to keep the data in (append-only file), so that it survives a restart. */
+  dataDir?: string,
+): Promise<{ url: string; port: number; stop(): Promise<void>; restart(): Promise<void> }> {
   const chosen = port ?? (await freePort());
+  const persistence = dataDir === undefined ? ['--save', '', '--appendonly', 'no'] : ['--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dataDir];
   let child: ChildProcess;
   const launch = () =>
     new Promise<void>((resolve, reject) => {
-      child = spawn('redis-server', ['--port', String(chosen), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child = spawn('redis-server', ['--port', String(chosen), '--bind', '127.0.0.1', ...persistence], { stdio: ['ignore', 'pipe', 'pipe'] });
       let output = '';
       const timer = setTimeout(() => reject(new Error(`redis-server did not start:\n${output}`)), 10_000);
       child.on('error', (error) => {
