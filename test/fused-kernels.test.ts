@@ -3,8 +3,18 @@ import { beforeAll, expect, it } from 'vitest';
 import { selectBackend } from '../src/backends/select.js';
 import { guardWebGpuBatch } from '../src/backends/webgpu/device.js';
 import { BackendError } from '../src/errors.js';
-import { FUSED_ATTENTION, fusedAttention, hasFusedKernel, RESIDUAL_LAYER_NORM, residualLayerNorm, residualLayerNormComposite } from '../src/model/fused-ops.js';
+import {
+  FUSED_ATTENTION,
+  fusedAttention,
+  fusedSwiglu,
+  hasFusedKernel,
+  RESIDUAL_LAYER_NORM,
+  residualLayerNorm,
+  residualLayerNormComposite,
+  SWIGLU,
+} from '../src/model/fused-ops.js';
 import { MASKED_SCORE } from '../src/model/attention.js';
+import { applyRotary, rotaryTable } from '../src/model/rotary.js';
 import { isOutOfMemory } from '../src/scheduling/out-of-memory.js';
 import { expectClose } from './helpers/fixtures.js';
 import { webGpuSuite } from './helpers/webgpu.js';
@@ -13,9 +23,37 @@ const suite = await webGpuSuite();
 /** Both sides compute in float32 with other summation orders. */
 const KERNEL_TOLERANCE = 1e-5;
 
-/** The tfjs composite the fused attention kernel replaces. */
-function compositeAttention(q: tf.Tensor4D, k: tf.Tensor4D, v: tf.Tensor4D, bias: tf.Tensor4D): tf.Tensor4D {
-  return tf.tidy(() => tf.matMul(tf.softmax(tf.add(tf.matMul(q, k, false, true), bias)), v));
+/** The tfjs composite the fused attention kernel replaces: transposes, rotary, scale, softmax attention, transpose back. */
+function compositeAttention(
+  q: tf.Tensor4D,
+  k: tf.Tensor4D,
+  v: tf.Tensor4D,
+  tables: { cos: tf.Tensor3D; sin: tf.Tensor3D },
+  bias: tf.Tensor4D,
+  scale: number,
+): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [R, T, half] = tables.cos.shape;
+    const rotary = { cos: tf.reshape(tables.cos, [R, 1, T, half]) as tf.Tensor4D, sin: tf.reshape(tables.sin, [R, 1, T, half]) as tf.Tensor4D };
+    const heads = (x: tf.Tensor4D) => tf.transpose(x, [0, 2, 1, 3]) as tf.Tensor4D; // [B, H, T, hd]
+    const queries = tf.mul(applyRotary(heads(q), rotary), scale) as tf.Tensor4D;
+    const keys = applyRotary(heads(k), rotary);
+    const context = tf.matMul(tf.softmax(tf.add(tf.matMul(queries, keys, false, true), bias)), heads(v));
+    return tf.transpose(context, [0, 2, 1, 3]) as tf.Tensor4D; // [B, T, H, hd]
+  });
+}
+
+/** Rotary tables [R, T, hd/2]: one per row when `perRow`, each with its own base, as NTK scaling makes them. */
+function tables(B: number, T: number, hd: number, perRow: boolean) {
+  const rows = perRow ? B : 1;
+  const cos = new Float32Array(rows * T * (hd / 2));
+  const sin = new Float32Array(rows * T * (hd / 2));
+  for (let r = 0; r < rows; r++) {
+    const table = rotaryTable(1000 * (r + 1), hd, T);
+    cos.set(table.cos, r * table.cos.length);
+    sin.set(table.sin, r * table.sin.length);
+  }
+  return { cos: tf.tensor3d(cos, [rows, T, hd / 2]), sin: tf.tensor3d(sin, [rows, T, hd / 2]) };
 }
 
 /** [B, 1, 1, T] bias masking the last `padding[b]` keys of row b. */
@@ -33,62 +71,66 @@ suite.describe('fused WebGPU kernels against the tfjs composites they replace', 
   it('are registered for webgpu', () => {
     expect(hasFusedKernel(FUSED_ATTENTION)).toBe(true);
     expect(hasFusedKernel(RESIDUAL_LAYER_NORM)).toBe(true);
+    expect(hasFusedKernel(SWIGLU)).toBe(true);
   });
 
   it.each([
-    [1, 1, 1, 16],
-    [2, 3, 5, 16],
-    [2, 2, 64, 64],
-    [1, 2, 65, 64],
-    [2, 1, 130, 32],
-    [1, 1, 33, 128],
-    [3, 12, 40, 64],
-  ])('attention of B=%i, H=%i, T=%i, hd=%i with padded keys', async (B, H, T, hd) => {
-    const [q, k, v] = [1, 2, 3].map((seed) => tf.randomNormal([B, H, T, hd], 0, 1, 'float32', seed) as tf.Tensor4D);
+    [1, 1, 1, 16, false],
+    [2, 5, 3, 16, false],
+    [2, 64, 2, 64, true],
+    [1, 65, 2, 64, false],
+    [2, 130, 1, 32, true],
+    [1, 33, 1, 128, false],
+    [3, 40, 12, 64, true],
+  ])('rotary attention of B=%i, T=%i, H=%i, hd=%i (a table per row: %s) with padded keys', async (B, T, H, hd, perRow) => {
+    const [q, k, v] = [1, 2, 3].map((seed) => tf.randomNormal([B, T, H, hd], 0, 1, 'float32', seed) as tf.Tensor4D);
+    const rotary = tables(B, T, hd, perRow);
     // Row 0 unpadded; the others lose up to half their keys.
     const bias = paddingBias(B, T, (b) => Math.floor((b * T) / (2 * B)));
-    const fused = fusedAttention(q, k, v, bias);
-    const composite = compositeAttention(q, k, v, bias);
-    expect(fused.shape).toEqual([B, H, T, hd]);
-    expectClose(await fused.data(), await composite.data(), KERNEL_TOLERANCE, `attention [${B}, ${H}, ${T}, ${hd}]`);
-    tf.dispose([q, k, v, bias, fused, composite]);
+    const scale = 1 / Math.sqrt(hd);
+    const fused = fusedAttention(q, k, v, rotary, bias, scale);
+    const composite = compositeAttention(q, k, v, rotary, bias, scale);
+    expect(fused.shape).toEqual([B, T, H, hd]);
+    expectClose(await fused.data(), await composite.data(), KERNEL_TOLERANCE, `attention [${B}, ${T}, ${H}, ${hd}]`);
+    tf.dispose([q, k, v, rotary.cos, rotary.sin, bias, fused, composite]);
   });
 
   it('attention without a bias, and with scores far from zero, where a naive softmax overflows', async () => {
-    const [q, k, v] = [4, 5, 6].map((seed) => tf.randomNormal([1, 2, 50, 16], 0, 1, 'float32', seed) as tf.Tensor4D);
-    const loud = tf.mul(q, 30) as tf.Tensor4D;
-    const fused = fusedAttention(loud, k, v, undefined);
-    const composite = compositeAttention(loud, k, v, tf.zeros([1, 1, 1, 50]));
+    const [q, k, v] = [4, 5, 6].map((seed) => tf.randomNormal([1, 50, 2, 16], 0, 1, 'float32', seed) as tf.Tensor4D);
+    const rotary = tables(1, 50, 16, false);
+    const fused = fusedAttention(q, k, v, rotary, undefined, 30);
+    const composite = compositeAttention(q, k, v, rotary, tf.zeros([1, 1, 1, 50]) as tf.Tensor4D, 30);
     expectClose(await fused.data(), await composite.data(), KERNEL_TOLERANCE, 'attention of large scores');
     expect((await fused.data()).every(Number.isFinite)).toBe(true);
-    tf.dispose([q, k, v, loud, fused, composite]);
+    tf.dispose([q, k, v, rotary.cos, rotary.sin, fused, composite]);
   });
 
   it('attention over more workgroups than one dispatch dimension holds (65,535)', async () => {
-    // 70,000 (sequence, head) pairs of one query each: tfjs reshapes the dispatch to 2-D.
-    const [q, k, v] = [7, 8, 9].map((seed) => tf.randomNormal([70_000, 1, 2, 16], 0, 1, 'float32', seed) as tf.Tensor4D);
-    const bias = tf.zeros([70_000, 1, 1, 2]) as tf.Tensor4D;
-    const fused = fusedAttention(q, k, v, bias);
+    // 70,000 (sequence, head) pairs of one query each: tfjs reshapes the dispatch to 2-D. Rotary tables of ones and zeros.
+    const [q, k, v] = [7, 8, 9].map((seed) => tf.randomNormal([35_000, 2, 2, 16], 0, 1, 'float32', seed) as tf.Tensor4D);
+    const rotary = { cos: tf.ones([1, 2, 8]) as tf.Tensor3D, sin: tf.zeros([1, 2, 8]) as tf.Tensor3D };
+    const fused = fusedAttention(q, k, v, rotary, undefined, 1);
     // tfjs's own batched matMul refuses a batch this large, so the reference is computed here.
     const [Q, K, V] = await Promise.all([q.data(), k.data(), v.data()]);
     const expected = new Float32Array(Q.length);
-    const hd = 16;
-    for (let row = 0; row < 70_000 * 2; row++) {
-      const b = Math.floor(row / 2);
-      const scores = [0, 1].map((j) => {
-        let dot = 0;
-        for (let d = 0; d < hd; d++) dot += Q[row * hd + d] * K[(b * 2 + j) * hd + d];
-        return dot;
-      });
-      const top = Math.max(...scores);
-      const weights = scores.map((x) => Math.exp(x - top));
-      const total = weights[0] + weights[1];
-      for (let d = 0; d < hd; d++) {
-        expected[row * hd + d] = (weights[0] * V[b * 2 * hd + d] + weights[1] * V[(b * 2 + 1) * hd + d]) / total;
+    const at = (b: number, t: number, h: number) => ((b * 2 + t) * 2 + h) * 16;
+    for (let b = 0; b < 35_000; b++) {
+      for (let h = 0; h < 2; h++) {
+        for (let t = 0; t < 2; t++) {
+          const scores = [0, 1].map((j) => {
+            let dot = 0;
+            for (let d = 0; d < 16; d++) dot += Q[at(b, t, h) + d] * K[at(b, j, h) + d];
+            return dot;
+          });
+          const top = Math.max(...scores);
+          const weights = scores.map((x) => Math.exp(x - top));
+          const total = weights[0] + weights[1];
+          for (let d = 0; d < 16; d++) expected[at(b, t, h) + d] = (weights[0] * V[at(b, 0, h) + d] + weights[1] * V[at(b, 1, h) + d]) / total;
+        }
       }
     }
     expectClose(await fused.data(), expected, KERNEL_TOLERANCE, 'attention, 70,000 workgroups');
-    tf.dispose([q, k, v, bias, fused]);
+    tf.dispose([q, k, v, rotary.cos, rotary.sin, fused]);
   });
 
   it.each([
@@ -106,6 +148,15 @@ suite.describe('fused WebGPU kernels against the tfjs composites they replace', 
     const composite = residualLayerNormComposite(x, residual, gamma, beta, 1e-12);
     expectClose(await fused.data(), await composite.data(), KERNEL_TOLERANCE, `residual LayerNorm [${N}, ${D}]`);
     tf.dispose([x, residual, gamma, beta, fused, composite]);
+  });
+
+  it.each([[1, 16], [37, 256], [300, 3072]])('SwiGLU of [%i, %i], against up · gate · sigmoid(gate)', async (N, F) => {
+    const gate = tf.randomNormal([N, F], 0, 4, 'float32', 11) as tf.Tensor2D;
+    const up = tf.randomNormal([N, F], 0, 1, 'float32', 12) as tf.Tensor2D;
+    const fused = fusedSwiglu(gate, up);
+    const composite = tf.tidy(() => tf.mul(up, tf.mul(gate, tf.sigmoid(gate))));
+    expectClose(await fused.data(), await composite.data(), KERNEL_TOLERANCE, `SwiGLU [${N}, ${F}]`);
+    tf.dispose([gate, up, fused, composite]);
   });
 
   it('residual LayerNorm uses its epsilon', async () => {

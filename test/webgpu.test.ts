@@ -4,6 +4,7 @@ import { selectBackend } from '../src/backends/select.js';
 import { webGpuAdapter } from '../src/backends/webgpu/device.js';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
 import { OutOfMemoryError } from '../src/errors.js';
+import { FUSED_ATTENTION, RESIDUAL_LAYER_NORM, SWIGLU } from '../src/model/fused-ops.js';
 import { loadModel } from '../src/model/load-model.js';
 import type { EncoderInputs, ForwardOptions } from '../src/model/nomic-bert.js';
 import { estimateMemory } from '../src/scheduling/memory.js';
@@ -59,9 +60,11 @@ suite.describe('the webgpu backend', () => {
           order.forEach((textIndex, row) => expectClose(embeddings[row], alone[textIndex], BATCH_TOLERANCE, `${texts[textIndex].name} in a batch`));
         });
         kernels = profile.kernelNames;
-        expect(kernels).toContain('NomicFusedAttention');
-        expect(kernels).toContain('NomicResidualLayerNorm');
-        expect(kernels).not.toContain('Softmax');
+        expect(kernels).toContain(FUSED_ATTENTION);
+        expect(kernels).toContain(RESIDUAL_LAYER_NORM);
+        expect(kernels).toContain(SWIGLU);
+        // Attention's softmax and transposes, rotary's halves, layer norms' means and SwiGLU's sigmoid all ran inside the fused kernels.
+        for (const gone of ['Softmax', 'Concat', 'Mean', 'Sigmoid']) expect(kernels).not.toContain(gone);
       } finally {
         await embedder.dispose();
       }

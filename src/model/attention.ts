@@ -53,6 +53,7 @@ export function defaultAttentionKernel(backendName: string): AttentionKernel {
  * peak at what the memory estimator counts.
  */
 export function selfAttention(weights: AttentionWeights, x: tf.Tensor2D, ctx: AttentionContext): tf.Tensor2D {
+  if (ctx.kernel === 'fused') return fusedSelfAttention(weights, x, ctx);
   return tf.tidy(() => {
     const { batch: B, length: T, heads: H } = ctx;
     const D = x.shape[1];
@@ -87,12 +88,36 @@ function attend(queries: tf.Tensor4D, keys: tf.Tensor4D, values: tf.Tensor4D, ct
     case 'per-head':
       return attendPerHead(queries, keys, values, ctx);
     case 'fused':
-      return fusedAttention(queries, keys, values, ctx.maskBias);
+      throw new Error('fused attention runs through fusedSelfAttention');
     default: {
       const unknown: never = ctx.kernel;
       throw new Error(`unknown attention kernel ${String(unknown)}`);
     }
   }
+}
+
+/**
+ * The same with the backend's fused kernel, which rotates and attends in the
+ * projections' own [B, T, H, hd] layout: three products, one kernel, one
+ * product, and no transposed or rotated copies in between.
+ */
+function fusedSelfAttention(weights: AttentionWeights, x: tf.Tensor2D, ctx: AttentionContext): tf.Tensor2D {
+  return tf.tidy(() => {
+    const { batch: B, length: T, heads: H } = ctx;
+    const D = x.shape[1];
+    const hd = D / H;
+    const project = (w: tf.Tensor2D) => tf.reshape(tf.matMul(x, w), [B, T, H, hd]) as tf.Tensor4D; // [B, T, H, hd]
+    const [queries, keys, values] = [weights.q, weights.k, weights.v].map(project);
+    const rows = ctx.rotary.cos.shape[0];
+    const table = (t: tf.Tensor4D) => tf.reshape(t, [rows, T, hd / 2]) as tf.Tensor3D; // [R, T, hd/2]
+    sampleMemory();
+    const context = fusedAttention(queries, keys, values, { cos: table(ctx.rotary.cos), sin: table(ctx.rotary.sin) }, ctx.maskBias, 1 / Math.sqrt(hd));
+    queries.dispose();
+    keys.dispose();
+    values.dispose();
+    sampleMemory();
+    return tf.matMul(tf.reshape(context, [B * T, D]), weights.out); // [B·T, D]
+  });
 }
 
 /** The query blocks [start, size) covering 0..T-1. */

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { layerNorm } from './layer-norm.js';
+import { residualLayerNorm } from './fused-ops.js';
 
 export interface EmbeddingWeights {
   readonly word: tf.Tensor2D; // [V, D]
@@ -22,6 +22,7 @@ export function embed(
   return tf.tidy(() => {
     const words = tf.gather(weights.word, tf.reshape(inputIds, [-1])); // [B·T, D]
     const types = tf.gather(weights.tokenType, tf.reshape(tokenTypeIds, [-1])); // [B·T, D]
-    return layerNorm(tf.add(words, types), eps, weights.normWeight, weights.normBias) as tf.Tensor2D;
+    // LayerNorm(words + types): the same sum-then-normalise as a residual block's, one fused kernel where there is one.
+    return residualLayerNorm(words as tf.Tensor2D, types as tf.Tensor2D, weights.normWeight, weights.normBias, eps);
   });
 }

@@ -9,13 +9,20 @@ import { layerNorm } from './layer-norm.js';
  * back to its tfjs composite, which is also what its kernel is tested against.
  */
 
-/** softmax(q·kᵀ + bias)·v with a blockwise online softmax. */
-export const FUSED_ATTENTION = 'NomicFusedAttention';
+/** Rotary, scale and softmax(q·kᵀ + bias)·v in one pass, with a blockwise online softmax. */
+export const FUSED_ATTENTION = 'NomicRotaryAttention';
+/** up · gate · sigmoid(gate): SwiGLU's elementwise step. */
+export const SWIGLU = 'NomicSwiglu';
 /** LayerNorm(x + residual) · gamma + beta over the last axis. */
 export const RESIDUAL_LAYER_NORM = 'NomicResidualLayerNorm';
 
 export interface ResidualLayerNormAttrs {
   readonly epsilon: number;
+}
+
+export interface FusedAttentionAttrs {
+  /** Applied to the queries after rotation: 1/√hd. */
+  readonly scale: number;
 }
 
 /** Whether the active backend has its own kernel for `name`. */
@@ -24,24 +31,31 @@ export function hasFusedKernel(name: string): boolean {
 }
 
 /**
- * Attention of rotated, pre-scaled queries over keys and values, all
- * [B, H, T, hd], with an optional [B, 1, 1, T] additive key bias. Only
- * backends with a fused kernel run it; the caller picks the kernel with
- * {@link hasFusedKernel} or `defaultAttentionKernel`. The caller disposes the result.
+ * Self-attention in the projections' own layout: queries, keys and values
+ * [B, T, H, hd] (the matMuls' [B·T, D] output, reshaped), rotary tables
+ * [R, T, hd/2] (R = 1, or B when NTK scaling gives rows their own), an
+ * optional [B, 1, 1, T] additive key bias. Queries and keys are rotated
+ * (rotate-half), queries scaled by `scale`, and softmax(q·kᵀ + bias)·v
+ * returned as [B, T, H, hd]. Only backends with the fused kernel run it; see
+ * `defaultAttentionKernel`. The caller disposes the result.
  */
 export function fusedAttention(
   queries: tf.Tensor4D,
   keys: tf.Tensor4D,
   values: tf.Tensor4D,
+  rotary: { readonly cos: tf.Tensor3D; readonly sin: tf.Tensor3D },
   maskBias: tf.Tensor4D | undefined,
+  scale: number,
 ): tf.Tensor4D {
   if (!hasFusedKernel(FUSED_ATTENTION)) {
     throw new Error(`the ${tf.getBackend()} backend has no fused attention kernel; use the batched or per-head kernel`);
   }
-  const [B, , T] = queries.shape;
+  const [B, T] = queries.shape;
   const bias = maskBias ?? tf.zeros([B, 1, 1, T]);
   try {
-    return tf.engine().runKernel(FUSED_ATTENTION, { queries, keys, values, bias } as unknown as tf.NamedTensorMap, {}) as tf.Tensor4D;
+    const inputs = { queries, keys, values, cosines: rotary.cos, sines: rotary.sin, bias };
+    const attrs: FusedAttentionAttrs = { scale };
+    return tf.engine().runKernel(FUSED_ATTENTION, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
   } finally {
     if (maskBias === undefined) bias.dispose();
   }
@@ -71,4 +85,13 @@ export function residualLayerNormComposite(
   epsilon: number,
 ): tf.Tensor2D {
   return tf.tidy(() => layerNorm(tf.add(x, residual), epsilon, gamma, beta) as tf.Tensor2D);
+}
+
+/**
+ * SwiGLU's elementwise step, `up · silu(gate)`, as the backend's fused kernel.
+ * Only called where one is registered (the MLP frees the composite's
+ * intermediates one by one elsewhere). The caller disposes the result.
+ */
+export function fusedSwiglu(gate: tf.Tensor2D, up: tf.Tensor2D): tf.Tensor2D {
+  return tf.engine().runKernel(SWIGLU, { gate, up }) as tf.Tensor2D;
 }

@@ -1,4 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
+import { fusedSwiglu, hasFusedKernel, SWIGLU } from './fused-ops.js';
 import { sampleMemory } from './memory-watermark.js';
 
 export interface MlpWeights {
@@ -16,6 +17,17 @@ export interface MlpWeights {
  * lengths this phase, not attention, sets the memory peak.
  */
 export function swiglu(weights: MlpWeights, x: tf.Tensor2D): tf.Tensor2D {
+  if (hasFusedKernel(SWIGLU)) {
+    return tf.tidy(() => {
+      const gate = tf.matMul(x, weights.gate) as tf.Tensor2D; // [N, F]
+      const up = tf.matMul(x, weights.up) as tf.Tensor2D; // [N, F]
+      sampleMemory();
+      const activated = fusedSwiglu(gate, up); // [N, F]
+      gate.dispose();
+      up.dispose();
+      return tf.matMul(activated, weights.down);
+    });
+  }
   return tf.tidy(() => {
     const gate = tf.matMul(x, weights.gate); // [N, F]
     const sigmoid = tf.sigmoid(gate);

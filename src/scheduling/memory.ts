@@ -39,8 +39,8 @@ export interface EstimateOptions {
  * - batched attention: the layer input and the larger of the projection and
  *   rotary phase (7·N·D) and q, k, v with two B·H·Q·L score blocks (and the
  *   finished blocks' outputs when there are several);
- * - fused attention (webgpu): as batched, with the kernel's [N, D] output in
- *   place of the score blocks;
+ * - fused attention (webgpu): the layer input, q, k, v and the kernel's
+ *   [N, D] output, 5·N·D;
  * - SwiGLU: the layer input, the post-attention state and three [N, F] tensors;
  * - rotary tables: the cached table (at least 512 positions) and this batch's
  *   window, per row when NTK scaling gives rows their own.
@@ -58,9 +58,13 @@ export function estimateMemory(
   const scores = kernel === 'fused' ? 0 : 2 * Q * length * (kernel === 'per-head' ? 1 : batch * config.n_head);
   // Batched query blocks accumulate their [B, H, Q, hd] outputs until joined: up to N·D more.
   const blockOutputs = Q < length && kernel === 'batched' ? N * D : 0;
-  // The fused kernel holds q, k, v and its [N, D] output, nothing of size T².
-  const products = kernel === 'fused' ? N * D : scores;
-  const attention = kernel === 'per-head' ? 11 * N * D + scores : N * D + Math.max(7 * N * D, 3 * N * D + blockOutputs + products);
+  const attention =
+    kernel === 'fused'
+      ? // The layer input, q, k, v and the kernel's [N, D] output: nothing of size T², no rotated or transposed copies.
+        5 * N * D
+      : kernel === 'per-head'
+        ? 11 * N * D + scores
+        : N * D + Math.max(7 * N * D, 3 * N * D + blockOutputs + scores);
   const mlp = 2 * N * D + 3 * N * ffnWidth;
   const halfHead = config.headDim / 2;
   const rotaryRows = config.rotary_scaling_factor !== null && length > config.max_trained_positions ? batch : 1;

@@ -1,8 +1,11 @@
 /**
- * Attention as one WGSL kernel: softmax(q·kᵀ + bias)·v with a blockwise
- * online softmax ("flash attention"), so the B·H·T² score matrix is never
- * stored: memory is linear in length, and a single 8192-token text fits in
- * any adapter's per-buffer limit.
+ * Rotary attention as one WGSL kernel: queries and keys rotated (rotate-half)
+ * as they are loaded, queries scaled, softmax(q·kᵀ + bias)·v with a blockwise
+ * online softmax ("flash attention"), in the projections' own [B, T, H, hd]
+ * layout. Nothing of size T² is stored, so memory is linear in length and a
+ * single 8192-token text fits in any adapter's per-buffer limit; and the
+ * transposes and rotary arithmetic that surround attention in tfjs (some
+ * twenty kernels a layer, each a pass over memory) are not needed.
  *
  * One workgroup takes QUERY_TILE query rows of one (sequence, head), one row
  * per thread; key and value rows stream through workgroup memory a tile at a
@@ -24,25 +27,26 @@ export function keyTileFor(headDim: number): number {
 
 /** The program, in the shape tfjs-backend-webgpu's `runWebGPUProgram` takes (`WebGPUProgram`). */
 export class FusedAttentionProgram {
-  readonly variableNames = ['queries', 'keys', 'values', 'bias'];
+  readonly variableNames = ['queries', 'keys', 'values', 'cosines', 'sines', 'bias'];
   readonly outputShape: number[];
   readonly dispatchLayout: { x: number[] };
   readonly dispatch: [number, number, number];
   readonly workgroupSize: [number, number, number] = [QUERY_TILE, 1, 1];
+  readonly uniforms = 'scale : f32, ';
   shaderKey: string;
   private readonly headDim: number;
   private readonly keyTile: number;
 
-  /** shape: [B, H, T, hd] of queries, keys, values and the output. */
+  /** shape: [B, T, H, hd] of queries, keys, values and the output. */
   constructor(shape: readonly [number, number, number, number]) {
-    const [B, H, T, hd] = shape;
+    const [B, T, H, hd] = shape;
     this.outputShape = [...shape];
     this.dispatchLayout = { x: [0, 1, 2, 3] };
     this.dispatch = [B * H * Math.ceil(T / QUERY_TILE), 1, 1];
     this.headDim = hd;
     this.keyTile = keyTileFor(hd);
-    // The head size and tile are compiled in; B, H and T come from the shape uniforms.
-    this.shaderKey = `nomicFusedAttention_${hd}_${this.keyTile}`;
+    // The head size and tile are compiled in; B, T, H and the tables' rows come from the shape uniforms.
+    this.shaderKey = `nomicRotaryAttention_${hd}_${this.keyTile}`;
   }
 
   getUserCode(): string {
@@ -50,6 +54,7 @@ export class FusedAttentionProgram {
     const TK = this.keyTile;
     return `
   const HD = ${HD};
+  const HALF = ${HD / 2};
   const TK = ${TK};
   const TQ = ${QUERY_TILE};
   const LOWEST = -3.402823e+38f;
@@ -58,25 +63,38 @@ export class FusedAttentionProgram {
   var<workgroup> bTile : array<f32, ${TK}>;
 
   fn main(index : i32) {
-    // Shape uniforms are [B, H, T, hd]; the bias is [B, 1, 1, T].
-    let H = uniforms.queriesShape[1];
-    let T = uniforms.queriesShape[2];
+    // queries, keys, values: [B, T, H, hd]; cosines, sines: [R, T, hd/2] with R = 1 or B; bias: [B, 1, 1, T].
+    let T = uniforms.queriesShape[1];
+    let H = uniforms.queriesShape[2];
     let blocks = (T + TQ - 1) / TQ;
     let group = index / TQ;
     let tid = index % TQ;
     let bh = group / blocks;
     let b = bh / H;
+    let h = bh % H;
     // A reshaped dispatch can run past the last (sequence, head): those threads only load and wait.
     let groupValid = bh < uniforms.queriesShape[0] * H;
     let row = (group % blocks) * TQ + tid;
     let rowValid = groupValid && row < T;
-    let base = bh * T * HD;
+    // Per-row NTK tables, or one table for the batch.
+    let tableRow = select(0, b, uniforms.cosinesShape[0] > 1);
+    let rowStride = H * HD;
+    let base = b * T * rowStride + h * HD;
 
     var q : array<f32, HD>;
     var acc : array<f32, HD>;
     var s : array<f32, TK>;
     if (rowValid) {
-      for (var d = 0; d < HD; d++) { q[d] = queries[base + row * HD + d]; }
+      let at = base + row * rowStride;
+      let angle = (tableRow * T + row) * HALF;
+      for (var d = 0; d < HALF; d++) {
+        let x1 = queries[at + d];
+        let x2 = queries[at + d + HALF];
+        let c = cosines[angle + d];
+        let sn = sines[angle + d];
+        q[d] = (x1 * c - x2 * sn) * uniforms.scale;
+        q[d + HALF] = (x2 * c + x1 * sn) * uniforms.scale;
+      }
     }
     var runningMax = LOWEST;
     var runningSum = 0.0;
@@ -84,11 +102,22 @@ export class FusedAttentionProgram {
     for (var start = 0; start < T; start += TK) {
       let count = min(TK, T - start);
       workgroupBarrier();
-      for (var e = tid; e < count * HD; e += TQ) {
+      for (var e = tid; e < count * HALF; e += TQ) {
         if (groupValid) {
-          kTile[e] = keys[base + start * HD + e];
-          vTile[e] = values[base + start * HD + e];
+          let j = e / HALF;
+          let d = e % HALF;
+          let at = base + (start + j) * rowStride;
+          let angle = (tableRow * T + start + j) * HALF;
+          let x1 = keys[at + d];
+          let x2 = keys[at + d + HALF];
+          let c = cosines[angle + d];
+          let sn = sines[angle + d];
+          kTile[j * HD + d] = x1 * c - x2 * sn;
+          kTile[j * HD + d + HALF] = x2 * c + x1 * sn;
         }
+      }
+      for (var e = tid; e < count * HD; e += TQ) {
+        if (groupValid) { vTile[e] = values[base + (start + e / HD) * rowStride + e % HD]; }
       }
       if (tid < count && groupValid) { bTile[tid] = bias[b * T + start + tid]; }
       workgroupBarrier();
@@ -114,7 +143,8 @@ export class FusedAttentionProgram {
 
     if (rowValid) {
       let inverse = 1.0 / runningSum;
-      for (var d = 0; d < HD; d++) { setOutputAtIndex(base + row * HD + d, acc[d] * inverse); }
+      let at = base + row * rowStride;
+      for (var d = 0; d < HD; d++) { setOutputAtIndex(at + d, acc[d] * inverse); }
     }
   }
 `;

@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { FUSED_ATTENTION, RESIDUAL_LAYER_NORM, type ResidualLayerNormAttrs } from '../../model/fused-ops.js';
+import { FUSED_ATTENTION, RESIDUAL_LAYER_NORM, SWIGLU, type FusedAttentionAttrs, type ResidualLayerNormAttrs } from '../../model/fused-ops.js';
 import { FusedAttentionProgram } from './attention-program.js';
 import { ResidualLayerNormProgram } from './layer-norm-program.js';
+import { SwigluProgram } from './swiglu-program.js';
 
 /** The parts of tfjs-backend-webgpu's backend these kernels use. */
 interface WebGpuBackendLike {
@@ -19,14 +20,20 @@ function sameShape(what: string, a: tf.TensorInfo, b: tf.TensorInfo): void {
   if (a.shape.join() !== b.shape.join()) throw new Error(`${what}: shapes [${a.shape}] and [${b.shape}] differ`);
 }
 
-function fusedAttention({ inputs, backend }: KernelArgs): tf.TensorInfo {
-  const { queries, keys, values, bias } = inputs;
+function fusedAttention({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
+  const { queries, keys, values, cosines, sines, bias } = inputs;
   sameShape(`${FUSED_ATTENTION} keys`, queries, keys);
   sameShape(`${FUSED_ATTENTION} values`, queries, values);
-  const [B, , T] = queries.shape;
+  sameShape(`${FUSED_ATTENTION} sines`, cosines, sines);
+  const [B, T, , hd] = queries.shape;
   if (bias.shape.join() !== [B, 1, 1, T].join()) throw new Error(`${FUSED_ATTENTION}: bias is [${bias.shape}], expected [${B}, 1, 1, ${T}]`);
+  const [R, tableT, half] = cosines.shape;
+  if ((R !== 1 && R !== B) || tableT !== T || half * 2 !== hd) {
+    throw new Error(`${FUSED_ATTENTION}: rotary tables are [${cosines.shape}], expected [1 or ${B}, ${T}, ${hd / 2}]`);
+  }
+  const { scale } = attrs as unknown as FusedAttentionAttrs;
   const program = new FusedAttentionProgram(queries.shape as [number, number, number, number]);
-  return backend.runWebGPUProgram(program, [queries, keys, values, bias], 'float32');
+  return backend.runWebGPUProgram(program, [queries, keys, values, cosines, sines, bias], 'float32', [{ type: 'float32', data: [scale] }]);
 }
 
 function residualLayerNorm({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
@@ -41,11 +48,18 @@ function residualLayerNorm({ inputs, backend, attrs }: KernelArgs): tf.TensorInf
   return backend.runWebGPUProgram(program, [x, residual, gamma, beta], 'float32', [{ type: 'float32', data: [epsilon] }]);
 }
 
+function swiglu({ inputs, backend }: KernelArgs): tf.TensorInfo {
+  const { gate, up } = inputs;
+  sameShape(`${SWIGLU} up`, gate, up);
+  return backend.runWebGPUProgram(new SwigluProgram(gate.shape), [gate, up], 'float32');
+}
+
 /** Registers this package's fused kernels for the webgpu backend (once per process). */
 export function registerWebGpuKernels(): void {
   const kernels: [string, (args: KernelArgs) => tf.TensorInfo][] = [
     [FUSED_ATTENTION, fusedAttention],
     [RESIDUAL_LAYER_NORM, residualLayerNorm],
+    [SWIGLU, swiglu],
   ];
   for (const [kernelName, kernelFunc] of kernels) {
     if (tf.getKernel(kernelName, 'webgpu') !== undefined) continue;
