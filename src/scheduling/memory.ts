@@ -39,8 +39,8 @@ export interface EstimateOptions {
  * - batched attention: the layer input and the larger of the projection and
  *   rotary phase (7·N·D) and q, k, v with two B·H·Q·L score blocks (and the
  *   finished blocks' outputs when there are several);
- * - fused attention (webgpu): the layer input, q, k, v and the kernel's
- *   [N, D] output, 5·N·D;
+ * - fused attention (webgpu): the layer input, the [N, 3D] QKV projection
+ *   the kernel reads in place and its [N, D] output, 5·N·D;
  * - SwiGLU: the layer input, the post-attention state and three [N, F] tensors;
  * - rotary tables: the cached table (at least 512 positions) and this batch's
  *   window, per row when NTK scaling gives rows their own.
