@@ -1,5 +1,6 @@
 import { availableParallelism, freemem, totalmem } from 'node:os';
-import { batchGuard, selectBackend, tensorAllocator, type BackendName } from './backends/select.js';
+import { loadModelOnBackend } from './backends/load-on-backend.js';
+import { batchGuard, selectBackend, type BackendName } from './backends/select.js';
 import type { GpuAdapterReport } from './backends/webgpu/adapter.js';
 import { webGpuAdapter } from './backends/webgpu/device.js';
 import { reserveWasmHeap } from './backends/wasm-heap.js';
@@ -16,7 +17,7 @@ import {
 } from './embed-options.js';
 import { BackendError, NomicEmbedError, OutOfMemoryError } from './errors.js';
 import { defaultAttentionKernel, type AttentionKernel } from './model/attention.js';
-import { layoutNotice, loadModel } from './model/load-model.js';
+import { layoutNotice } from './model/load-model.js';
 import type { NomicBertModel } from './model/nomic-bert.js';
 import { finishVector } from './pipeline/finish-vector.js';
 import type { Pooling } from './pipeline/pooling.js';
@@ -75,7 +76,7 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
   let runner: BatchRunner;
   if (workers === 1) {
     reserveWasmHeap(typicalBatch(backendName).totalBytes);
-    const model = loadModel(dir, modelOptions, tensorAllocator(backendName));
+    const model = await loadModelOnBackend(backendName, dir, modelOptions);
     runner = new LocalRunner(model, batchGuard(backendName), backendName === 'wasm' ? wasmThreadCount() : 1);
   } else {
     const wasmThreads = threadsStarted || options.threads !== undefined ? threads : 1;
@@ -85,10 +86,10 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
     runner = await WorkerPoolRunner.start(workers, { dir, backend: backendName, modelOptions, wasmThreads, reserveBytes });
   }
   const embedder = new Embedder(runner, tokenizer, backendName, config, device, dir);
-  // The first product with each weight matrix packs it (XNNPACK) or compiles shaders (WebGPU), and the first
-  // texts warm the tokenizer and pipeline up: done here, the first call is as fast as the next ones. One
-  // warm-up left the next call half as slow again (measured on wasm, 210 ms against 140 ms); a second, of
-  // another length, closes the gap.
+  // The first product with each weight matrix packs it (XNNPACK; threaded wasm packs while loading) or
+  // compiles shaders (WebGPU), and the first texts warm the tokenizer, pipeline and JIT up: done here, the
+  // first call is about as fast as the next ones. With one warm-up text the next call stayed slower
+  // (measured on wasm); a second, of another length, closes most of the gap.
   for (const text of WARM_UP_TEXTS) await embedder.embed([text]);
   return embedder;
 }

@@ -3,11 +3,19 @@ import { execFile } from 'node:child_process';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { copyFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { packForXnnpack, wasmHeapSlots } from '../src/backends/wasm-heap.js';
 import { threadsFailure } from '../src/backends/wasm-threads.js';
+import { NonFiniteWeightError } from '../src/errors.js';
+import { loadModelConcurrently } from '../src/model/load-model.js';
+import { convertWeights } from '../src/weights/convert.js';
+import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
 import type { EncoderInputs, ForwardOptions } from '../src/model/nomic-bert.js';
 import { expectClose, FIXTURE_NAMES, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
+import { tempDir } from './helpers/tmp.js';
 
 const exec = promisify(execFile);
 const BIN = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
@@ -29,6 +37,12 @@ describe('the threaded WebAssembly build', () => {
     expect(embedder.threads).toBe(cores);
     expect(embedder.workers).toBe(1);
     expect(() => embedder.model).not.toThrow();
+  });
+
+  it('starts only the pthread workers its threads need', () => {
+    // Emscripten's generated start-up would load the module into 8 workers whatever the thread count.
+    const { PThread } = (tf.backend() as unknown as { wasm: { PThread: { unusedWorkers: unknown[]; runningWorkers: unknown[] } } }).wasm;
+    expect(PThread.unusedWorkers.length + PThread.runningWorkers.length).toBe(cores);
   });
 
   for (const fixture of FIXTURE_NAMES) {
@@ -70,6 +84,50 @@ describe('the threaded WebAssembly build', () => {
     expect(tf.memory().numTensors).toBe(before);
     const again = await embedder.embed(texts.map((t) => t.text));
     texts.forEach((t, i) => expectClose(again.embeddings[i], t.embedding, TOLERANCE.embedding, `${t.name} after`));
+  });
+
+  describe('loading a converted checkpoint, every read in flight at once', () => {
+    const work = tempDir();
+    const converted = join(work, 'converted');
+    beforeAll(() => void convertWeights(fixtureDir('nomic-tiny'), converted, { dtype: 'float32' }));
+    afterEach(() => vi.restoreAllMocks());
+
+    it('reads on I/O threads, packs every projection as it arrives, and matches the upstream model', async () => {
+      const asyncReads = vi.spyOn(SafetensorsFile.prototype, 'readFloat32IntoAsync');
+      const packed: number[][] = [];
+      const model = await loadModelConcurrently(converted, {}, wasmHeapSlots()!, (weight) => packed.push(weight.shape));
+      model.dispose();
+      expect(asyncReads).toHaveBeenCalledTimes(4 + 11 * 2);
+      // q, k, v, out, up, gate and down of both layers; never the embeddings or norms.
+      expect(packed.sort()).toEqual([...Array(8).fill([64, 64]), ...Array(4).fill([64, 256]), ...Array(2).fill([256, 64])].sort());
+      const embedder = await loadEmbedder(converted, { backend: 'wasm' });
+      try {
+        const texts = reference('nomic-tiny').texts;
+        const { embeddings } = await embedder.embed(texts.map((t) => t.text));
+        texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+      } finally {
+        await embedder.dispose();
+      }
+    });
+
+    it('names a NaN weight and frees every tensor it made', async () => {
+      const file = SafetensorsFile.open(join(converted, 'model.safetensors'));
+      const tensors = [...file.tensors.values()].map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: file.readFloat32(t.name) }));
+      const { metadata } = file;
+      file.close();
+      const poisoned = join(work, 'poisoned');
+      mkdirSync(poisoned);
+      for (const name of ['config.json', 'tokenizer.json']) copyFileSync(join(converted, name), join(poisoned, name));
+      tensors.find((t) => t.name === 'layers.1.mlp.gate')!.data[300] = NaN;
+      writeSafetensors(join(poisoned, 'model.safetensors'), tensors, metadata);
+      const before = tf.memory().numTensors;
+      const failure = await loadModelConcurrently(poisoned, {}, wasmHeapSlots()!, packForXnnpack).catch((error: unknown) => error);
+      expect(failure).toBeInstanceOf(NonFiniteWeightError);
+      expect(failure).toMatchObject({ tensor: 'layers.1.mlp.gate', index: 300 });
+      expect(tf.memory().numTensors).toBe(before);
+      await expect(loadEmbedder(poisoned, { backend: 'wasm' })).rejects.toThrow(/"layers\.1\.mlp\.gate" holds NaN at flat index 300/);
+      expect(tf.memory().numTensors).toBe(before);
+    });
   });
 
   it('combines with workers: each worker runs the threaded build', async () => {

@@ -2,8 +2,6 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { BackendError } from '../errors.js';
-import type { TensorAllocator } from '../model/nomic-bert.js';
-import { allocateInWasmHeap } from './wasm-heap.js';
 import { installWasmSlice } from './wasm-slice.js';
 import { useThreadedWasm } from './wasm-threads.js';
 import { describeAdapter, findAdapter, mayHaveGpu, type GpuAdapterReport } from './webgpu/adapter.js';
@@ -167,7 +165,3 @@ export function batchGuard(name: BackendName): BatchGuard {
   return name === 'webgpu' ? guardWebGpuBatch : (run) => run();
 }
 
-/** How weights are best made on a backend: in place in the wasm heap, else through a JavaScript array. */
-export function tensorAllocator(name: BackendName): TensorAllocator | undefined {
-  return name === 'wasm' ? allocateInWasmHeap : undefined;
-}

@@ -1,8 +1,10 @@
 import * as tf from '@tensorflow/tfjs-core';
+import type { SlotAllocator } from '../model/nomic-bert.js';
 
 interface WasmModuleLike {
   _malloc(bytes: number): number;
   _free(pointer: number): void;
+  HEAPU8?: Uint8Array;
 }
 
 interface WasmBackendLike {
@@ -28,6 +30,32 @@ export function allocateInWasmHeap(shape: readonly number[], fill: (target: Floa
     throw error;
   }
   return tf.engine().makeTensorFromTensorInfo(info);
+}
+
+/**
+ * A weight's tensor in the wasm heap, with a view of its memory to fill
+ * later, or undefined when the heap may move: only shared memory (the
+ * threaded build's) keeps earlier views valid when later tensors grow it.
+ */
+export function wasmHeapSlots(): SlotAllocator | undefined {
+  const wasm = (tf.backend() as unknown as { wasm?: WasmModuleLike }).wasm;
+  if (typeof SharedArrayBuffer === 'undefined' || !(wasm?.HEAPU8?.buffer instanceof SharedArrayBuffer)) return undefined;
+  return (shape) => {
+    const backend = tf.backend() as unknown as WasmBackendLike;
+    const info = backend.makeOutput([...shape], 'float32');
+    return { target: backend.typedArrayFromHeap(info), tensor: tf.engine().makeTensorFromTensorInfo(info) };
+  };
+}
+
+/**
+ * Packs a projection weight for XNNPACK now: the wasm backend's matMul packs
+ * its right operand on first use and keeps the packing for later products
+ * of any height, so a one-row product is enough.
+ */
+export function packForXnnpack(weight: tf.Tensor2D): void {
+  tf.tidy(() => {
+    tf.matMul(tf.zeros([1, weight.shape[0]]), weight);
+  });
 }
 
 /**

@@ -4,7 +4,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { compileFunction } from 'node:vm';
 
 /**
  * tfjs-backend-wasm's multi-threaded SIMD build, started in Node: one
@@ -25,6 +26,12 @@ import { join } from 'node:path';
  * which leaves one thread on a 2-core machine. The module's import
  * `emscripten_num_logical_cores` is answered with twice the threads asked for,
  * for the main instance only, so the pool gets exactly those.
+ *
+ * The workers: Emscripten starts a fixed pool of 8 pthread workers before the
+ * module runs, each loading the module (about 0.3 s of a 2-core machine's
+ * start-up), and a thread can only run on a worker started in advance (the
+ * main thread blocks until XNNPACK's threads are up). The factory is therefore
+ * evaluated from its source with the pool sized to the threads asked for.
  */
 
 const require = createRequire(import.meta.url);
@@ -96,7 +103,7 @@ export function useThreadedWasm(threads: number): boolean {
 }
 
 async function startThreaded(threads: number): Promise<tf.KernelBackend> {
-  const factory = require(FACTORY) as Factory;
+  const factory = factoryWithPool(threads);
   const workerFile = pthreadWorkerFile();
   const binary = require.resolve(BINARY);
   let failInstantiation!: (error: Error) => void;
@@ -133,6 +140,26 @@ async function startThreaded(threads: number): Promise<tf.KernelBackend> {
   // XNNPACK's pool threads wait for work forever; like the idle workers Emscripten unrefs, they must not keep Node alive.
   for (const worker of module.PThread?.runningWorkers ?? []) worker.unref();
   return backend;
+}
+
+/** The number Emscripten's generated start-up gives its pthread pool, as tfjs-backend-wasm 4.22 builds it. */
+const POOL_SIZE_STATEMENT = 'var pthreadPoolSize=8;';
+
+/**
+ * The Emscripten factory with a pool of `threads` pthread workers (XNNPACK
+ * runs `threads - 1` of them beside the calling thread). A build whose
+ * start-up reads differently is used as it is.
+ */
+function factoryWithPool(threads: number): Factory {
+  const path = require.resolve(FACTORY);
+  const source = readFileSync(path, 'utf8');
+  if (!source.includes(POOL_SIZE_STATEMENT)) return require(FACTORY) as Factory;
+  const patched = source.replace(POOL_SIZE_STATEMENT, `var pthreadPoolSize=${Math.max(1, threads)};`);
+  // Evaluated as Node evaluates a CommonJS file, under the file's own name (error stacks point at it).
+  const run = compileFunction(patched, ['exports', 'require', 'module', '__filename', '__dirname'], { filename: path });
+  const module = { exports: {} as unknown };
+  run(module.exports, createRequire(path), module, path, dirname(path));
+  return module.exports as Factory;
 }
 
 /** The pthread worker script as a file, written once per content (Node loads workers from files, not Blob URLs). */

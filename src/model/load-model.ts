@@ -2,7 +2,7 @@ import type { ConfigOverrides } from '../weights/config.js';
 import { runtimeLayoutFile } from '../weights/layout-cache.js';
 import { openCheckpoint, runtimeTensorSources } from '../weights/load.js';
 import { readConfig, weightsPath } from '../weights/model-folder.js';
-import { NomicBertModel, type TensorAllocator } from './nomic-bert.js';
+import { NomicBertModel, type PrepareWeight, type SlotAllocator, type TensorAllocator } from './nomic-bert.js';
 
 export interface LoadModelOptions extends ConfigOverrides {
   /** Weights file inside the folder. @default 'model.safetensors' */
@@ -17,17 +17,41 @@ export interface LoadModelOptions extends ConfigOverrides {
 /**
  * Loads a model folder (`config.json` + `model.safetensors`, Hugging Face or
  * converted layout) onto the active tfjs backend; `allocate` makes each weight
- * (see `tensorAllocator` of the backends for the fastest per backend).
+ * (see `loadModelOnBackend` of the backends for the fastest per backend).
  */
 export function loadModel(dir: string, options: LoadModelOptions = {}, allocate?: TensorAllocator): NomicBertModel {
-  const config = readConfig(dir, options);
-  const path = weightsPath(dir, options.weightsFile);
-  const checkpoint = openCheckpoint(options.layoutCache === false ? path : runtimeLayoutFile(path, config, layoutNotice), config);
+  const { config, checkpoint } = openModelCheckpoint(dir, options);
   try {
     return NomicBertModel.fromSources(config, runtimeTensorSources(checkpoint, config), allocate);
   } finally {
     checkpoint.file.close();
   }
+}
+
+/**
+ * As {@link loadModel}, reading every weight on Node's I/O threads while this
+ * thread checks and `prepare`s those already read (see
+ * `NomicBertModel.fromSourcesConcurrently`): for backends whose weight memory
+ * does not move while others are made.
+ */
+export async function loadModelConcurrently(
+  dir: string,
+  options: LoadModelOptions,
+  allocate: SlotAllocator,
+  prepare?: PrepareWeight,
+): Promise<NomicBertModel> {
+  const { config, checkpoint } = openModelCheckpoint(dir, options);
+  try {
+    return await NomicBertModel.fromSourcesConcurrently(config, runtimeTensorSources(checkpoint, config), allocate, prepare);
+  } finally {
+    checkpoint.file.close();
+  }
+}
+
+function openModelCheckpoint(dir: string, options: LoadModelOptions) {
+  const config = readConfig(dir, options);
+  const path = weightsPath(dir, options.weightsFile);
+  return { config, checkpoint: openCheckpoint(options.layoutCache === false ? path : runtimeLayoutFile(path, config, layoutNotice), config) };
 }
 
 /** Said once per conversion, on stderr, as a process warning (the library prints nothing else). */

@@ -19,6 +19,20 @@ export const allocateInJs: TensorAllocator = (shape, fill) => {
   return tf.tensor(data, [...shape], 'float32');
 };
 
+/**
+ * A float32 tensor of `shape` whose memory `target` is, made before its
+ * values are there: `target` must stay valid while other tensors are made
+ * (the threaded wasm backend's heap, shared memory, never moves).
+ */
+export interface WeightSlot {
+  readonly tensor: tf.Tensor;
+  readonly target: Float32Array;
+}
+export type SlotAllocator = (shape: readonly number[]) => WeightSlot;
+
+/** A projection weight read and checked, before the model is made: a backend may prepare it for its matMuls. */
+export type PrepareWeight = (weight: tf.Tensor2D) => void;
+
 /** A right-padded batch, as produced by the pipeline's tensor conversion. */
 export interface EncoderInputs {
   /** [B, T] int32 token ids. */
@@ -107,6 +121,42 @@ export class NomicBertModel {
     } catch (error) {
       for (const t of weights.values()) t.dispose();
       throw error;
+    }
+    return new NomicBertModel(config, weights);
+  }
+
+  /**
+   * As {@link fromSources}, with every read in flight at once on Node's I/O
+   * threads: this thread meanwhile checks the weights already read and hands
+   * each projection matrix to `prepare` (XNNPACK packs a weight on its first
+   * product, 0.8 s of the real model's start on two cores, which so overlaps
+   * the reading). If any read or check fails, every tensor is freed once no
+   * read is writing into one any more, and the first failure is thrown.
+   */
+  static async fromSourcesConcurrently(
+    config: NomicBertConfig,
+    sources: Iterable<Pick<TensorSource, 'name' | 'shape' | 'readIntoAsync'>>,
+    allocate: SlotAllocator,
+    prepare?: PrepareWeight,
+  ): Promise<NomicBertModel> {
+    const projections = new Set(Array.from({ length: config.n_layer }, (_, i) => runtimeNames.layer(i)).flatMap((n) => [n.q, n.k, n.v, n.out, n.up, n.gate, n.down]));
+    const weights = new Map<string, tf.Tensor>();
+    const reads: Promise<void>[] = [];
+    let failures: unknown[] = [];
+    try {
+      for (const { name, shape, readIntoAsync } of sources) {
+        const { tensor, target } = allocate(shape);
+        weights.set(name, tensor);
+        reads.push(readIntoAsync(target).then(() => (projections.has(name) ? prepare?.(tensor as tf.Tensor2D) : undefined)));
+      }
+    } catch (error) {
+      failures = [error];
+    }
+    // Nothing may be freed while a read still writes into it.
+    for (const result of await Promise.allSettled(reads)) if (result.status === 'rejected') failures.push(result.reason);
+    if (failures.length > 0) {
+      for (const t of weights.values()) t.dispose();
+      throw failures[0];
     }
     return new NomicBertModel(config, weights);
   }

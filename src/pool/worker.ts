@@ -1,8 +1,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { batchGuard, selectBackend, tensorAllocator, type BackendName } from '../backends/select.js';
+import { loadModelOnBackend } from '../backends/load-on-backend.js';
+import { batchGuard, selectBackend, type BackendName } from '../backends/select.js';
 import { reserveWasmHeap } from '../backends/wasm-heap.js';
 import { wasmThreadCount } from '../backends/wasm-threads.js';
-import { loadModel, type LoadModelOptions } from '../model/load-model.js';
+import type { LoadModelOptions } from '../model/load-model.js';
 import { defaultAttentionKernel } from '../model/attention.js';
 import { runBatchJob, warmUpJob, type BatchJob } from '../pipeline/batch-job.js';
 import { serializeError, type SerializedError } from './error-transfer.js';
@@ -43,7 +44,7 @@ try {
   await hooks.onStart?.();
   await selectBackend(setup.backend, undefined, { wasmThreads: setup.wasmThreads });
   if (setup.reserveBytes !== undefined) reserveWasmHeap(setup.reserveBytes);
-  const model = loadModel(setup.dir, setup.modelOptions, tensorAllocator(setup.backend));
+  const model = await loadModelOnBackend(setup.backend, setup.dir, setup.modelOptions);
   const run = hooks.wrapRun?.(runBatchJob) ?? runBatchJob;
   const guard = batchGuard(setup.backend);
   await guard(() => runBatchJob(model, warmUpJob(defaultAttentionKernel(setup.backend))));

@@ -66,6 +66,11 @@ export interface TensorSource {
   readonly shape: readonly number[];
   /** Fills `target` (as many values as the shape holds) and checks every value is finite. */
   readInto(target: Float32Array): void;
+  /**
+   * The same with the read on one of Node's I/O threads where the file holds
+   * the tensor as it is (a converted float32 file); else as `readInto`.
+   */
+  readIntoAsync(target: Float32Array): Promise<void>;
 }
 
 /**
@@ -84,20 +89,22 @@ export function* runtimeTensorSources(checkpoint: CheckedCheckpoint, config: Nom
   const runtimeTable = weightTable(config, 'runtime', ffnWidth);
   if (layout === 'runtime') {
     for (const [name, shape] of runtimeTable) {
-      yield { name, source: name, shape, readInto: (target) => check(name, (file.readFloat32Into(name, target), target)) };
+      yield {
+        name,
+        source: name,
+        shape,
+        readInto: (target) => void check(name, (file.readFloat32Into(name, target), target)),
+        readIntoAsync: async (target) => void check(name, (await file.readFloat32IntoAsync(name, target), target)),
+      };
     }
     return;
   }
   for (const [name, recipe] of hfToRuntimeRecipes(config.n_layer)) {
-    yield {
-      name,
-      source: recipe.sources.join(' + '),
-      shape: runtimeTable.get(name)!,
-      readInto: (target) => {
-        const sources = recipe.sources.map((s) => check(s, file.readFloat32(s)));
-        target.set(recipe.build(sources, recipe.sources.map((s) => file.tensors.get(s)!.shape)));
-      },
+    const readInto = (target: Float32Array) => {
+      const sources = recipe.sources.map((s) => check(s, file.readFloat32(s)));
+      target.set(recipe.build(sources, recipe.sources.map((s) => file.tensors.get(s)!.shape)));
     };
+    yield { name, source: recipe.sources.join(' + '), shape: runtimeTable.get(name)!, readInto, readIntoAsync: async (target) => readInto(target) };
   }
 }
 

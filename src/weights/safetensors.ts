@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, read, readSync, writeSync } from 'node:fs';
 import { SafetensorsError } from '../errors.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './half-float.js';
 
@@ -96,6 +96,30 @@ export class SafetensorsFile {
       throw new SafetensorsError(this.path, `holds ${(info.end - info.begin) / 4} values, the target ${target.length}`, name);
     }
     this.readBytes(info, new Uint8Array(target.buffer, target.byteOffset, target.byteLength));
+  }
+
+  /**
+   * As {@link readFloat32Into}, on one of Node's I/O threads, so this thread
+   * is free meanwhile. `target` must stay valid until the promise settles,
+   * and the file open. Other dtypes are converted here, synchronously.
+   */
+  async readFloat32IntoAsync(name: string, target: Float32Array): Promise<void> {
+    const info = this.tensors.get(name);
+    if (info?.dtype !== 'F32') return this.readFloat32Into(name, target);
+    if (target.byteLength !== info.end - info.begin) {
+      throw new SafetensorsError(this.path, `holds ${(info.end - info.begin) / 4} values, the target ${target.length}`, name);
+    }
+    const bytes = new Uint8Array(target.buffer, target.byteOffset, target.byteLength);
+    let done = 0;
+    while (done < bytes.length) {
+      if (this.fd === undefined) throw new SafetensorsError(this.path, 'file already closed', name);
+      const fd = this.fd;
+      const n = await new Promise<number>((resolve, reject) =>
+        read(fd, bytes, done, bytes.length - done, this.dataStart + info.begin + done, (error, count) => (error ? reject(error) : resolve(count))),
+      );
+      if (n === 0) throw new SafetensorsError(this.path, 'file ended while reading', name);
+      done += n;
+    }
   }
 
   private readBytes(info: TensorInfo, into?: Uint8Array): Uint8Array {
