@@ -5,7 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { selectBackend, type BackendName } from '../../src/backends/select.js';
-import { loadEmbedder } from '../../src/embedder.js';
+import { loadEmbedder, type Embedder } from '../../src/embedder.js';
 import { runtimeLayoutFile } from '../../src/weights/layout-cache.js';
 import { readConfig, weightsPath } from '../../src/weights/model-folder.js';
 import { webGpuAdapter } from '../../src/backends/webgpu/device.js';
@@ -55,46 +55,37 @@ if (values.roofline) {
     later.push(performance.now() - started);
   }
   const rssAfterWarmUp = process.memoryUsage().rss;
-  const { workers, threads } = embedder;
-  await embedder.dispose();
-  console.log(
-    JSON.stringify({
-      backend,
-      workers,
-      threads,
-      kind: 'startup',
-      fileBytes: bytes,
-      readMs,
-      loadMs,
-      firstCallMs,
-      secondCallMs,
-      singleTextMs: later.sort((a, b) => a - b)[later.length >> 1],
-      rssAfterWarmUpBytes: rssAfterWarmUp,
-      peakRssBytes: process.resourceUsage().maxRSS * 1024,
-    }),
-  );
+  await report(embedder, {
+    kind: 'startup',
+    fileBytes: bytes,
+    readMs,
+    loadMs,
+    firstCallMs,
+    secondCallMs,
+    singleTextMs: later.sort((a, b) => a - b)[later.length >> 1],
+    rssAfterWarmUpBytes: rssAfterWarmUp,
+  });
 } else {
   const texts = loadSet(values.set as SetName, Number(values.fraction ?? 1));
   const embedder = await loadEmbedder(values.model!, options());
   const { stats } = await embedder.embed(texts, { maxBatchTokens: 8192 });
+  await report(embedder, {
+    set: values.set,
+    texts: stats.texts,
+    tokens: stats.tokens,
+    seconds: stats.wallTimeMs / 1000,
+    tokensPerSecond: stats.tokensPerSecond,
+    textsPerSecond: stats.textsPerSecond,
+    batches: stats.batches,
+    peakTensorBytes: stats.measuredPeakBytes,
+  });
+}
+
+/** Disposes the embedder and prints one line of JSON: the configuration, `figures` and the peak RSS. */
+async function report(embedder: Embedder, figures: Record<string, unknown>): Promise<void> {
   const { workers, threads } = embedder;
   await embedder.dispose();
-  console.log(
-    JSON.stringify({
-      backend,
-      workers,
-      threads,
-      set: values.set,
-      texts: stats.texts,
-      tokens: stats.tokens,
-      seconds: stats.wallTimeMs / 1000,
-      tokensPerSecond: stats.tokensPerSecond,
-      textsPerSecond: stats.textsPerSecond,
-      batches: stats.batches,
-      peakRssBytes: process.resourceUsage().maxRSS * 1024,
-      peakTensorBytes: stats.measuredPeakBytes,
-    }),
-  );
+  console.log(JSON.stringify({ backend, workers, threads, ...figures, peakRssBytes: process.resourceUsage().maxRSS * 1024 }));
 }
 
 function options() {
