@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { SlotAllocator } from '../model/nomic-bert.js';
+import type { SlotAllocator, WeightSlot } from '../model/nomic-bert.js';
 
 interface WasmModuleLike {
   _malloc(bytes: number): number;
@@ -10,7 +10,6 @@ interface WasmModuleLike {
 interface WasmBackendLike {
   makeOutput(shape: number[], dtype: 'float32'): tf.TensorInfo;
   typedArrayFromHeap(info: tf.TensorInfo): Float32Array;
-  disposeData(dataId: object): boolean;
 }
 
 /**
@@ -20,16 +19,15 @@ interface WasmBackendLike {
  * the first call).
  */
 export function allocateInWasmHeap(shape: readonly number[], fill: (target: Float32Array) => void): tf.Tensor {
-  const backend = tf.backend() as unknown as WasmBackendLike;
-  const info = backend.makeOutput([...shape], 'float32');
+  // The view is taken after the allocation, which may have grown (and so detached) the heap.
+  const { tensor, target } = heapSlot(shape);
   try {
-    // The view is taken after the allocation, which may have grown (and so detached) the heap.
-    fill(backend.typedArrayFromHeap(info));
+    fill(target);
   } catch (error) {
-    backend.disposeData(info.dataId);
+    tensor.dispose();
     throw error;
   }
-  return tf.engine().makeTensorFromTensorInfo(info);
+  return tensor;
 }
 
 /**
@@ -40,11 +38,14 @@ export function allocateInWasmHeap(shape: readonly number[], fill: (target: Floa
 export function wasmHeapSlots(): SlotAllocator | undefined {
   const wasm = (tf.backend() as unknown as { wasm?: WasmModuleLike }).wasm;
   if (typeof SharedArrayBuffer === 'undefined' || !(wasm?.HEAPU8?.buffer instanceof SharedArrayBuffer)) return undefined;
-  return (shape) => {
-    const backend = tf.backend() as unknown as WasmBackendLike;
-    const info = backend.makeOutput([...shape], 'float32');
-    return { target: backend.typedArrayFromHeap(info), tensor: tf.engine().makeTensorFromTensorInfo(info) };
-  };
+  return heapSlot;
+}
+
+/** A float32 tensor in the wasm heap and a view of its memory, valid until the heap next grows (unless shared). */
+function heapSlot(shape: readonly number[]): WeightSlot {
+  const backend = tf.backend() as unknown as WasmBackendLike;
+  const info = backend.makeOutput([...shape], 'float32');
+  return { target: backend.typedArrayFromHeap(info), tensor: tf.engine().makeTensorFromTensorInfo(info) };
 }
 
 /**

@@ -2,8 +2,13 @@ import { existsSync } from 'node:fs';
 import type { ParseArgsConfig } from 'node:util';
 import { AUTO_ORDER, type BackendChoice } from '../backends/select.js';
 import { NomicEmbedError } from '../errors.js';
+import { TASK_PREFIXES, type Task } from '../pipeline/tokenizer.js';
 
 export const DEFAULT_MODEL_DIR = 'weights/nomic-embed-text-v1.5';
+
+/** The values of the options every embedding command shares. */
+export const TASKS = Object.keys(TASK_PREFIXES) as Task[];
+export const LONG_TEXT_MODES = ['truncate', 'mean'] as const;
 
 /** Wrong arguments: exit code 2 and a pointer to --help. */
 export class UsageError extends NomicEmbedError {
@@ -27,6 +32,13 @@ export function integerOption(name: string, value: string | undefined, min = 1):
   const n = Number(value);
   if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer of at least ${min}, got "${value}"`);
   return n;
+}
+
+/** `value` when it is one of `choices`; undefined when absent. */
+export function choiceOption<T extends string>(name: string, value: string | undefined, choices: readonly T[]): T | undefined {
+  if (value === undefined || (choices as readonly string[]).includes(value)) return value as T | undefined;
+  const allowed = choices.length === 2 ? `${choices[0]} or ${choices[1]}` : `one of ${choices.join(', ')}`;
+  throw new UsageError(`--${name} must be ${allowed}, got "${value}"`);
 }
 
 export function modelDir(value: string | undefined): string {

@@ -4,8 +4,7 @@ import { parseArgs } from 'node:util';
 import { loadEmbedder, type Embedder } from '../embedder.js';
 import type { EmbedOptions } from '../embed-options.js';
 import { PRECISIONS, type Precision } from '../pipeline/quantize.js';
-import { TASK_PREFIXES, type Task } from '../pipeline/tokenizer.js';
-import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
+import { argsConfig, backendOption, choiceOption, integerOption, LONG_TEXT_MODES, modelDir, TASKS, UsageError } from './args.js';
 import type { CliIo } from './main.js';
 import { isJsonLines, textOfLine } from '../formats/text-lines.js';
 import { dtypeOf, finishNpyFile, npyBody, npyHeader, type NpyDtype } from '../formats/npy.js';
@@ -34,21 +33,16 @@ export async function embedCommand(args: readonly string[], io: CliIo): Promise<
     quiet: { type: 'boolean' },
   }));
   if (positionals.length > 0 && values.input !== undefined) throw new UsageError('pass texts as arguments or --input, not both');
-  const format = values.format ?? (values.output?.endsWith('.npy') ? 'npy' : 'jsonl');
-  if (format !== 'jsonl' && format !== 'npy') throw new UsageError(`--format must be jsonl or npy, got "${format}"`);
+  const format = choiceOption('format', values.format ?? (values.output?.endsWith('.npy') ? 'npy' : 'jsonl'), ['jsonl', 'npy'] as const)!;
   if (format === 'npy' && values.output === undefined) {
     throw new UsageError('.npy output needs --output FILE (its header holds the row count, written last)');
   }
-  if (values.task !== undefined && !(values.task in TASK_PREFIXES)) {
-    throw new UsageError(`--task must be one of ${Object.keys(TASK_PREFIXES).join(', ')}, got "${values.task}"`);
-  }
-  const precision = (values.precision ?? 'float32') as Precision;
-  if (!PRECISIONS.includes(precision)) throw new UsageError(`--precision must be one of ${PRECISIONS.join(', ')}, got "${values.precision}"`);
-  const longText = values['long-text'] ?? 'truncate';
-  if (longText !== 'truncate' && longText !== 'mean') throw new UsageError(`--long-text must be truncate or mean, got "${longText}"`);
+  const task = choiceOption('task', values.task, TASKS);
+  const precision = choiceOption('precision', values.precision, PRECISIONS) ?? 'float32';
+  const longText = choiceOption('long-text', values['long-text'], LONG_TEXT_MODES) ?? 'truncate';
   if (values.calibration !== undefined && !existsSync(values.calibration)) throw new UsageError(`--calibration ${values.calibration}: no such file`);
   const embedOptions: EmbedOptions<Precision> = {
-    task: values.task as Task | undefined,
+    task,
     dimensions: integerOption('dimensions', values.dimensions),
     normalize: !values['no-normalize'],
     maxBatchTokens: integerOption('max-batch-tokens', values['max-batch-tokens']),

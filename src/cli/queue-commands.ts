@@ -1,12 +1,11 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadEmbedder } from '../embedder.js';
-import { PRECISIONS, type Precision } from '../pipeline/quantize.js';
-import { TASK_PREFIXES, type Task } from '../pipeline/tokenizer.js';
+import { PRECISIONS } from '../pipeline/quantize.js';
 import { maskUrl } from '../queue/connection.js';
 import { DEFAULT_QUEUE, startQueueWorker } from '../queue/queue-worker.js';
 import { submitEmbeddings } from '../queue/submit.js';
-import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
+import { argsConfig, backendOption, choiceOption, integerOption, LONG_TEXT_MODES, modelDir, TASKS, UsageError } from './args.js';
 import { describeParallelism } from './embed-command.js';
 import type { CliIo } from './main.js';
 import { ProgressBar } from './progress.js';
@@ -89,15 +88,10 @@ export async function submitCommand(args: readonly string[], io: CliIo): Promise
     throw new UsageError('submit needs --redis URL, --input FILE and --output FILE');
   }
   if (!existsSync(values.input)) throw new UsageError(`--input ${values.input}: no such file`);
-  if (values.task !== undefined && !(values.task in TASK_PREFIXES)) {
-    throw new UsageError(`--task must be one of ${Object.keys(TASK_PREFIXES).join(', ')}, got "${values.task}"`);
-  }
-  const precision = (values.precision ?? 'float32') as Precision;
-  if (!PRECISIONS.includes(precision)) throw new UsageError(`--precision must be one of ${PRECISIONS.join(', ')}, got "${values.precision}"`);
-  const longText = values['long-text'];
-  if (longText !== undefined && longText !== 'truncate' && longText !== 'mean') throw new UsageError(`--long-text must be truncate or mean, got "${longText}"`);
-  const truncation = values.truncation;
-  if (truncation !== undefined && truncation !== 'truncate' && truncation !== 'error') throw new UsageError(`--truncation must be truncate or error, got "${truncation}"`);
+  const task = choiceOption('task', values.task, TASKS);
+  const precision = choiceOption('precision', values.precision, PRECISIONS) ?? 'float32';
+  const longText = choiceOption('long-text', values['long-text'], LONG_TEXT_MODES);
+  const truncation = choiceOption('truncation', values.truncation, ['truncate', 'error']);
   const bar = !values.quiet && (values.progress || io.stderr.isTTY === true) ? new ProgressBar(io.stderr, 'embedding', 'texts') : undefined;
   const summary = await submitEmbeddings({
     redis: values.redis,
@@ -105,7 +99,7 @@ export async function submitCommand(args: readonly string[], io: CliIo): Promise
     input: values.input,
     output: values.output,
     options: {
-      task: values.task as Task | undefined,
+      task,
       dimensions: integerOption('dimensions', values.dimensions),
       normalize: values['no-normalize'] ? false : undefined,
       precision: precision === 'float32' ? undefined : precision,

@@ -2,9 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadEmbedder } from '../embedder.js';
 import type { Precision } from '../pipeline/quantize.js';
-import { TASK_PREFIXES, type Task } from '../pipeline/tokenizer.js';
 import { cosineTopK, hammingTopK } from '../search/top-k.js';
-import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
+import { argsConfig, backendOption, choiceOption, integerOption, modelDir, TASKS, UsageError } from './args.js';
 import { textOfLine } from '../formats/text-lines.js';
 import type { CliIo } from './main.js';
 import { readNpy } from '../formats/npy.js';
@@ -30,8 +29,7 @@ export async function searchCommand(args: readonly string[], io: CliIo): Promise
   if (positionals.length === 0) throw new UsageError('search needs a query');
   if (values.index === undefined || values.texts === undefined) throw new UsageError('search needs --index FILE.npy and --texts FILE');
   for (const file of [values.index, values.texts]) if (!existsSync(file)) throw new UsageError(`${file}: no such file`);
-  const task = (values.task ?? 'search_query') as Task;
-  if (!(task in TASK_PREFIXES)) throw new UsageError(`--task must be one of ${Object.keys(TASK_PREFIXES).join(', ')}, got "${values.task}"`);
+  const task = choiceOption('task', values.task, TASKS) ?? 'search_query';
   const k = integerOption('k', values.k) ?? 10;
 
   let index;

@@ -92,10 +92,7 @@ export class SafetensorsFile {
     const info = this.tensors.get(name);
     if (info === undefined) throw new SafetensorsError(this.path, 'no such tensor', name);
     if (info.dtype !== 'F32') return void target.set(this.readFloat32(name));
-    if (target.byteLength !== info.end - info.begin) {
-      throw new SafetensorsError(this.path, `holds ${(info.end - info.begin) / 4} values, the target ${target.length}`, name);
-    }
-    this.readBytes(info, new Uint8Array(target.buffer, target.byteOffset, target.byteLength));
+    this.readBytes(info, this.bytesOfTarget(info, target));
   }
 
   /**
@@ -106,10 +103,7 @@ export class SafetensorsFile {
   async readFloat32IntoAsync(name: string, target: Float32Array): Promise<void> {
     const info = this.tensors.get(name);
     if (info?.dtype !== 'F32') return this.readFloat32Into(name, target);
-    if (target.byteLength !== info.end - info.begin) {
-      throw new SafetensorsError(this.path, `holds ${(info.end - info.begin) / 4} values, the target ${target.length}`, name);
-    }
-    const bytes = new Uint8Array(target.buffer, target.byteOffset, target.byteLength);
+    const bytes = this.bytesOfTarget(info, target);
     let done = 0;
     while (done < bytes.length) {
       if (this.fd === undefined) throw new SafetensorsError(this.path, 'file already closed', name);
@@ -120,6 +114,14 @@ export class SafetensorsFile {
       if (n === 0) throw new SafetensorsError(this.path, 'file ended while reading', name);
       done += n;
     }
+  }
+
+  /** `target` as bytes, when it holds exactly the F32 tensor `info`. */
+  private bytesOfTarget(info: TensorInfo, target: Float32Array): Uint8Array {
+    if (target.byteLength !== info.end - info.begin) {
+      throw new SafetensorsError(this.path, `holds ${(info.end - info.begin) / 4} values, the target ${target.length}`, info.name);
+    }
+    return new Uint8Array(target.buffer, target.byteOffset, target.byteLength);
   }
 
   private readBytes(info: TensorInfo, into?: Uint8Array): Uint8Array {
