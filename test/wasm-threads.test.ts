@@ -95,7 +95,10 @@ describe('the threaded WebAssembly build', () => {
     it('reads on I/O threads, packs every projection as it arrives, and matches the upstream model', async () => {
       const asyncReads = vi.spyOn(SafetensorsFile.prototype, 'readFloat32IntoAsync');
       const packed: number[][] = [];
-      const model = await loadModelConcurrently(converted, {}, wasmHeapSlots()!, (weight) => packed.push(weight.shape));
+      const model = await loadModelConcurrently(converted, {}, wasmHeapSlots()!, (weight) => {
+        packed.push(weight.shape);
+        return packForXnnpack(weight);
+      });
       model.dispose();
       expect(asyncReads).toHaveBeenCalledTimes(4 + 11 * 2);
       // q, k, v, out, up, gate and down of both layers; never the embeddings or norms.
@@ -110,24 +113,52 @@ describe('the threaded WebAssembly build', () => {
       }
     });
 
-    it('names a NaN weight and frees every tensor it made', async () => {
+    const poison = (tensor: string, index: number, value: number) => {
       const file = SafetensorsFile.open(join(converted, 'model.safetensors'));
       const tensors = [...file.tensors.values()].map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: file.readFloat32(t.name) }));
       const { metadata } = file;
       file.close();
-      const poisoned = join(work, 'poisoned');
+      const poisoned = join(work, `poisoned-${tensor}-${index}-${value}`);
       mkdirSync(poisoned);
       for (const name of ['config.json', 'tokenizer.json']) copyFileSync(join(converted, name), join(poisoned, name));
-      tensors.find((t) => t.name === 'layers.1.mlp.gate')!.data[300] = NaN;
+      tensors.find((t) => t.name === tensor)!.data[index] = value;
       writeSafetensors(join(poisoned, 'model.safetensors'), tensors, metadata);
+      return poisoned;
+    };
+
+    // A projection's values are checked by the product that packs it; the other weights by a pass of their own.
+    it.each([
+      ['layers.1.mlp.gate', 300, NaN],
+      ['layers.0.attn.q', 0, Infinity],
+      ['layers.1.mlp.down', 256 * 64 - 1, -Infinity],
+      ['embeddings.word', 1000, NaN],
+      ['layers.0.norm2.bias', 63, Infinity],
+    ])('names a non-finite weight (%s[%i] = %f) and frees every tensor it made', async (tensor, index, value) => {
+      const poisoned = poison(tensor, index, value);
       const before = tf.memory().numTensors;
       const failure = await loadModelConcurrently(poisoned, {}, wasmHeapSlots()!, packForXnnpack).catch((error: unknown) => error);
       expect(failure).toBeInstanceOf(NonFiniteWeightError);
-      expect(failure).toMatchObject({ tensor: 'layers.1.mlp.gate', index: 300 });
+      expect(failure).toMatchObject({ tensor, index, value });
       expect(tf.memory().numTensors).toBe(before);
-      await expect(loadEmbedder(poisoned, { backend: 'wasm' })).rejects.toThrow(/"layers\.1\.mlp\.gate" holds NaN at flat index 300/);
+      await expect(loadEmbedder(poisoned, { backend: 'wasm' })).rejects.toThrow(`"${tensor}" holds ${value} at flat index ${index}`);
       expect(tf.memory().numTensors).toBe(before);
     });
+  });
+
+  it('packs a projection and tells whether its values are all finite, from the one product', () => {
+    const [rows, columns] = [64, 256];
+    const finite = tf.randomNormal([rows, columns]) as tf.Tensor2D;
+    expect(packForXnnpack(finite)).toBe(true);
+    finite.dispose();
+    for (const value of [NaN, Infinity, -Infinity]) {
+      for (const index of [0, columns - 1, (rows - 1) * columns, rows * columns - 1, 37 * columns + 129]) {
+        const data = new Float32Array(rows * columns).fill(0.5);
+        data[index] = value;
+        const weight = tf.tensor2d(data, [rows, columns]);
+        expect(packForXnnpack(weight), `${value} at ${index}`).toBe(false);
+        weight.dispose();
+      }
+    }
   });
 
   it('combines with workers: each worker runs the threaded build', async () => {

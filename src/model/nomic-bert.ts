@@ -30,8 +30,13 @@ export interface WeightSlot {
 }
 export type SlotAllocator = (shape: readonly number[]) => WeightSlot;
 
-/** A projection weight read and checked, before the model is made: a backend may prepare it for its matMuls. */
-export type PrepareWeight = (weight: tf.Tensor2D) => void;
+/**
+ * A projection weight read, before the model is made: a backend may prepare
+ * it for its matMuls. Returns true when the preparation found every value
+ * finite on the way, which spares the loader its own pass over the values;
+ * false leaves that check to the loader.
+ */
+export type PrepareWeight = (weight: tf.Tensor2D) => boolean;
 
 /** A right-padded batch, as produced by the pipeline's tensor conversion. */
 export interface EncoderInputs {
@@ -130,12 +135,13 @@ export class NomicBertModel {
    * threads: this thread meanwhile checks the weights already read and hands
    * each projection matrix to `prepare` (XNNPACK packs a weight on its first
    * product, 0.8 s of the real model's start on two cores, which so overlaps
-   * the reading). If any read or check fails, every tensor is freed once no
-   * read is writing into one any more, and the first failure is thrown.
+   * the reading), which may vouch for its values being finite. If any read
+   * or check fails, every tensor is freed once no read is writing into one
+   * any more, and the first failure is thrown.
    */
   static async fromSourcesConcurrently(
     config: NomicBertConfig,
-    sources: Iterable<Pick<TensorSource, 'name' | 'shape' | 'readIntoAsync'>>,
+    sources: Iterable<Pick<TensorSource, 'name' | 'shape' | 'readIntoAsync' | 'checkFinite'>>,
     allocate: SlotAllocator,
     prepare?: PrepareWeight,
   ): Promise<NomicBertModel> {
@@ -144,10 +150,15 @@ export class NomicBertModel {
     const reads: Promise<void>[] = [];
     let failures: unknown[] = [];
     try {
-      for (const { name, shape, readIntoAsync } of sources) {
+      for (const { name, shape, readIntoAsync, checkFinite } of sources) {
         const { tensor, target } = allocate(shape);
         weights.set(name, tensor);
-        reads.push(readIntoAsync(target).then(() => (projections.has(name) ? prepare?.(tensor as tf.Tensor2D) : undefined)));
+        const prepared = prepare !== undefined && projections.has(name);
+        reads.push(
+          readIntoAsync(target, !prepared).then(() => {
+            if (prepared && !prepare(tensor as tf.Tensor2D)) checkFinite(target);
+          }),
+        );
       }
     } catch (error) {
       failures = [error];

@@ -68,9 +68,13 @@ export interface TensorSource {
   readInto(target: Float32Array): void;
   /**
    * The same with the read on one of Node's I/O threads where the file holds
-   * the tensor as it is (a converted float32 file); else as `readInto`.
+   * the tensor as it is (a converted float32 file); else as `readInto`. With
+   * `checked` false the caller takes over the finiteness check (see
+   * `checkFinite`) where the read allows it.
    */
-  readIntoAsync(target: Float32Array): Promise<void>;
+  readIntoAsync(target: Float32Array, checked?: boolean): Promise<void>;
+  /** Throws a `NonFiniteWeightError` naming the first NaN or infinity of this tensor's values, if any. */
+  checkFinite(data: Float32Array): void;
 }
 
 /**
@@ -94,7 +98,11 @@ export function* runtimeTensorSources(checkpoint: CheckedCheckpoint, config: Nom
         source: name,
         shape,
         readInto: (target) => void check(name, (file.readFloat32Into(name, target), target)),
-        readIntoAsync: async (target) => void check(name, (await file.readFloat32IntoAsync(name, target), target)),
+        readIntoAsync: async (target, checked = true) => {
+          await file.readFloat32IntoAsync(name, target);
+          if (checked) check(name, target);
+        },
+        checkFinite: (data) => void check(name, data),
       };
     }
     return;
@@ -104,7 +112,9 @@ export function* runtimeTensorSources(checkpoint: CheckedCheckpoint, config: Nom
       const sources = recipe.sources.map((s) => check(s, file.readFloat32(s)));
       target.set(recipe.build(sources, recipe.sources.map((s) => file.tensors.get(s)!.shape)));
     };
-    yield { name, source: recipe.sources.join(' + '), shape: runtimeTable.get(name)!, readInto, readIntoAsync: async (target) => readInto(target) };
+    // The sources are checked as they are read, before they are reshaped, so errors give their own indices.
+    const checkFinite = (data: Float32Array) => void check(name, data);
+    yield { name, source: recipe.sources.join(' + '), shape: runtimeTable.get(name)!, readInto, readIntoAsync: async (target) => readInto(target), checkFinite };
   }
 }
 
