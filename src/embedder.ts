@@ -88,8 +88,7 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
   const embedder = new Embedder(runner, tokenizer, backendName, config, device, dir);
   // The first product with each weight matrix packs it (XNNPACK; threaded wasm packs while loading) or
   // compiles shaders (WebGPU), and the first texts warm the tokenizer, pipeline and JIT up: done here, the
-  // first call is about as fast as the next ones. With one warm-up text the next call stayed slower
-  // (measured on wasm); a second, of another length, closes most of the gap.
+  // first call is about as fast as the next ones. See WARM_UP_TEXTS for why two, and which.
   for (const text of WARM_UP_TEXTS) await embedder.embed([text]);
   return embedder;
 }
@@ -282,7 +281,16 @@ export class Embedder {
 
 const GiB = 1024 ** 3;
 
-const WARM_UP_TEXTS = ['warming up: a short text through every stage once', 'and a second one, of another length than the first'];
+/**
+ * The first pass runs while V8 still compiles the per-op JavaScript, on the
+ * core XNNPACK's second thread needs, and is the slowest: a text of five
+ * tokens runs the same JavaScript as any other at a third of a query's
+ * compute. The second, of a query's length, runs XNNPACK's kernels for such
+ * products once. On two cores, against two query-length texts, this cut about
+ * 0.1 s from the load (median of paired runs), and the first call after it
+ * was as close to the second.
+ */
+const WARM_UP_TEXTS = ['warm-up', 'warming up: a short text through every stage once'];
 
 /** WebGPU reports no free memory: 4 GiB suits any discrete GPU and leaves integrated ones room. */
 function defaultMemoryBudget(backend: BackendName): number {
