@@ -7,13 +7,16 @@ import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { packForXnnpack, wasmHeapSlots } from '../src/backends/wasm-heap.js';
+import { xnnpackPacker } from '../src/backends/xnnpack-packer.js';
 import { threadsFailure } from '../src/backends/wasm-threads.js';
 import { NonFiniteWeightError } from '../src/errors.js';
 import { loadModelConcurrently } from '../src/model/load-model.js';
 import { convertWeights } from '../src/weights/convert.js';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
-import type { EncoderInputs, ForwardOptions } from '../src/model/nomic-bert.js';
+import type { BlockWeights } from '../src/model/block.js';
+import type { EncoderInputs, ForwardOptions, NomicBertModel, WeightPacker } from '../src/model/nomic-bert.js';
+import { runBatchJob, warmUpJob } from '../src/pipeline/batch-job.js';
 import { expectClose, FIXTURE_NAMES, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -92,17 +95,37 @@ describe('the threaded WebAssembly build', () => {
     beforeAll(() => void convertWeights(fixtureDir('nomic-tiny'), converted, { dtype: 'float32' }));
     afterEach(() => vi.restoreAllMocks());
 
+    /**
+     * The default packer, recording each projection's shape and the memory it
+     * was read into; with `keepStaging` its staging buffers stay allocated
+     * after the load, until `finish` is called.
+     */
+    const recordingPacker = (wasmVersion?: string, keepStaging = false) => {
+      const packer = xnnpackPacker(wasmHeapSlots()!, wasmVersion);
+      const shapes: number[][] = [];
+      const targets: Float32Array[] = [];
+      const recording: WeightPacker = {
+        pack: (shape, fill, checkFinite) => {
+          shapes.push([...shape]);
+          return packer.pack(shape, (target) => (targets.push(target), fill(target)), checkFinite);
+        },
+        finish: () => (keepStaging ? undefined : packer.finish()),
+      };
+      return { packer: recording, shapes, targets, finish: () => packer.finish() };
+    };
+    const someTokens = () => ({ ...warmUpJob('per-head'), sequences: [Int32Array.from({ length: 9 }, (_, i) => 2000 + 37 * i)], length: 9, queryBlock: 9 });
+    const memoryOffset = (t: tf.Tensor) => (tf.backend() as unknown as { getMemoryOffset(dataId: object): number }).getMemoryOffset(t.dataId);
+    const projectionsOf = (model: NomicBertModel) =>
+      (model as unknown as { layers: BlockWeights[] }).layers.flatMap(({ attention: a, mlp: m }) => [a.q, a.k, a.v, a.out, m.up, m.gate, m.down]);
+
     it('reads on I/O threads, packs every projection as it arrives, and matches the upstream model', async () => {
       const asyncReads = vi.spyOn(SafetensorsFile.prototype, 'readFloat32IntoAsync');
-      const packed: number[][] = [];
-      const model = await loadModelConcurrently(converted, {}, wasmHeapSlots()!, (weight) => {
-        packed.push(weight.shape);
-        return packForXnnpack(weight);
-      });
+      const { packer, shapes } = recordingPacker();
+      const model = await loadModelConcurrently(converted, {}, wasmHeapSlots()!, packer);
       model.dispose();
       expect(asyncReads).toHaveBeenCalledTimes(4 + 11 * 2);
       // q, k, v, out, up, gate and down of both layers; never the embeddings or norms.
-      expect(packed.sort()).toEqual([...Array(8).fill([64, 64]), ...Array(4).fill([64, 256]), ...Array(2).fill([256, 64])].sort());
+      expect(shapes.sort()).toEqual([...Array(8).fill([64, 64]), ...Array(4).fill([64, 256]), ...Array(2).fill([256, 64])].sort());
       const embedder = await loadEmbedder(converted, { backend: 'wasm' });
       try {
         const texts = reference('nomic-tiny').texts;
@@ -111,6 +134,25 @@ describe('the threaded WebAssembly build', () => {
       } finally {
         await embedder.dispose();
       }
+    });
+
+    it('keeps only the packed copy of each projection: products never read the memory a weight was read into', async () => {
+      const before = tf.memory().numTensors;
+      const keptCopies = await loadModelConcurrently(converted, {}, wasmHeapSlots()!, recordingPacker('another release').packer);
+      const expected = await runBatchJob(keptCopies, someTokens());
+      expect(projectionsOf(keptCopies).every((w) => memoryOffset(w) !== 0)).toBe(true);
+      keptCopies.dispose();
+
+      const { packer, targets, finish } = recordingPacker(undefined, true);
+      const packedOnly = await loadModelConcurrently(converted, {}, wasmHeapSlots()!, packer);
+      expect(projectionsOf(packedOnly).map(memoryOffset)).toEqual(Array(14).fill(0));
+      // Every weight was read into the staging buffers, kept for this test: poisoned, any product reading them turns NaN.
+      for (const target of targets) target.fill(NaN);
+      const { vectors } = await runBatchJob(packedOnly, someTokens());
+      expect(Array.from(vectors)).toEqual(Array.from(expected.vectors));
+      finish();
+      packedOnly.dispose();
+      expect(tf.memory().numTensors).toBe(before);
     });
 
     const poison = (tensor: string, index: number, value: number) => {
@@ -136,10 +178,12 @@ describe('the threaded WebAssembly build', () => {
     ])('names a non-finite weight (%s[%i] = %f) and frees every tensor it made', async (tensor, index, value) => {
       const poisoned = poison(tensor, index, value);
       const before = tf.memory().numTensors;
-      const failure = await loadModelConcurrently(poisoned, {}, wasmHeapSlots()!, packForXnnpack).catch((error: unknown) => error);
-      expect(failure).toBeInstanceOf(NonFiniteWeightError);
-      expect(failure).toMatchObject({ tensor, index, value });
-      expect(tf.memory().numTensors).toBe(before);
+      for (const wasmVersion of [undefined, 'another release']) {
+        const failure = await loadModelConcurrently(poisoned, {}, wasmHeapSlots()!, recordingPacker(wasmVersion).packer).catch((error: unknown) => error);
+        expect(failure).toBeInstanceOf(NonFiniteWeightError);
+        expect(failure).toMatchObject({ tensor, index, value });
+        expect(tf.memory().numTensors).toBe(before);
+      }
       await expect(loadEmbedder(poisoned, { backend: 'wasm' })).rejects.toThrow(`"${tensor}" holds ${value} at flat index ${index}`);
       expect(tf.memory().numTensors).toBe(before);
     });

@@ -2,7 +2,7 @@ import type { ConfigOverrides } from '../weights/config.js';
 import { runtimeLayoutFile } from '../weights/layout-cache.js';
 import { openCheckpoint, runtimeTensorSources } from '../weights/load.js';
 import { readConfig, weightsPath } from '../weights/model-folder.js';
-import { NomicBertModel, type PrepareWeight, type SlotAllocator, type TensorAllocator } from './nomic-bert.js';
+import { NomicBertModel, type SlotAllocator, type TensorAllocator, type WeightPacker } from './nomic-bert.js';
 
 export interface LoadModelOptions extends ConfigOverrides {
   /** Weights file inside the folder. @default 'model.safetensors' */
@@ -29,20 +29,20 @@ export function loadModel(dir: string, options: LoadModelOptions = {}, allocate?
 }
 
 /**
- * As {@link loadModel}, reading every weight on Node's I/O threads while this
- * thread checks and `prepare`s those already read (see
- * `NomicBertModel.fromSourcesConcurrently`): for backends whose weight memory
- * does not move while others are made.
+ * As {@link loadModel}, reading the weights on Node's I/O threads while this
+ * thread checks those already read and has `packer` make the projections
+ * (see `NomicBertModel.fromSourcesConcurrently`): for backends whose weight
+ * memory does not move while others are made.
  */
 export async function loadModelConcurrently(
   dir: string,
   options: LoadModelOptions,
   allocate: SlotAllocator,
-  prepare?: PrepareWeight,
+  packer?: WeightPacker,
 ): Promise<NomicBertModel> {
   const { config, checkpoint } = openModelCheckpoint(dir, options);
   try {
-    return await NomicBertModel.fromSourcesConcurrently(config, runtimeTensorSources(checkpoint, config), allocate, prepare);
+    return await NomicBertModel.fromSourcesConcurrently(config, runtimeTensorSources(checkpoint, config), allocate, packer);
   } finally {
     checkpoint.file.close();
   }

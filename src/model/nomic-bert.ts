@@ -31,12 +31,17 @@ export interface WeightSlot {
 export type SlotAllocator = (shape: readonly number[]) => WeightSlot;
 
 /**
- * A projection weight read, before the model is made: a backend may prepare
- * it for its matMuls. Returns true when the preparation found every value
- * finite on the way, which spares the loader its own pass over the values;
- * false leaves that check to the loader.
+ * Makes the projection weights (the matrices every product multiplies by) on
+ * a backend that prepares them for its matMuls, and may keep only the
+ * prepared form. Each weight's values are written by `fill` into memory the
+ * packer lends; `checkFinite` throws for a NaN or infinity in them, and is
+ * called unless the preparation has vouched for every value itself.
  */
-export type PrepareWeight = (weight: tf.Tensor2D) => boolean;
+export interface WeightPacker {
+  pack(shape: readonly number[], fill: (target: Float32Array) => Promise<void>, checkFinite: (data: Float32Array) => void): Promise<tf.Tensor>;
+  /** Frees what the packer lent, once no fill is writing any more; the weights it made stay. */
+  finish(): void;
+}
 
 /** A right-padded batch, as produced by the pipeline's tensor conversion. */
 export interface EncoderInputs {
@@ -131,19 +136,18 @@ export class NomicBertModel {
   }
 
   /**
-   * As {@link fromSources}, with every read in flight at once on Node's I/O
-   * threads: this thread meanwhile checks the weights already read and hands
-   * each projection matrix to `prepare` (XNNPACK packs a weight on its first
-   * product, 0.8 s of the real model's start on two cores, which so overlaps
-   * the reading), which may vouch for its values being finite. If any read
-   * or check fails, every tensor is freed once no read is writing into one
-   * any more, and the first failure is thrown.
+   * As {@link fromSources}, with the reads in flight at once on Node's I/O
+   * threads: this thread meanwhile checks the weights already read, and the
+   * projection matrices go through `packer` (XNNPACK packs a weight on its
+   * first product, 0.95 s of the real model's start on two cores, which so
+   * overlaps the reading). If any read or check fails, every tensor is freed
+   * once no read is writing into one any more, and the first failure is thrown.
    */
   static async fromSourcesConcurrently(
     config: NomicBertConfig,
     sources: Iterable<Pick<TensorSource, 'name' | 'shape' | 'readIntoAsync' | 'checkFinite'>>,
     allocate: SlotAllocator,
-    prepare?: PrepareWeight,
+    packer?: WeightPacker,
   ): Promise<NomicBertModel> {
     const projections = new Set(Array.from({ length: config.n_layer }, (_, i) => runtimeNames.layer(i)).flatMap((n) => [n.q, n.k, n.v, n.out, n.up, n.gate, n.down]));
     const weights = new Map<string, tf.Tensor>();
@@ -151,20 +155,20 @@ export class NomicBertModel {
     let failures: unknown[] = [];
     try {
       for (const { name, shape, readIntoAsync, checkFinite } of sources) {
+        if (packer !== undefined && projections.has(name)) {
+          reads.push(packer.pack(shape, (target) => readIntoAsync(target, false), checkFinite).then((tensor) => void weights.set(name, tensor)));
+          continue;
+        }
         const { tensor, target } = allocate(shape);
         weights.set(name, tensor);
-        const prepared = prepare !== undefined && projections.has(name);
-        reads.push(
-          readIntoAsync(target, !prepared).then(() => {
-            if (prepared && !prepare(tensor as tf.Tensor2D)) checkFinite(target);
-          }),
-        );
+        reads.push(readIntoAsync(target));
       }
     } catch (error) {
       failures = [error];
     }
     // Nothing may be freed while a read still writes into it.
     for (const result of await Promise.allSettled(reads)) if (result.status === 'rejected') failures.push(result.reason);
+    packer?.finish();
     if (failures.length > 0) {
       for (const t of weights.values()) t.dispose();
       throw failures[0];
