@@ -6,11 +6,11 @@ import { promisify } from 'node:util';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { packForXnnpack, wasmHeapSlots } from '../src/backends/wasm-heap.js';
+import { allocateInWasmHeap, packForXnnpack, wasmHeapSlots } from '../src/backends/wasm-heap.js';
 import { xnnpackPacker } from '../src/backends/xnnpack-packer.js';
 import { threadsFailure } from '../src/backends/wasm-threads.js';
 import { NonFiniteWeightError } from '../src/errors.js';
-import { loadModelConcurrently } from '../src/model/load-model.js';
+import { loadModel, loadModelConcurrently } from '../src/model/load-model.js';
 import { convertWeights } from '../src/weights/convert.js';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
@@ -101,13 +101,17 @@ describe('the threaded WebAssembly build', () => {
      * after the load, until `finish` is called.
      */
     const recordingPacker = (wasmVersion?: string, keepStaging = false) => {
-      const packer = xnnpackPacker(wasmHeapSlots()!, wasmVersion);
+      const packer = xnnpackPacker(wasmVersion);
       const shapes: number[][] = [];
       const targets: Float32Array[] = [];
       const recording: WeightPacker = {
         pack: (shape, fill, checkFinite) => {
           shapes.push([...shape]);
           return packer.pack(shape, (target) => (targets.push(target), fill(target)), checkFinite);
+        },
+        packSync: (shape, fill) => {
+          shapes.push([...shape]);
+          return packer.packSync(shape, (target) => (targets.push(target), fill(target)));
         },
         finish: () => (keepStaging ? undefined : packer.finish()),
       };
@@ -136,15 +140,21 @@ describe('the threaded WebAssembly build', () => {
       }
     });
 
-    it('keeps only the packed copy of each projection: products never read the memory a weight was read into', async () => {
+    const loaders = {
+      'read concurrently': (packer: WeightPacker, dir = converted) => loadModelConcurrently(dir, {}, wasmHeapSlots()!, packer),
+      'read one weight after another': async (packer: WeightPacker, dir = converted) => loadModel(dir, {}, allocateInWasmHeap, packer),
+    };
+    it.each(Object.keys(loaders) as (keyof typeof loaders)[])('keeps only the packed copy of each projection, %s: products never read the memory a weight was read into', async (how) => {
+      const load = loaders[how];
       const before = tf.memory().numTensors;
-      const keptCopies = await loadModelConcurrently(converted, {}, wasmHeapSlots()!, recordingPacker('another release').packer);
+      const keptCopies = await load(recordingPacker('another release').packer);
       const expected = await runBatchJob(keptCopies, someTokens());
       expect(projectionsOf(keptCopies).every((w) => memoryOffset(w) !== 0)).toBe(true);
       keptCopies.dispose();
 
-      const { packer, targets, finish } = recordingPacker(undefined, true);
-      const packedOnly = await loadModelConcurrently(converted, {}, wasmHeapSlots()!, packer);
+      const { packer, shapes, targets, finish } = recordingPacker(undefined, true);
+      const packedOnly = await load(packer);
+      expect(shapes).toHaveLength(14);
       expect(projectionsOf(packedOnly).map(memoryOffset)).toEqual(Array(14).fill(0));
       // Every weight was read into the staging buffers, kept for this test: poisoned, any product reading them turns NaN.
       for (const target of targets) target.fill(NaN);
@@ -179,10 +189,12 @@ describe('the threaded WebAssembly build', () => {
       const poisoned = poison(tensor, index, value);
       const before = tf.memory().numTensors;
       for (const wasmVersion of [undefined, 'another release']) {
-        const failure = await loadModelConcurrently(poisoned, {}, wasmHeapSlots()!, recordingPacker(wasmVersion).packer).catch((error: unknown) => error);
-        expect(failure).toBeInstanceOf(NonFiniteWeightError);
-        expect(failure).toMatchObject({ tensor, index, value });
-        expect(tf.memory().numTensors).toBe(before);
+        for (const load of Object.values(loaders)) {
+          const failure = await load(recordingPacker(wasmVersion).packer, poisoned).catch((error: unknown) => error);
+          expect(failure).toBeInstanceOf(NonFiniteWeightError);
+          expect(failure).toMatchObject({ tensor, index, value });
+          expect(tf.memory().numTensors).toBe(before);
+        }
       }
       await expect(loadEmbedder(poisoned, { backend: 'wasm' })).rejects.toThrow(`"${tensor}" holds ${value} at flat index ${index}`);
       expect(tf.memory().numTensors).toBe(before);

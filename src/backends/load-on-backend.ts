@@ -9,13 +9,13 @@ import { xnnpackPacker } from './xnnpack-packer.js';
  * Threaded wasm: the weights read straight into the shared heap on Node's I/O
  * threads while this thread packs the projections already read for XNNPACK
  * (the packing would otherwise fall into the first call, or the warm-up),
- * keeping only the packed copy (see `xnnpackPacker`). Other wasm: read
- * straight into the heap, one tensor after another. Elsewhere: through
- * JavaScript arrays, which tfjs uploads.
+ * keeping only the packed copy (see `xnnpackPacker`). Other wasm: the same,
+ * one tensor after another. Elsewhere: through JavaScript arrays, which tfjs
+ * uploads.
  */
 export async function loadModelOnBackend(name: BackendName, dir: string, options: LoadModelOptions): Promise<NomicBertModel> {
   if (name !== 'wasm') return loadModel(dir, options);
   const slots = wasmHeapSlots();
-  if (slots !== undefined) return loadModelConcurrently(dir, options, slots, xnnpackPacker(slots));
-  return loadModel(dir, options, allocateInWasmHeap);
+  if (slots !== undefined) return loadModelConcurrently(dir, options, slots, xnnpackPacker());
+  return loadModel(dir, options, allocateInWasmHeap, xnnpackPacker());
 }

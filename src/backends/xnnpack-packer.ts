@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { version_wasm } from '@tensorflow/tfjs-backend-wasm';
-import type { SlotAllocator, WeightPacker } from '../model/nomic-bert.js';
-import { packForXnnpack } from './wasm-heap.js';
+import type { WeightPacker } from '../model/nomic-bert.js';
+import { allocateInWasmHeap, packForXnnpack, wasmHeapSlots } from './wasm-heap.js';
 
 /**
  * The tfjs-backend-wasm release whose matMul this packer was written for:
@@ -28,28 +28,28 @@ interface WasmBackendInternals {
 }
 
 /**
- * The projections' packer on the threaded wasm backend. XNNPACK keeps its own
- * packed copy of each weight, and after that first product reads only that
- * copy: the weight's values are read into one of a few reused staging
- * buffers, packed from there, and the tensor keeps no memory of its own. That
- * holds the real model's projections once (450 MB) instead of twice, and the
- * reads fill pages already faulted in instead of fresh ones. The tensor must
- * then only ever be the right operand of `matMul(x, w)`, which is all the
- * model does with it; its values cannot be read back.
+ * The projections' packer on the wasm backend. XNNPACK keeps its own packed
+ * copy of each weight, and after that first product reads only that copy:
+ * the weight's values are read into one of a few reused staging buffers,
+ * packed from there, and the tensor keeps no memory of its own. That holds
+ * the real model's projections once (450 MB) instead of twice, and the reads
+ * fill pages already faulted in instead of fresh ones. The tensor must then
+ * only ever be the right operand of `matMul(x, w)`, which is all the model
+ * does with it; its values cannot be read back.
  *
  * Where the backend is another release, each weight gets its own memory in
- * the heap (`slots`) and is packed in place.
+ * the heap and is packed in place.
  */
-export function xnnpackPacker(slots: SlotAllocator, wasmVersion: string = version_wasm): WeightPacker {
-  return wasmVersion === PACKED_ONLY_FOR_VERSION ? new StagedPacker(tf.backend() as unknown as WasmBackendInternals) : new InPlacePacker(slots);
+export function xnnpackPacker(wasmVersion: string = version_wasm): WeightPacker {
+  return wasmVersion === PACKED_ONLY_FOR_VERSION ? new StagedPacker(tf.backend() as unknown as WasmBackendInternals) : new InPlacePacker();
 }
 
 /** Packs each weight where it lies, keeping both copies. */
 class InPlacePacker implements WeightPacker {
-  constructor(private readonly slots: SlotAllocator) {}
-
   async pack(shape: readonly number[], fill: (target: Float32Array) => Promise<void>, checkFinite: (data: Float32Array) => void): Promise<tf.Tensor> {
-    const { tensor, target } = this.slots(shape);
+    const slots = wasmHeapSlots();
+    if (slots === undefined) throw new Error('weights can be read concurrently only into a shared wasm heap');
+    const { tensor, target } = slots(shape);
     try {
       await fill(target);
       if (!packForXnnpack(tensor as tf.Tensor2D)) checkFinite(target);
@@ -58,6 +58,17 @@ class InPlacePacker implements WeightPacker {
       tensor.dispose();
       throw error;
     }
+  }
+
+  packSync(shape: readonly number[], fill: (target: Float32Array) => void): tf.Tensor {
+    const tensor = allocateInWasmHeap(shape, fill);
+    try {
+      packForXnnpack(tensor as tf.Tensor2D);
+    } catch (error) {
+      tensor.dispose();
+      throw error;
+    }
+    return tensor;
   }
 
   finish(): void {}
@@ -79,25 +90,46 @@ class StagedPacker implements WeightPacker {
   constructor(private readonly backend: WasmBackendInternals) {}
 
   async pack(shape: readonly number[], fill: (target: Float32Array) => Promise<void>, checkFinite: (data: Float32Array) => void): Promise<tf.Tensor> {
-    const elements = shape.reduce((a, b) => a * b, 1);
-    const buffer = await this.acquire(elements);
+    while (this.inUse >= STAGING_BUFFERS) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    const buffer = this.acquire(shape);
     try {
       // Shared memory never moves, so this view stays valid while other weights are made.
-      const target = new Float32Array(this.backend.wasm.HEAPU8.buffer, buffer.pointer, elements);
+      const target = this.viewOf(buffer, shape);
       await fill(target);
-      const tensor = tf.engine().makeTensorFromTensorInfo(this.backend.makeOutput([...shape], 'float32', buffer.pointer));
-      // The tensor must not free the staging buffer when it is disposed; its memory is XNNPACK's packed copy from here on.
-      this.backend.dataIdMap.get(tensor.dataId)!.memoryOffset = 0;
-      try {
-        if (!packForXnnpack(tensor as tf.Tensor2D)) checkFinite(target);
-      } catch (error) {
-        tensor.dispose();
-        throw error;
-      }
-      return tensor;
+      return this.packFrom(buffer, shape, () => checkFinite(target));
     } finally {
       this.release(buffer);
     }
+  }
+
+  packSync(shape: readonly number[], fill: (target: Float32Array) => void): tf.Tensor {
+    const buffer = this.acquire(shape);
+    try {
+      fill(this.viewOf(buffer, shape));
+      // `fill` has checked the values.
+      return this.packFrom(buffer, shape, () => {});
+    } finally {
+      this.release(buffer);
+    }
+  }
+
+  /** The weight made over `buffer` and packed; `checkFinite` runs when the packing product finds a NaN or infinity. */
+  private packFrom(buffer: StagingBuffer, shape: readonly number[], checkFinite: () => void): tf.Tensor {
+    const tensor = tf.engine().makeTensorFromTensorInfo(this.backend.makeOutput([...shape], 'float32', buffer.pointer));
+    // The tensor must not free the staging buffer when it is disposed; its memory is XNNPACK's packed copy from here on.
+    this.backend.dataIdMap.get(tensor.dataId)!.memoryOffset = 0;
+    try {
+      if (!packForXnnpack(tensor as tf.Tensor2D)) checkFinite();
+    } catch (error) {
+      tensor.dispose();
+      throw error;
+    }
+    return tensor;
+  }
+
+  /** A view of the heap's current memory (a heap that is not shared is replaced when it grows). */
+  private viewOf(buffer: StagingBuffer, shape: readonly number[]): Float32Array {
+    return new Float32Array(this.backend.wasm.HEAPU8.buffer, buffer.pointer, shape.reduce((a, b) => a * b, 1));
   }
 
   finish(): void {
@@ -106,12 +138,12 @@ class StagedPacker implements WeightPacker {
   }
 
   /**
-   * An idle buffer of at least `elements` floats, made when none fits. At
-   * most STAGING_BUFFERS are in use at once; a few more may exist, the
+   * An idle buffer that holds `shape`, made when none does. Callers keep at
+   * most STAGING_BUFFERS in use at once; a few more may exist, the
    * projections coming in two sizes.
    */
-  private async acquire(elements: number): Promise<StagingBuffer> {
-    while (this.inUse >= STAGING_BUFFERS) await new Promise<void>((resolve) => this.waiting.push(resolve));
+  private acquire(shape: readonly number[]): StagingBuffer {
+    const elements = shape.reduce((a, b) => a * b, 1);
     this.inUse++;
     const fitting = this.idle.findIndex((b) => b.elements >= elements);
     if (fitting >= 0) return this.idle.splice(fitting, 1)[0];

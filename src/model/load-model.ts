@@ -16,13 +16,14 @@ export interface LoadModelOptions extends ConfigOverrides {
 
 /**
  * Loads a model folder (`config.json` + `model.safetensors`, Hugging Face or
- * converted layout) onto the active tfjs backend; `allocate` makes each weight
- * (see `loadModelOnBackend` of the backends for the fastest per backend).
+ * converted layout) onto the active tfjs backend; `allocate` makes each weight,
+ * `packer` the projections (see `loadModelOnBackend` of the backends for the
+ * fastest per backend).
  */
-export function loadModel(dir: string, options: LoadModelOptions = {}, allocate?: TensorAllocator): NomicBertModel {
+export function loadModel(dir: string, options: LoadModelOptions = {}, allocate?: TensorAllocator, packer?: WeightPacker): NomicBertModel {
   const { config, checkpoint } = openModelCheckpoint(dir, options);
   try {
-    return NomicBertModel.fromSources(config, runtimeTensorSources(checkpoint, config), allocate);
+    return NomicBertModel.fromSources(config, runtimeTensorSources(checkpoint, config), allocate, packer);
   } finally {
     checkpoint.file.close();
   }

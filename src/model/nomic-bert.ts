@@ -39,6 +39,8 @@ export type SlotAllocator = (shape: readonly number[]) => WeightSlot;
  */
 export interface WeightPacker {
   pack(shape: readonly number[], fill: (target: Float32Array) => Promise<void>, checkFinite: (data: Float32Array) => void): Promise<tf.Tensor>;
+  /** The same, one weight at a time, with a `fill` that checks the values itself. */
+  packSync(shape: readonly number[], fill: (target: Float32Array) => void): tf.Tensor;
   /** Frees what the packer lent, once no fill is writing any more; the weights it made stay. */
   finish(): void;
 }
@@ -118,19 +120,26 @@ export class NomicBertModel {
   /**
    * Makes each weight with `allocate`, which hands the tensor's memory to its
    * source to fill (for the wasm backend, a view of its heap: the file is read
-   * straight into it). If a source fails midway, what was made is freed.
+   * straight into it), or, for the projections, with `packer`. If a source
+   * fails midway, what was made is freed.
    */
   static fromSources(
     config: NomicBertConfig,
     sources: Iterable<Pick<TensorSource, 'name' | 'shape' | 'readInto'>>,
     allocate: TensorAllocator = allocateInJs,
+    packer?: WeightPacker,
   ): NomicBertModel {
+    const projections = projectionNames(config);
     const weights = new Map<string, tf.Tensor>();
     try {
-      for (const { name, shape, readInto } of sources) weights.set(name, allocate(shape, readInto));
+      for (const { name, shape, readInto } of sources) {
+        weights.set(name, packer !== undefined && projections.has(name) ? packer.packSync(shape, readInto) : allocate(shape, readInto));
+      }
     } catch (error) {
       for (const t of weights.values()) t.dispose();
       throw error;
+    } finally {
+      packer?.finish();
     }
     return new NomicBertModel(config, weights);
   }
@@ -149,7 +158,7 @@ export class NomicBertModel {
     allocate: SlotAllocator,
     packer?: WeightPacker,
   ): Promise<NomicBertModel> {
-    const projections = new Set(Array.from({ length: config.n_layer }, (_, i) => runtimeNames.layer(i)).flatMap((n) => [n.q, n.k, n.v, n.out, n.up, n.gate, n.down]));
+    const projections = projectionNames(config);
     const weights = new Map<string, tf.Tensor>();
     const reads: Promise<void>[] = [];
     let failures: unknown[] = [];
@@ -241,4 +250,9 @@ export class NomicBertModel {
     this.owned = [];
     this.rotary.dispose();
   }
+}
+
+/** The matrices every product multiplies by: q, k, v, out, up, gate and down of each layer. */
+function projectionNames(config: NomicBertConfig): Set<string> {
+  return new Set(Array.from({ length: config.n_layer }, (_, i) => runtimeNames.layer(i)).flatMap((n) => [n.q, n.k, n.v, n.out, n.up, n.gate, n.down]));
 }
