@@ -5,6 +5,7 @@ import type { GpuAdapterReport } from './backends/webgpu/adapter.js';
 import { webGpuAdapter } from './backends/webgpu/device.js';
 import { reserveWasmHeap } from './backends/wasm-heap.js';
 import { wasmThreadCount } from './backends/wasm-threads.js';
+import { wasmWeightCopies } from './backends/xnnpack-packer.js';
 import {
   checkLoadOptions,
   DEFAULT_MAX_BATCH_SIZE,
@@ -69,6 +70,7 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
           cores,
           availableBytes: availableMemory(freemem(), process.constrainedMemory?.()),
           batch: typicalBatch(backendName),
+          weightCopies: wasmWeightCopies(),
         })
       : 1);
   const device = backendName === 'webgpu' ? webGpuAdapter() : undefined;

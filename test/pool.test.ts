@@ -12,6 +12,7 @@ import { WorkerPoolRunner } from '../src/pool/worker-pool.js';
 import { BatchProcessor } from '../src/scheduling/batcher.js';
 import { estimateMemory } from '../src/scheduling/memory.js';
 import { availableMemory, defaultWorkerCount } from '../src/scheduling/workers.js';
+import { wasmWeightCopies } from '../src/backends/xnnpack-packer.js';
 import { readConfig } from '../src/weights/model-folder.js';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { useBackend } from './helpers/backend.js';
@@ -300,10 +301,14 @@ describe('default worker count', () => {
     expect(defaultWorkerCount({ backend: 'wasm', cores: 4, availableBytes: 64 * GiB, batch })).toBe(4);
   });
 
-  it('is what memory holds when that is fewer: weights twice and a batch per worker, in three quarters of it', () => {
-    // 1.25 GiB per worker; 0.75 × 4 GiB = 3 GiB holds two.
-    expect(defaultWorkerCount({ backend: 'wasm', cores: 16, availableBytes: 4 * GiB, batch })).toBe(2);
+  it('is what memory holds when that is fewer: the weights and a batch per worker, in three quarters of it', () => {
+    // 0.75 GiB per worker; 0.75 × 4 GiB = 3 GiB holds four.
+    expect(defaultWorkerCount({ backend: 'wasm', cores: 16, availableBytes: 4 * GiB, batch })).toBe(4);
     expect(defaultWorkerCount({ backend: 'wasm', cores: 16, availableBytes: 0.5 * GiB, batch })).toBe(1);
+    // With the weights held twice (a tfjs-backend-wasm release whose packing keeps tfjs's copy), 1.25 GiB: two.
+    expect(defaultWorkerCount({ backend: 'wasm', cores: 16, availableBytes: 4 * GiB, batch, weightCopies: 2 })).toBe(2);
+    expect(wasmWeightCopies()).toBe(1);
+    expect(wasmWeightCopies('4.23.0')).toBe(2);
   });
 
   it('takes a container limit below the free memory', () => {

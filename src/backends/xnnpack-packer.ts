@@ -12,6 +12,11 @@ import { allocateInWasmHeap, packForXnnpack, wasmHeapSlots } from './wasm-heap.j
  */
 export const PACKED_ONLY_FOR_VERSION = '4.22.0';
 
+/** Copies of the projections a wasm model holds: XNNPACK's packed one, and on another release tfjs's as well. */
+export function wasmWeightCopies(wasmVersion: string = version_wasm): number {
+  return wasmVersion === PACKED_ONLY_FOR_VERSION ? 1 : 2;
+}
+
 /** Staging buffers: as many reads in flight as Node has I/O threads by default. */
 const STAGING_BUFFERS = 4;
 

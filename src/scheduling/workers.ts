@@ -8,6 +8,8 @@ export interface WorkerSizing {
   readonly availableBytes: number;
   /** The memory estimate of one typical batch (weights included). */
   readonly batch: MemoryEstimate;
+  /** How many copies of the weights a worker holds (wasm keeps some packed for XNNPACK). @default 1 */
+  readonly weightCopies?: number;
 }
 
 /** Share of the available memory the workers may plan to take; the rest is left to the process and the system. */
@@ -17,13 +19,13 @@ const MEMORY_SHARE = 0.75;
  * How many worker threads `loadEmbedder` starts when none is asked for. Only
  * the wasm backend needs several (it computes on one thread per instance);
  * libtensorflow and the GPU backends use every core from one thread. Each
- * wasm worker holds the weights twice (tfjs's copy and XNNPACK's packed copy)
- * and a batch's activations, so the count is the lower of the cores and what
- * the memory holds, and never below one.
+ * wasm worker holds its weights (`weightCopies` times) and a batch's
+ * activations, so the count is the lower of the cores and what the memory
+ * holds, and never below one.
  */
-export function defaultWorkerCount({ backend, cores, availableBytes, batch }: WorkerSizing): number {
+export function defaultWorkerCount({ backend, cores, availableBytes, batch, weightCopies = 1 }: WorkerSizing): number {
   if (backend !== 'wasm') return 1;
-  const perWorker = 2 * batch.weightBytes + batch.activationBytes;
+  const perWorker = weightCopies * batch.weightBytes + batch.activationBytes;
   return Math.max(1, Math.min(cores, Math.floor((availableBytes * MEMORY_SHARE) / perWorker)));
 }
 
