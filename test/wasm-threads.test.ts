@@ -165,6 +165,23 @@ describe('the threaded WebAssembly build', () => {
       expect(tf.memory().numTensors).toBe(before);
     });
 
+    it.each(Object.keys(loaders) as (keyof typeof loaders)[])('says so when the heap cannot lend a staging buffer, %s, and frees what it made', async (how) => {
+      const { wasm } = tf.backend() as unknown as { wasm: { _malloc(bytes: number): number } };
+      const malloc = wasm._malloc;
+      const before = tf.memory().numTensors;
+      // The up and gate projections of the tiny model, [64, 256] floats.
+      wasm._malloc = (bytes) => (bytes === 64 * 256 * 4 ? 0 : malloc(bytes));
+      try {
+        await expect(loaders[how](xnnpackPacker())).rejects.toThrow(/backend "wasm": its heap could not lend 65536 bytes to stage a weight/);
+      } finally {
+        wasm._malloc = malloc;
+      }
+      expect(tf.memory().numTensors).toBe(before);
+      const model = await loaders[how](xnnpackPacker());
+      expect(Array.from((await runBatchJob(model, someTokens())).vectors).every(Number.isFinite)).toBe(true);
+      model.dispose();
+    });
+
     const poison = (tensor: string, index: number, value: number) => {
       const file = SafetensorsFile.open(join(converted, 'model.safetensors'));
       const tensors = [...file.tensors.values()].map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: file.readFloat32(t.name) }));

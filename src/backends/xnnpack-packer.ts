@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { version_wasm } from '@tensorflow/tfjs-backend-wasm';
+import { BackendError } from '../errors.js';
 import type { WeightPacker } from '../model/nomic-bert.js';
 import { allocateInWasmHeap, packForXnnpack, wasmHeapSlots } from './wasm-heap.js';
 
@@ -53,7 +54,7 @@ export function xnnpackPacker(wasmVersion: string = version_wasm): WeightPacker 
 class InPlacePacker implements WeightPacker {
   async pack(shape: readonly number[], fill: (target: Float32Array) => Promise<void>, checkFinite: (data: Float32Array) => void): Promise<tf.Tensor> {
     const slots = wasmHeapSlots();
-    if (slots === undefined) throw new Error('weights can be read concurrently only into a shared wasm heap');
+    if (slots === undefined) throw new BackendError('wasm', 'weights can be read concurrently only into a shared heap (the threaded build)');
     const { tensor, target } = slots(shape);
     try {
       await fill(target);
@@ -155,7 +156,8 @@ class StagedPacker implements WeightPacker {
     const pointer = this.backend.wasm._malloc(elements * 4);
     if (pointer === 0) {
       this.inUse--;
-      throw new Error(`the wasm heap could not lend ${elements * 4} bytes to stage a weight`);
+      this.waiting.shift()?.();
+      throw new BackendError('wasm', `its heap could not lend ${elements * 4} bytes to stage a weight while loading`);
     }
     const buffer = { pointer, elements };
     this.made.push(buffer);
