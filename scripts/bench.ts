@@ -1,13 +1,15 @@
 /**
- * npm run bench [-- --backend(s) wasm,webgpu --sets a,b,c,d --configs 1x1,2x1,1x2 --fraction 0.25]
+ * npm run bench [-- --backend(s) wasm,webgpu --sets a,b,c,d --configs 1x1,2x1,1x2 --fraction 0.25 --startups 5]
  *
  * Measures the model per backend on a full-size random checkpoint (built once
  * under weights/bench-random): throughput per benchmark set next to the
  * backend's raw matMul rate measured in the same run (the roofline), and
  * start-up: the time to read the weights file, to load, the first call, the
  * median single-text latency and resident memory. On wasm each runs per
- * configuration of worker threads × wasm threads. Prints tables and writes
- * JSON to bench-results/.
+ * configuration of worker threads × wasm threads. Start-up figures move by
+ * ±10% from one process to the next on a shared machine: `--startups N` runs
+ * N start-ups per configuration and reports each figure's median, and the
+ * median of each run's ratios. Prints tables and writes JSON to bench-results/.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -30,8 +32,11 @@ const { values } = parseArgs({
     // workers×threads per wasm run: one thread; the worker pool; the threaded build.
     configs: { type: 'string', default: [...new Set(['1x1', `${cores}x1`, `1x${cores}`])].join(',') },
     fraction: { type: 'string', default: '1' },
+    startups: { type: 'string', default: '1' },
   },
 });
+const startups = Number(values.startups);
+if (!Number.isInteger(startups) || startups < 1) throw new Error(`--startups must be a whole number ≥ 1, not ${values.startups}`);
 
 const model = ensureRandomCheckpoint(`${ROOT}weights/bench-random`, `${ROOT}test/fixtures/nomic-embed-text-v1.5/tokenizer.json`);
 const backends = ((values.backends ?? values.backend)?.split(',') as BackendName[] | undefined) ?? (await availableBackends());
@@ -65,9 +70,18 @@ function child(args: string[]): Record<string, unknown> {
 const results: Record<string, unknown>[] = [];
 const rows: string[][] = [['backend', 'workers × threads', 'input', 'tokens/s', 'texts/s', 'roofline tok/s', 'of roofline', 'peak RSS', 'peak tensors']];
 const startupRows: string[][] = [
-  ['backend', 'workers × threads', 'file read', 'load', 'load / read', 'first call', 'second call', 'one text (median)', 'RSS after warm-up', 'peak RSS'],
+  ['backend', 'workers × threads', 'file read', 'load', 'load / read', 'first call', 'second call', 'first / second', 'one text (median)', 'RSS after warm-up', 'peak RSS'],
 ];
 const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
+const median = (xs: number[]) => {
+  const sorted = [...xs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+const range = (xs: number[]) => `${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}`;
+/** Each numeric field's median over the runs; other fields as the first run has them. */
+const medianOf = (runs: Record<string, number>[]) =>
+  Object.fromEntries(Object.entries(runs[0]).map(([key, value]) => [key, typeof value === 'number' ? median(runs.map((r) => r[key])) : value])) as Record<string, number>;
 for (const backend of backends) {
   const { matmulGflops, rates, adapter } = child(['--backend', backend, '--roofline']) as {
     matmulGflops: number;
@@ -80,20 +94,23 @@ for (const backend of backends) {
   // Threads and worker threads are how wasm uses several cores; the other backends do it themselves.
   for (const config of backend === 'wasm' ? configs : [{ workers: 1, threads: 1, label: '1w×1t' }]) {
     const args = ['--model', model, '--backend', backend, '--workers', String(config.workers), '--threads', String(config.threads)];
-    console.error(`${backend}, ${config.label}: start-up...`);
-    const s = child([...args, '--startup']);
-    results.push({ ...s, config: config.label });
+    console.error(`${backend}, ${config.label}: start-up${startups > 1 ? ` ×${startups}` : ''}...`);
+    const runs = Array.from({ length: startups }, () => child([...args, '--startup']) as Record<string, number>);
+    const s = medianOf(runs);
+    results.push({ ...s, kind: 'startup', config: config.label, runs });
+    const ratio = (a: string, b: string) => `${median(runs.map((r) => r[a] / r[b])).toFixed(2)}×${startups > 1 ? ` (${range(runs.map((r) => r[a] / r[b]))})` : ''}`;
     startupRows.push([
       backend,
       config.label,
-      `${(s.readMs as number).toFixed(0)} ms`,
-      `${((s.loadMs as number) / 1000).toFixed(2)} s`,
-      `${((s.loadMs as number) / (s.readMs as number)).toFixed(1)}×`,
-      `${(s.firstCallMs as number).toFixed(0)} ms`,
-      `${(s.secondCallMs as number).toFixed(0)} ms`,
-      `${(s.singleTextMs as number).toFixed(0)} ms`,
-      gib(s.rssAfterWarmUpBytes as number),
-      gib(s.peakRssBytes as number),
+      `${s.readMs.toFixed(0)} ms`,
+      `${(s.loadMs / 1000).toFixed(2)} s`,
+      ratio('loadMs', 'readMs'),
+      `${s.firstCallMs.toFixed(0)} ms`,
+      `${s.secondCallMs.toFixed(0)} ms`,
+      ratio('firstCallMs', 'secondCallMs'),
+      `${s.singleTextMs.toFixed(0)} ms`,
+      gib(s.rssAfterWarmUpBytes),
+      gib(s.peakRssBytes),
     ]);
     for (const set of sets) {
       console.error(`${backend}, ${config.label}, ${SETS[set].label}...`);
