@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import type { ParseArgsConfig } from 'node:util';
 import { AUTO_ORDER, type BackendChoice } from '../backends/select.js';
+import type { LoadEmbedderOptions } from '../embed-options.js';
 import { NomicEmbedError } from '../errors.js';
 import { TASK_PREFIXES, type Task } from '../pipeline/tokenizer.js';
 
@@ -59,4 +60,22 @@ export function backendOption(value: string | undefined): BackendChoice {
     throw new UsageError(`--backend must be auto or one of ${AUTO_ORDER.join(', ')}, got "${value}"`);
   }
   return backend;
+}
+
+/** Where the commands that load a model take it from and how they run it. */
+export const EMBEDDER_OPTIONS = {
+  model: { type: 'string' },
+  backend: { type: 'string' },
+  workers: { type: 'string' },
+  threads: { type: 'string' },
+} as const;
+
+/** `loadEmbedder` options from EMBEDDER_OPTIONS (and `--max-length`, for the commands that take it). */
+export function embedderOptions(values: { backend?: string; workers?: string; threads?: string; 'max-length'?: string }): LoadEmbedderOptions {
+  return {
+    backend: backendOption(values.backend),
+    workers: integerOption('workers', values.workers),
+    threads: integerOption('threads', values.threads),
+    maxLength: integerOption('max-length', values['max-length'], 2),
+  };
 }

@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { loadEmbedder, type Embedder } from '../embedder.js';
 import type { EmbedOptions } from '../embed-options.js';
 import { PRECISIONS, type Precision } from '../pipeline/quantize.js';
-import { argsConfig, backendOption, choiceOption, integerOption, LONG_TEXT_MODES, modelDir, TASKS, UsageError } from './args.js';
+import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, choiceOption, integerOption, LONG_TEXT_MODES, modelDir, TASKS, UsageError } from './args.js';
 import type { CliIo } from './main.js';
 import { isJsonLines, textOfLine } from '../formats/text-lines.js';
 import { dtypeOf, finishNpyFile, npyBody, npyHeader, type NpyDtype } from '../formats/npy.js';
@@ -13,16 +13,13 @@ import { formatBytes, formatDuration, ProgressBar } from './progress.js';
 /** `nomic-embed embed`: texts from arguments, a file or stdin, to JSONL or .npy. */
 export async function embedCommand(args: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs(argsConfig(args, {
-    model: { type: 'string' },
+    ...EMBEDDER_OPTIONS,
     input: { type: 'string' },
     output: { type: 'string' },
     format: { type: 'string' },
     task: { type: 'string' },
     dimensions: { type: 'string' },
     'no-normalize': { type: 'boolean' },
-    backend: { type: 'string' },
-    workers: { type: 'string' },
-    threads: { type: 'string' },
     'max-batch-tokens': { type: 'string' },
     'max-length': { type: 'string' },
     'long-text': { type: 'string' },
@@ -53,12 +50,7 @@ export async function embedCommand(args: readonly string[], io: CliIo): Promise<
   };
   const source = textSource(positionals, values.input, io);
   const dir = modelDir(values.model);
-  const embedder = await loadEmbedder(dir, {
-    backend: backendOption(values.backend),
-    maxLength: integerOption('max-length', values['max-length'], 2),
-    workers: integerOption('workers', values.workers),
-    threads: integerOption('threads', values.threads),
-  });
+  const embedder = await loadEmbedder(dir, embedderOptions(values));
   try {
     const showProgress = !values.quiet && (values.progress || io.stderr.isTTY === true);
     return await streamEmbeddings(embedder, source, embedOptions, {

@@ -5,7 +5,7 @@ import { PRECISIONS } from '../pipeline/quantize.js';
 import { maskUrl } from '../queue/connection.js';
 import { DEFAULT_QUEUE, startQueueWorker } from '../queue/queue-worker.js';
 import { submitEmbeddings } from '../queue/submit.js';
-import { argsConfig, backendOption, choiceOption, integerOption, LONG_TEXT_MODES, modelDir, TASKS, UsageError } from './args.js';
+import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, choiceOption, integerOption, LONG_TEXT_MODES, modelDir, TASKS, UsageError } from './args.js';
 import { describeParallelism } from './embed-command.js';
 import type { CliIo } from './main.js';
 import { ProgressBar } from './progress.js';
@@ -16,10 +16,7 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
     argsConfig(args, {
       redis: { type: 'string' },
       queue: { type: 'string' },
-      model: { type: 'string' },
-      backend: { type: 'string' },
-      workers: { type: 'string' },
-      threads: { type: 'string' },
+      ...EMBEDDER_OPTIONS,
       'max-length': { type: 'string' },
       concurrency: { type: 'string' },
       'lock-seconds': { type: 'string' },
@@ -30,12 +27,7 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
   if (values.redis === undefined) throw new UsageError('worker needs --redis URL');
   const dir = modelDir(values.model);
   const say = (line: string) => void (values.quiet || io.stderr.write(`nomic-embed worker: ${line}\n`));
-  const embedder = await loadEmbedder(dir, {
-    backend: backendOption(values.backend),
-    workers: integerOption('workers', values.workers),
-    threads: integerOption('threads', values.threads),
-    maxLength: integerOption('max-length', values['max-length'], 2),
-  });
+  const embedder = await loadEmbedder(dir, embedderOptions(values));
   let worker;
   try {
     worker = await startQueueWorker(embedder, {

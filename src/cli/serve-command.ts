@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { loadEmbedder } from '../embedder.js';
 import type { Task } from '../pipeline/tokenizer.js';
 import { serve, type EmbeddingServer } from '../server/serve.js';
-import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
+import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, integerOption, modelDir, UsageError } from './args.js';
 import { describeParallelism } from './embed-command.js';
 import type { CliIo } from './main.js';
 
@@ -15,12 +15,9 @@ import type { CliIo } from './main.js';
 export async function serveCommand(args: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs(
     argsConfig(args, {
-      model: { type: 'string' },
+      ...EMBEDDER_OPTIONS,
       host: { type: 'string' },
       port: { type: 'string' },
-      backend: { type: 'string' },
-      workers: { type: 'string' },
-      threads: { type: 'string' },
       'api-key': { type: 'string' },
       'served-model-name': { type: 'string' },
       'default-task': { type: 'string' },
@@ -51,11 +48,7 @@ export async function serveCommand(args: readonly string[], io: CliIo): Promise<
     cors: values.cors,
     logger: values.quiet ? false : { level: 'info' },
   };
-  const loading = loadEmbedder(dir, {
-    backend: backendOption(values.backend),
-    workers: integerOption('workers', values.workers),
-    threads: integerOption('threads', values.threads),
-  });
+  const loading = loadEmbedder(dir, embedderOptions(values));
   // A failed load is reported below, through `ready`.
   loading.catch(() => undefined);
   let server: EmbeddingServer;
