@@ -54,13 +54,13 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
   const tokenizer = TextTokenizer.fromDir(dir, config.n_positions, maxLength);
   const checkpoint = openCheckpoint(weightsPath(dir, weightsFile), config);
   checkpoint.file.close();
-  const typicalBatch = (name: BackendName) => estimateMemory(config, 16, 512, { attention: defaultAttentionKernel(name), ffnWidth: checkpoint.ffnWidth });
   const cores = availableParallelism();
   // Threads per worker: as asked, else the cores shared among the workers asked for.
   const threads = options.threads ?? Math.max(1, Math.floor(cores / (options.workers ?? 1)));
   // With several workers the model runs in them, and this thread's backend stays single-threaded.
   const backendName = await selectBackend(backend, undefined, { wasmThreads: (options.workers ?? 1) === 1 ? threads : 1 });
   const threadsStarted = backendName === 'wasm' && wasmThreadCount() > 1;
+  const typicalBatch = estimateMemory(config, 16, 512, { attention: defaultAttentionKernel(backendName), ffnWidth: checkpoint.ffnWidth });
   const workers =
     options.workers ??
     // On wasm without threads (they could not start, or one was asked for), several workers use the cores instead.
@@ -69,7 +69,7 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
           backend: backendName,
           cores,
           availableBytes: availableMemory(freemem(), process.constrainedMemory?.()),
-          batch: typicalBatch(backendName),
+          batch: typicalBatch,
           weightCopies: wasmWeightCopies(),
         })
       : 1);
@@ -77,20 +77,19 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
   if (device !== undefined) checkTensorLimit(config, checkpoint.ffnWidth, device);
   let runner: BatchRunner;
   if (workers === 1) {
-    reserveWasmHeap(typicalBatch(backendName).totalBytes);
+    reserveWasmHeap(typicalBatch.totalBytes);
     const model = await loadModelOnBackend(backendName, dir, modelOptions);
     runner = new LocalRunner(model, batchGuard(backendName), backendName === 'wasm' ? wasmThreadCount() : 1);
   } else {
     const wasmThreads = threadsStarted || options.threads !== undefined ? threads : 1;
     // Made here once, not by every worker at the same time.
     if (layoutCache !== false) runtimeLayoutFile(weightsPath(dir, weightsFile), config, layoutNotice);
-    const reserveBytes = typicalBatch(backendName).totalBytes;
-    runner = await WorkerPoolRunner.start(workers, { dir, backend: backendName, modelOptions, wasmThreads, reserveBytes });
+    runner = await WorkerPoolRunner.start(workers, { dir, backend: backendName, modelOptions, wasmThreads, reserveBytes: typicalBatch.totalBytes });
   }
   const embedder = new Embedder(runner, tokenizer, backendName, config, device, dir);
-  // The first product with each weight matrix packs it (XNNPACK; threaded wasm packs while loading) or
-  // compiles shaders (WebGPU), and the first texts warm the tokenizer, pipeline and JIT up: done here, the
-  // first call is about as fast as the next ones. See WARM_UP_TEXTS for why two, and which.
+  // The first products compile shaders (WebGPU; wasm has packed its weights while loading), and the first
+  // texts warm the tokenizer, pipeline and JIT up: done here, the first call is about as fast as the next
+  // ones. See WARM_UP_TEXTS for why two, and which.
   for (const text of WARM_UP_TEXTS) await embedder.embed([text]);
   return embedder;
 }

@@ -53,14 +53,14 @@ export async function runBatchJob(model: NomicBertModel, job: BatchJob): Promise
   }
 }
 
-/**
- * A batch of one short sequence: running it once after loading makes the
- * backend do its one-time work per weight matrix (XNNPACK packs each on first
- * use, WebGPU compiles its shaders), so the first real call is as fast as the
- * next ones.
- */
 const WARM_UP_TOKENS = 16;
 
+/**
+ * A batch of one short sequence: running it once after loading makes the
+ * backend do its one-time work (WebGPU compiles its shaders; on wasm, where
+ * the loader has packed the weights, XNNPACK's kernels and V8's compiler warm
+ * up), so the first real call is about as fast as the next ones.
+ */
 export function warmUpJob(attention: AttentionKernel): BatchJob {
   return {
     sequences: [new Int32Array(WARM_UP_TOKENS)],
