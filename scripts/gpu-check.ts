@@ -8,7 +8,9 @@
  * full-size random checkpoint (made here, in the system's temp folder) for
  * 256 × 128, 64 × 512, 8 × 2048 and 1 × 8192 tokens, each as a fraction of
  * what that matMul rate allows. On a software adapter the sizes shrink to a
- * few texts (--quick does the same anywhere). Exit code 1 when parity fails.
+ * few texts (--quick does the same anywhere). Last, the GPU time of each
+ * kernel over one batch of 512-token texts (timestamp queries), to show where
+ * the time goes. Exit code 1 when parity fails.
  *
  * Options: --quick, --parity-only, --json FILE, --max-batch-tokens N (default 16384).
  */
@@ -23,6 +25,7 @@ import { loadEmbedder } from '../src/embedder.js';
 import { ensureRandomCheckpoint } from './bench/random-checkpoint.js';
 import { measureMatMul, rooflineShapes } from './bench/roofline.js';
 import { flopsPerToken, loadSet, SETS, type SetName } from './bench/sets.js';
+import { profileKernels } from './gpu-check/kernel-profile.js';
 import { compareWithReference } from './gpu-check/parity.js';
 
 const FIXTURES = fileURLToPath(new URL('../test/fixtures/', import.meta.url));
@@ -94,6 +97,14 @@ if (!values['parity-only']) {
     );
   }
   report.throughput = rows;
+
+  const profiled = loadSet('b').slice(0, quick ? 1 : Math.max(1, Math.floor(maxBatchTokens / SETS.b.tokens)));
+  const profile = await profileKernels(() => embedder.embed(profiled, { maxBatchTokens }));
+  report.kernelProfile = { texts: profiled.length, ...profile };
+  console.log(`kernel time over ${profiled.length} × ${SETS.b.tokens} tokens: ${profile.kernelMs.toFixed(1)} ms of ${profile.wallMs.toFixed(1)} ms wall (profiled)`);
+  for (const { kernel, calls, ms } of profile.kernels.slice(0, 14)) {
+    console.log(`  ${kernel.padEnd(28)} ${String(calls).padStart(5)} calls ${ms.toFixed(2).padStart(9)} ms ${((ms / profile.kernelMs) * 100).toFixed(1).padStart(5)}%`);
+  }
   await embedder.dispose();
 }
 
