@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, expect, it } from 'vitest';
 import { selectBackend } from '../src/backends/select.js';
+import { FusedAttentionProgram, GUARANTEED_WORKGROUP_BYTES, keyTileFor, type AttentionTiles } from '../src/backends/webgpu/attention-program.js';
 import { guardWebGpuBatch } from '../src/backends/webgpu/device.js';
 import { BackendError } from '../src/errors.js';
 import {
@@ -63,6 +64,42 @@ function paddingBias(B: number, T: number, padding: (b: number) => number): tf.T
   return tf.tensor4d(values, [B, 1, 1, T]);
 }
 
+/** Rotary attention of one sequence ([T, H, hd], one rotary table [T, hd/2]) in float64, without a mask. */
+function attentionFloat64(Q: Float32Array, K: Float32Array, V: Float32Array, cos: Float32Array, sin: Float32Array, [T, H, hd]: number[], scale: number): Float64Array {
+  const half = hd / 2;
+  const rotated = (x: Float32Array, t: number, h: number) => {
+    const at = (t * H + h) * hd;
+    const out = new Float64Array(hd);
+    for (let d = 0; d < half; d++) {
+      const [x1, x2, c, s] = [x[at + d], x[at + d + half], cos[t * half + d], sin[t * half + d]];
+      out[d] = x1 * c - x2 * s;
+      out[d + half] = x2 * c + x1 * s;
+    }
+    return out;
+  };
+  const result = new Float64Array(T * H * hd);
+  for (let h = 0; h < H; h++) {
+    const keys = Array.from({ length: T }, (_, j) => rotated(K, j, h));
+    for (let t = 0; t < T; t++) {
+      const query = rotated(Q, t, h);
+      const scores = keys.map((key) => scale * key.reduce((sum, kd, d) => sum + kd * query[d], 0));
+      const top = Math.max(...scores);
+      const weights = scores.map((score) => Math.exp(score - top));
+      const total = weights.reduce((a, b) => a + b, 0);
+      for (let d = 0; d < hd; d++) {
+        result[(t * H + h) * hd + d] = weights.reduce((sum, w, j) => sum + w * V[(j * H + h) * hd + d], 0) / total;
+      }
+    }
+  }
+  return result;
+}
+
+function maxAbsError(actual: ArrayLike<number>, exact: Float64Array): number {
+  let worst = 0;
+  for (let i = 0; i < exact.length; i++) worst = Math.max(worst, Math.abs(actual[i] - exact[i]) || (Number.isNaN(actual[i]) ? Infinity : 0));
+  return worst;
+}
+
 suite.describe('fused WebGPU kernels against the tfjs composites they replace', () => {
   beforeAll(async () => {
     await selectBackend('webgpu');
@@ -82,6 +119,9 @@ suite.describe('fused WebGPU kernels against the tfjs composites they replace', 
     [2, 130, 1, 32, true],
     [1, 33, 1, 128, false],
     [3, 40, 12, 64, true],
+    // Half a head of 6 and of 5 floats: rows as vec2 and as scalars.
+    [2, 7, 2, 12, true],
+    [1, 9, 3, 10, false],
   ])('rotary attention of B=%i, T=%i, H=%i, hd=%i (a table per row: %s) with padded keys', async (B, T, H, hd, perRow) => {
     const [q, k, v] = [1, 2, 3].map((seed) => tf.randomNormal([B, T, H, hd], 0, 1, 'float32', seed) as tf.Tensor4D);
     const rotary = tables(B, T, hd, perRow);
@@ -95,12 +135,40 @@ suite.describe('fused WebGPU kernels against the tfjs composites they replace', 
     tf.dispose([q, k, v, rotary.cos, rotary.sin, bias, fused, composite]);
   });
 
+  it.each([
+    { queryTile: 64, keyTile: 16 },
+    { queryTile: 256, keyTile: keyTileFor(64, GUARANTEED_WORKGROUP_BYTES) },
+    { queryTile: 32, keyTile: 48 },
+  ])('attention with tiles of $queryTile queries and $keyTile keys, against the composite', async (tiles: AttentionTiles) => {
+    // A length that fills no tile exactly, and more keys per tile than threads in the last case.
+    const [B, T, H, hd] = [2, 300, 3, 64];
+    const [q, k, v] = [10, 11, 12].map((seed) => tf.randomNormal([B, T, H, hd], 0, 1, 'float32', seed) as tf.Tensor4D);
+    const rotary = tables(B, T, hd, true);
+    const bias = paddingBias(B, T, (b) => 37 * b);
+    const scale = 1 / Math.sqrt(hd);
+    const program = new FusedAttentionProgram([B, T, H, hd], tiles);
+    const backend = tf.backend() as unknown as { runWebGPUProgram(p: object, i: tf.TensorInfo[], d: tf.DataType, u: object[]): tf.TensorInfo };
+    const info = backend.runWebGPUProgram(program, [q, k, v, rotary.cos, rotary.sin, bias], 'float32', [{ type: 'float32', data: [scale] }]);
+    const tiled = tf.engine().makeTensorFromTensorInfo(info);
+    const composite = compositeAttention(q, k, v, rotary, bias, scale);
+    expectClose(await tiled.data(), await composite.data(), KERNEL_TOLERANCE, `attention with tiles ${JSON.stringify(tiles)}`);
+    tf.dispose([q, k, v, rotary.cos, rotary.sin, bias, tiled, composite]);
+  });
+
   it('attention without a bias, and with scores far from zero, where a naive softmax overflows', async () => {
-    const [q, k, v] = [4, 5, 6].map((seed) => tf.randomNormal([1, 50, 2, 16], 0, 1, 'float32', seed) as tf.Tensor4D);
-    const rotary = tables(1, 50, 16, false);
+    const [B, T, H, hd] = [1, 50, 2, 16];
+    const [q, k, v] = [4, 5, 6].map((seed) => tf.randomNormal([B, T, H, hd], 0, 1, 'float32', seed) as tf.Tensor4D);
+    const rotary = tables(1, T, hd, false);
     const fused = fusedAttention(q, k, v, rotary, undefined, 30);
-    const composite = compositeAttention(q, k, v, rotary, tf.zeros([1, 1, 1, 50]) as tf.Tensor4D, 30);
-    expectClose(await fused.data(), await composite.data(), KERNEL_TOLERANCE, 'attention of large scores');
+    const composite = compositeAttention(q, k, v, rotary, tf.zeros([1, 1, 1, T]) as tf.Tensor4D, 30);
+    // Scores reach about 500 here, where one float32 step is 6e-5: rounding the scores alone moves the
+    // outputs by about 2e-5, so two float32 computations that sum in different orders differ by that much.
+    // Both are held to the float64 result instead, and the kernel must be no further from it than tfjs's ops.
+    const [Q, K, V, cos, sin] = await Promise.all([q, k, v, rotary.cos, rotary.sin].map((t) => t.data() as Promise<Float32Array>));
+    const exact = attentionFloat64(Q, K, V, cos, sin, [T, H, hd], 30);
+    const fusedError = maxAbsError(await fused.data(), exact);
+    const compositeError = maxAbsError(await composite.data(), exact);
+    expect(fusedError).toBeLessThanOrEqual(compositeError);
     expect((await fused.data()).every(Number.isFinite)).toBe(true);
     tf.dispose([q, k, v, rotary.cos, rotary.sin, fused, composite]);
   });

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { FUSED_ATTENTION, RESIDUAL_LAYER_NORM, SWIGLU, type FusedAttentionAttrs, type ResidualLayerNormAttrs } from '../../model/fused-ops.js';
-import { FusedAttentionProgram } from './attention-program.js';
+import { FusedAttentionProgram, keyTileFor, QUERY_TILE } from './attention-program.js';
+import { webGpuWorkgroupBytes } from './device.js';
 import { ResidualLayerNormProgram } from './layer-norm-program.js';
 import { SwigluProgram } from './swiglu-program.js';
 
@@ -32,7 +33,8 @@ function fusedAttention({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
     throw new Error(`${FUSED_ATTENTION}: rotary tables are [${cosines.shape}], expected [1 or ${B}, ${T}, ${hd / 2}]`);
   }
   const { scale } = attrs as unknown as FusedAttentionAttrs;
-  const program = new FusedAttentionProgram(queries.shape as [number, number, number, number]);
+  const tiles = { queryTile: QUERY_TILE, keyTile: keyTileFor(hd, webGpuWorkgroupBytes()) };
+  const program = new FusedAttentionProgram(queries.shape as [number, number, number, number], tiles);
   return backend.runWebGPUProgram(program, [queries, keys, values, cosines, sines, bias], 'float32', [{ type: 'float32', data: [scale] }]);
 }
 
