@@ -267,6 +267,26 @@ suite.describe('WebGPU error scopes around a batch', () => {
     expect(Array.from(await guardWebGpuBatch(() => tf.tidy(() => tf.add(tf.ones([2]), 1)).data()))).toEqual([2, 2]);
   });
 
+  it('close a batch\'s scopes before its read-back, so that an overlapping batch\'s error stays its own', async () => {
+    const limit = (tf.backend() as unknown as { device: { limits: { maxStorageBufferBindingSize: number } } }).device.limits
+      .maxStorageBufferBindingSize;
+    // The first batch is encoded and waits for its read-back while the second, refused by the GPU, is encoded.
+    const fine = guardWebGpuBatch(() => tf.tidy(() => tf.add(tf.ones([4]), 1)).data());
+    const refused = guardWebGpuBatch(async () => {
+      const big = tf.ones([limit / 4 + 1024]);
+      const sum = tf.add(big, 1);
+      try {
+        return await sum.data();
+      } finally {
+        tf.dispose([big, sum]);
+      }
+    });
+    const [first, second] = await Promise.allSettled([fine, refused]);
+    expect(first).toEqual({ status: 'fulfilled', value: new Float32Array([2, 2, 2, 2]) });
+    expect(second.status).toBe('rejected');
+    expect((second as PromiseRejectedResult).reason).toBeInstanceOf(BackendError);
+  });
+
   it('say "out of memory" in the words the batch processor backs off on', () => {
     expect(isOutOfMemory(new Error('WebGPU out of memory: Allocation failed'))).toBe(true);
   });

@@ -47,6 +47,14 @@ describe('WebGPU error scopes around each batch', () => {
     expect(gpu.scopes).toEqual([]);
   });
 
+  it('closes the scopes once the batch has issued its work, before its read-back settles', async () => {
+    let settle: (value: number) => void = () => {};
+    const batch = guardWebGpuBatch(() => new Promise<number>((resolve) => (settle = resolve)));
+    expect(gpu.scopes).toEqual([]);
+    settle(7);
+    expect(await batch).toBe(7);
+  });
+
   it('turns an out-of-memory scope error into an error the batch processor backs off on', async () => {
     gpu.device.errors = { 'out-of-memory': 'Failed to allocate 8589934592 bytes' };
     const error = await guardWebGpuBatch(async () => 1).catch((e: unknown) => e);

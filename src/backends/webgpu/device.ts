@@ -53,6 +53,12 @@ export function webGpuAdapter(): GpuAdapterReport | undefined {
  * becomes an exception the batch processor backs off on, a validation error
  * (a buffer above the device's limits) a {@link BackendError}, and a lost
  * device an error that says to load the embedder again.
+ *
+ * `run` must issue all its GPU work before its first `await`, as a batch
+ * does: tfjs encodes the forward pass synchronously, and a read-back submits
+ * its commands before it waits. The scopes close as soon as `run` returns its
+ * promise, so the next batch can be encoded while the GPU runs this one
+ * without its commands landing in this batch's scopes (scopes are a stack).
  */
 export async function guardWebGpuBatch<T>(run: () => Promise<T>): Promise<T> {
   const state = current;
@@ -60,20 +66,27 @@ export async function guardWebGpuBatch<T>(run: () => Promise<T>): Promise<T> {
   if (state.lost !== undefined) throw lostError(state.lost);
   state.device.pushErrorScope('out-of-memory');
   state.device.pushErrorScope('validation');
-  let result: T | undefined;
-  let failure: unknown;
+  let pending: Promise<T>;
   try {
-    result = await run();
+    pending = run();
   } catch (error) {
-    failure = error;
+    pending = Promise.reject(error);
   }
-  const validation = await state.device.popErrorScope();
-  const outOfMemory = await state.device.popErrorScope();
+  const validationScope = state.device.popErrorScope();
+  const outOfMemoryScope = state.device.popErrorScope();
+  const [outcome, validation, outOfMemory] = await Promise.all([
+    pending.then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    ),
+    validationScope,
+    outOfMemoryScope,
+  ]);
   if (state.lost !== undefined) throw lostError(state.lost);
   if (outOfMemory !== null) throw new Error(`WebGPU out of memory: ${outOfMemory.message}`);
   if (validation !== null) throw new BackendError('webgpu', `the GPU refused the batch: ${validation.message}`);
-  if (failure !== undefined) throw failure;
-  return result as T;
+  if ('error' in outcome) throw outcome.error;
+  return outcome.value;
 }
 
 function lostError(reason: string): BackendError {
