@@ -1,6 +1,6 @@
 import { availableParallelism, freemem, totalmem } from 'node:os';
 import { loadModelOnBackend } from './backends/load-on-backend.js';
-import { batchGuard, selectBackend, type BackendName } from './backends/select.js';
+import { batchesInFlight, batchGuard, selectBackend, type BackendName } from './backends/select.js';
 import type { GpuAdapterReport } from './backends/webgpu/adapter.js';
 import { webGpuAdapter } from './backends/webgpu/device.js';
 import { reserveWasmHeap } from './backends/wasm-heap.js';
@@ -79,7 +79,7 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
   if (workers === 1) {
     reserveWasmHeap(typicalBatch.totalBytes);
     const model = await loadModelOnBackend(backendName, dir, modelOptions);
-    runner = new LocalRunner(model, batchGuard(backendName), backendName === 'wasm' ? wasmThreadCount() : 1);
+    runner = new LocalRunner(model, batchGuard(backendName), backendName === 'wasm' ? wasmThreadCount() : 1, batchesInFlight(backendName));
   } else {
     const wasmThreads = threadsStarted || options.threads !== undefined ? threads : 1;
     // Made here once, not by every worker at the same time.
@@ -136,6 +136,11 @@ export class Embedder {
   /** Worker threads in use; 1 when the model runs in this thread. */
   get workers(): number {
     return this.runner.concurrency;
+  }
+
+  /** Batches kept in flight: one per worker, and two on a GPU (one encoded while the device runs the other). */
+  get batchesInFlight(): number {
+    return this.runner.inFlight;
   }
 
   /** Threads each worker's (or this thread's) matrix products use: the wasm backend's threaded build; 1 elsewhere. */
@@ -239,7 +244,7 @@ export class Embedder {
       lengths,
       async (batch) => onBatch(batch.indices, await this.runBatch(batch, sequences, limits, pooling, stats)),
       () => stats.retries++,
-      { concurrency: this.runner.concurrency },
+      { concurrency: this.runner.inFlight },
     );
   }
 

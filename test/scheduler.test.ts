@@ -3,14 +3,17 @@ import type { Embedder } from '../src/embedder.js';
 import { OutOfMemoryError } from '../src/errors.js';
 import { CancelledError, EmbeddingScheduler, QueueFullError, RequestTooLargeError } from '../src/server/scheduler.js';
 
-/** A stand-in embedder: records each batch (as the lengths of its texts) and answers with [length] vectors when released. */
-function fakeEmbedder(workers = 1) {
+/**
+ * A stand-in embedder: records each batch (as the lengths of its texts) and answers with [length] vectors when
+ * released. It keeps `inFlight` batches in flight, as an embedder with that many workers, or a GPU's two, does.
+ */
+function fakeEmbedder(inFlight = 1) {
   const batches: number[][] = [];
   const pending: (() => void)[] = [];
   let fail: ((lengths: number[]) => Error | undefined) | undefined;
   const embedder = {
     config: { n_embd: 1 },
-    workers,
+    batchesInFlight: inFlight,
     embedSequences: (sequences: readonly Int32Array[]) => {
       const lengths = sequences.map((s) => s.length);
       batches.push(lengths);
@@ -59,6 +62,20 @@ describe('the cross-request scheduler', () => {
     while (fake.batches.length < 11) await fake.finishOne();
     await fake.finishOne();
     expect((await large).map((v) => v[0])).toEqual(Array.from({ length: 40 }, (_, i) => 100 + i));
+  });
+
+  it('keeps as many batches in flight as the embedder does, and no more', async () => {
+    const fake = fakeEmbedder(2);
+    const scheduler = new EmbeddingScheduler(fake.embedder, { limits, maxQueueTokens: 10_000, batchWaitMs: 0 });
+    const done = scheduler.submit(Array.from({ length: 12 }, (_, i) => text(i, 16)));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(fake.batches.length).toBe(2);
+    await fake.finishOne();
+    // Three batches of four texts in all.
+    expect(fake.batches.length).toBe(3);
+    await fake.finishOne();
+    await fake.finishOne();
+    expect((await done).map((v) => v[0])).toEqual(Array.from({ length: 12 }, (_, i) => i));
   });
 
   it('puts texts of similar length together, within the token budget', async () => {

@@ -71,6 +71,30 @@ suite.describe('the webgpu backend', () => {
     });
   }
 
+  it('keeps two batches in flight, each text getting its own vector', async () => {
+    const texts = reference('nomic-tiny').texts;
+    const embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'webgpu' });
+    const run = embedder.runner.run.bind(embedder.runner);
+    let running = 0;
+    let most = 0;
+    (embedder.runner as { run: typeof run }).run = async (job) => {
+      most = Math.max(most, ++running);
+      try {
+        return await run(job);
+      } finally {
+        running--;
+      }
+    };
+    try {
+      const { embeddings, stats } = await embedder.embed(texts.map((t) => t.text), { maxBatchSize: 1 });
+      expect(stats.batches).toBe(texts.length);
+      expect(most).toBe(2);
+      texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+    } finally {
+      await embedder.dispose();
+    }
+  });
+
   it('keeps no tensor after embed, nor after a failed batch, and backs off on a GPU out-of-memory error', async () => {
     const texts = reference('nomic-tiny').texts;
     const embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'webgpu' });

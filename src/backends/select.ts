@@ -161,6 +161,17 @@ function warnOnce(message: string | undefined): void {
 /** Wraps each batch with what its backend needs around it (WebGPU's error scopes). */
 export type BatchGuard = <T>(run: () => Promise<T>) => Promise<T>;
 
+/**
+ * Batches to keep in flight on one model in this thread. On a GPU, two: the
+ * host tokenizes, encodes and reads back one while the device runs the
+ * other. Memory does not grow: tfjs frees a batch's intermediates once its
+ * forward pass is encoded, the next batch reuses those buffers, and the GPU
+ * runs submissions in order.
+ */
+export function batchesInFlight(name: BackendName): number {
+  return name === 'webgpu' ? 2 : 1;
+}
+
 export function batchGuard(name: BackendName): BatchGuard {
   return name === 'webgpu' ? guardWebGpuBatch : (run) => run();
 }

@@ -3,7 +3,12 @@ import type { NomicBertModel } from '../model/nomic-bert.js';
 import { runBatchJob, type BatchJob, type BatchOutput } from '../pipeline/batch-job.js';
 import type { BatchRunner } from './runner.js';
 
-/** Runs batches one at a time on a model in this thread. */
+/**
+ * Runs batches on a model in this thread: one at a time, or with
+ * `inFlight` > 1 (on a GPU) the next one encoded while the device runs the
+ * last. A batch's forward pass is synchronous, so batches in flight only
+ * interleave at their read-backs.
+ */
 export class LocalRunner implements BatchRunner {
   readonly concurrency = 1;
 
@@ -11,6 +16,7 @@ export class LocalRunner implements BatchRunner {
     readonly model: NomicBertModel,
     private readonly guard: BatchGuard = (run) => run(),
     readonly threads = 1,
+    readonly inFlight = 1,
   ) {}
 
   run(job: BatchJob): Promise<BatchOutput> {

@@ -60,6 +60,11 @@ export class WorkerPoolRunner implements BatchRunner {
     return Math.max(1, this.slots.size + this.starting);
   }
 
+  /** One batch per worker. */
+  get inFlight(): number {
+    return this.concurrency;
+  }
+
   /** Starts `size` workers and waits until each has loaded its model; the first failure fails the start. */
   static async start(size: number, setup: WorkerSetup): Promise<WorkerPoolRunner> {
     const pool = new WorkerPoolRunner(setup);

@@ -146,7 +146,7 @@ export class EmbeddingScheduler {
 
   private schedule(): void {
     if (this.timer !== undefined) return;
-    while (this.inFlight < this.embedder.workers && this.queuedTexts > 0) {
+    while (this.inFlight < this.embedder.batchesInFlight && this.queuedTexts > 0) {
       // An idle scheduler with less than a batch waits briefly for company; a busy one batches what came meanwhile.
       if (this.inFlight === 0 && this.queuedTokens < this.options.limits.maxBatchTokens && this.options.batchWaitMs > 0 && !this.waited) {
         this.waited = true;
