@@ -244,23 +244,25 @@ suite.describe('fused WebGPU kernels against the tfjs composites they replace', 
   });
 });
 
+/** A batch with a buffer above the device's per-buffer limit, which the GPU refuses. */
+async function overLimitBatch() {
+  const limit = (tf.backend() as unknown as { device: { limits: { maxStorageBufferBindingSize: number } } }).device.limits.maxStorageBufferBindingSize;
+  const big = tf.ones([limit / 4 + 1024]);
+  const sum = tf.add(big, 1);
+  try {
+    return await sum.data();
+  } finally {
+    tf.dispose([big, sum]);
+  }
+}
+
 suite.describe('WebGPU error scopes around a batch', () => {
   beforeAll(async () => {
     await selectBackend('webgpu');
   });
 
   it('turn a buffer above the per-buffer limit into a BackendError, not a silent wrong result', async () => {
-    const limit = (tf.backend() as unknown as { device: { limits: { maxStorageBufferBindingSize: number } } }).device.limits
-      .maxStorageBufferBindingSize;
-    const error = await guardWebGpuBatch(async () => {
-      const big = tf.ones([limit / 4 + 1024]);
-      const sum = tf.add(big, 1);
-      try {
-        return await sum.data();
-      } finally {
-        tf.dispose([big, sum]);
-      }
-    }).catch((e: unknown) => e);
+    const error = await guardWebGpuBatch(overLimitBatch).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(BackendError);
     expect((error as Error).message).toMatch(/the GPU refused the batch/);
     // The device still works afterwards.
@@ -268,19 +270,9 @@ suite.describe('WebGPU error scopes around a batch', () => {
   });
 
   it('close a batch\'s scopes before its read-back, so that an overlapping batch\'s error stays its own', async () => {
-    const limit = (tf.backend() as unknown as { device: { limits: { maxStorageBufferBindingSize: number } } }).device.limits
-      .maxStorageBufferBindingSize;
     // The first batch is encoded and waits for its read-back while the second, refused by the GPU, is encoded.
     const fine = guardWebGpuBatch(() => tf.tidy(() => tf.add(tf.ones([4]), 1)).data());
-    const refused = guardWebGpuBatch(async () => {
-      const big = tf.ones([limit / 4 + 1024]);
-      const sum = tf.add(big, 1);
-      try {
-        return await sum.data();
-      } finally {
-        tf.dispose([big, sum]);
-      }
-    });
+    const refused = guardWebGpuBatch(overLimitBatch);
     const [first, second] = await Promise.allSettled([fine, refused]);
     expect(first).toEqual({ status: 'fulfilled', value: new Float32Array([2, 2, 2, 2]) });
     expect(second.status).toBe('rejected');

@@ -17,6 +17,7 @@ import { readConfig } from '../src/weights/model-folder.js';
 import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
 import { useBackend } from './helpers/backend.js';
 import { expectClose, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
+import { mostInFlight } from './helpers/in-flight.js';
 import { tempDir } from './helpers/tmp.js';
 import { HOOK_CHANNEL, type HookControl, type HookEvent } from './helpers/worker-hooks.js';
 
@@ -123,23 +124,7 @@ describe('worker pool', () => {
     });
 
     it('runs batches on both workers at once', async () => {
-      const run = pool.runner.run.bind(pool.runner);
-      let inFlight = 0;
-      let most = 0;
-      pool.runner.run = async (batch: BatchJob) => {
-        most = Math.max(most, ++inFlight);
-        try {
-          return await run(batch);
-        } finally {
-          inFlight--;
-        }
-      };
-      try {
-        await pool.embedder.embed(raw, { maxBatchSize: 2 });
-        expect(most).toBe(2);
-      } finally {
-        pool.runner.run = run;
-      }
+      expect(await mostInFlight(pool.runner, () => pool.embedder.embed(raw, { maxBatchSize: 2 }))).toBe(2);
     });
 
     it('replaces a worker that ran out of memory inside, backs off, and loses nothing', async () => {

@@ -9,6 +9,7 @@ import { loadModel } from '../src/model/load-model.js';
 import type { EncoderInputs, ForwardOptions } from '../src/model/nomic-bert.js';
 import { estimateMemory } from '../src/scheduling/memory.js';
 import { expectClose, FIXTURE_NAMES, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
+import { mostInFlight } from './helpers/in-flight.js';
 import { expectParity } from './helpers/parity.js';
 import { webGpuSuite } from './helpers/webgpu.js';
 
@@ -74,19 +75,10 @@ suite.describe('the webgpu backend', () => {
   it('keeps two batches in flight, each text getting its own vector', async () => {
     const texts = reference('nomic-tiny').texts;
     const embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'webgpu' });
-    const run = embedder.runner.run.bind(embedder.runner);
-    let running = 0;
-    let most = 0;
-    (embedder.runner as { run: typeof run }).run = async (job) => {
-      most = Math.max(most, ++running);
-      try {
-        return await run(job);
-      } finally {
-        running--;
-      }
-    };
     try {
-      const { embeddings, stats } = await embedder.embed(texts.map((t) => t.text), { maxBatchSize: 1 });
+      let result: Awaited<ReturnType<Embedder['embed']>> | undefined;
+      const most = await mostInFlight(embedder.runner, async () => (result = await embedder.embed(texts.map((t) => t.text), { maxBatchSize: 1 })));
+      const { embeddings, stats } = result!;
       expect(stats.batches).toBe(texts.length);
       expect(most).toBe(2);
       texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
