@@ -185,6 +185,8 @@ describe('embedding jobs on a Redis queue', () => {
     const q = new Queue(queue, { connection });
     const events = new QueueEvents(queue, { connection: connection.duplicate() });
     try {
+      // The worker fails the job at once: events must already be read, or its failure can pass unseen.
+      await events.waitUntilReady();
       const job = await q.add('embed', { version: 99, texts: ['hello'] }, { attempts: 3 });
       await expect(job.waitUntilFinished(events)).rejects.toThrow(/job format version 99, but this worker reads version 1/);
       expect((await q.getJob(job.id!))!.attemptsMade).toBe(1);
