@@ -3,6 +3,7 @@ import { beforeAll, expect, it } from 'vitest';
 import { selectBackend } from '../src/backends/select.js';
 import { FusedAttentionProgram, GUARANTEED_WORKGROUP_BYTES, keyTileFor, type AttentionTiles } from '../src/backends/webgpu/attention-program.js';
 import { guardWebGpuBatch } from '../src/backends/webgpu/device.js';
+import { runWebGpuProgram } from '../src/backends/webgpu/kernels.js';
 import { BackendError } from '../src/errors.js';
 import {
   FUSED_ATTENTION,
@@ -147,9 +148,7 @@ suite.describe('fused WebGPU kernels against the tfjs composites they replace', 
     const bias = paddingBias(B, T, (b) => 37 * b);
     const scale = 1 / Math.sqrt(hd);
     const program = new FusedAttentionProgram([B, T, H, hd], tiles);
-    const backend = tf.backend() as unknown as { runWebGPUProgram(p: object, i: tf.TensorInfo[], d: tf.DataType, u: object[]): tf.TensorInfo };
-    const info = backend.runWebGPUProgram(program, [q, k, v, rotary.cos, rotary.sin, bias], 'float32', [{ type: 'float32', data: [scale] }]);
-    const tiled = tf.engine().makeTensorFromTensorInfo(info);
+    const tiled = runWebGpuProgram(program, [q, k, v, rotary.cos, rotary.sin, bias], [{ type: 'float32', data: [scale] }]);
     const composite = compositeAttention(q, k, v, rotary, bias, scale);
     expectClose(await tiled.data(), await composite.data(), KERNEL_TOLERANCE, `attention with tiles ${JSON.stringify(tiles)}`);
     tf.dispose([q, k, v, rotary.cos, rotary.sin, bias, tiled, composite]);

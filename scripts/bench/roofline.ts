@@ -25,49 +25,48 @@ export function rooflineShapes(backend: string, softwareAdapter: boolean | undef
 
 /**
  * The active backend's raw matMul rate on the model's shapes, in GFLOP/s: the
- * best of them is the roofline the model's throughput is compared with. Each
- * shape runs once before it is timed, so shader compilation and heap growth
- * are not counted. Only one element of the last product is read back
- * (asynchronously: WebGPU in Node has no synchronous read), since a backend
- * runs its work in order: reading whole products would time the copy to the
- * host, which on a fast GPU takes longer than the product. Repeats until at
- * least `minSeconds` have passed, so that a fast device is timed over more
- * than its launch overhead.
+ * best of them is the roofline the model's throughput is compared with.
  */
-export async function measureMatMul(
-  shapes: readonly (readonly [number, number, number])[],
-  minReps = 3,
-  minSeconds = 0.2,
-): Promise<{ best: number; rates: Record<string, number> }> {
+export async function measureMatMul(shapes: readonly (readonly [number, number, number])[]): Promise<{ best: number; rates: Record<string, number> }> {
   let best = 0;
   const rates: Record<string, number> = {};
   for (const [m, k, n] of shapes) {
     const a = tf.randomNormal([m, k]);
     const b = tf.randomNormal([k, n]);
-    const run = async (reps: number) => {
-      let last: tf.Tensor | undefined;
-      for (let i = 0; i < reps; i++) {
-        last?.dispose();
-        last = tf.matMul(a, b);
-      }
-      const corner = tf.slice(last!, [m - 1, n - 1], [1, 1]);
-      await corner.data();
-      tf.dispose([corner, last!]);
-    };
-    await run(1);
-    let reps = minReps;
-    let seconds = 0;
-    for (;;) {
-      const start = performance.now();
-      await run(reps);
-      seconds = (performance.now() - start) / 1000;
-      if (seconds >= minSeconds) break;
-      reps *= 2;
-    }
-    const gflops = (2 * m * k * n * reps) / seconds / 1e9;
+    const gflops = (2 * m * k * n) / (await secondsPerRun(() => tf.matMul(a, b))) / 1e9;
     rates[`${m}x${k}x${n}`] = gflops;
     best = Math.max(best, gflops);
     tf.dispose([a, b]);
   }
   return { best, rates };
+}
+
+/**
+ * Seconds one `produce()` takes on the active backend. It runs once untimed
+ * (shader compilation, heap growth), then `minReps` times, doubling until at
+ * least `minSeconds` have passed, so that a fast device is timed over more
+ * than its launch overhead. Only one element of the last result is read back
+ * (asynchronously: WebGPU in Node has no synchronous read), since a backend
+ * runs its work in order: reading whole results would time the copy to the
+ * host, which on a fast GPU takes longer than the work. Every result is
+ * disposed.
+ */
+export async function secondsPerRun(produce: () => tf.Tensor, minReps = 3, minSeconds = 0.2): Promise<number> {
+  const run = async (reps: number) => {
+    let last: tf.Tensor | undefined;
+    for (let i = 0; i < reps; i++) {
+      last?.dispose();
+      last = produce();
+    }
+    const corner = tf.tidy(() => tf.slice(tf.reshape(last!, [-1]), [last!.size - 1], [1]));
+    await corner.data();
+    tf.dispose([corner, last!]);
+  };
+  await run(1);
+  for (let reps = minReps; ; reps *= 2) {
+    const start = performance.now();
+    await run(reps);
+    const seconds = (performance.now() - start) / 1000;
+    if (seconds >= minSeconds) return seconds / reps;
+  }
 }

@@ -10,10 +10,8 @@ import { parseArgs } from 'node:util';
 import { selectBackend } from '../../src/backends/select.js';
 import { FusedAttentionProgram, keyTileFor, QUERY_TILE, type AttentionTiles } from '../../src/backends/webgpu/attention-program.js';
 import { webGpuAdapter, webGpuWorkgroupBytes } from '../../src/backends/webgpu/device.js';
-
-interface WebGpuBackendLike {
-  runWebGPUProgram(program: object, inputs: tf.TensorInfo[], outputDtype: tf.DataType, uniforms?: { type: string; data: number[] }[]): tf.TensorInfo;
-}
+import { runWebGpuProgram } from '../../src/backends/webgpu/kernels.js';
+import { secondsPerRun } from '../bench/roofline.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean' } } });
 await selectBackend('webgpu');
@@ -36,8 +34,7 @@ for (const queryTile of [64, 128, 256]) {
 
 function run(tiles: AttentionTiles, inputs: tf.Tensor[], shape: [number, number, number, number]): tf.Tensor {
   const program = new FusedAttentionProgram(shape, tiles);
-  const info = (tf.backend() as unknown as WebGpuBackendLike).runWebGPUProgram(program, inputs, 'float32', [{ type: 'float32', data: [1 / Math.sqrt(HD)] }]);
-  return tf.engine().makeTensorFromTensorInfo(info);
+  return runWebGpuProgram(program, inputs, [{ type: 'float32', data: [1 / Math.sqrt(HD)] }]);
 }
 
 for (const [B, T] of shapes) {
@@ -54,27 +51,12 @@ for (const [B, T] of shapes) {
     once.dispose();
     let maxDiff = 0;
     for (let i = 0; i < actual.length; i++) maxDiff = Math.max(maxDiff, Math.abs(actual[i] - expected[i]) || (Number.isNaN(actual[i]) ? Infinity : 0));
-    let reps = 2;
-    let seconds = 0;
-    for (;;) {
-      const start = performance.now();
-      let last: tf.Tensor | undefined;
-      for (let i = 0; i < reps; i++) {
-        last?.dispose();
-        last = run(tiles, inputs, shape);
-      }
-      const corner = tf.slice(tf.reshape(last!, [-1]), [last!.size - 1], [1]);
-      await corner.data();
-      tf.dispose([corner, last!]);
-      seconds = (performance.now() - start) / 1000;
-      if (seconds >= (quick ? 0 : 0.3)) break;
-      reps *= 2;
-    }
-    const ms = (seconds / reps) * 1000;
+    const seconds = await secondsPerRun(() => run(tiles, inputs, shape), 2, quick ? 0 : 0.3);
+    const ms = seconds * 1000;
     console.log(
       `[${shape}] queryTile ${String(tiles.queryTile).padStart(3)} keyTile ${String(tiles.keyTile).padStart(2)}: ` +
-        `${ms.toFixed(2).padStart(8)} ms ${(flops / (seconds / reps) / 1e9).toFixed(0).padStart(6)} GFLOP/s, max diff ${maxDiff.toExponential(1)}`,
+        `${ms.toFixed(2).padStart(8)} ms ${(flops / seconds / 1e9).toFixed(0).padStart(6)} GFLOP/s, max diff ${maxDiff.toExponential(1)}`,
     );
   }
-  tf.dispose([...inputs, q, k, v, angles, reference]);
+  tf.dispose([...inputs, angles, reference]);
 }

@@ -50,6 +50,17 @@ export function xnnpackPacker(wasmVersion: string = version_wasm): WeightPacker 
   return wasmVersion === PACKED_ONLY_FOR_VERSION ? new StagedPacker(tf.backend() as unknown as WasmBackendInternals) : new InPlacePacker();
 }
 
+/** Packs `weight`, calling `onNonFinite` when the packing product finds a NaN or infinity; disposes it if either throws. */
+function packOrDispose(weight: tf.Tensor, onNonFinite: () => void): tf.Tensor {
+  try {
+    if (!packForXnnpack(weight as tf.Tensor2D)) onNonFinite();
+    return weight;
+  } catch (error) {
+    weight.dispose();
+    throw error;
+  }
+}
+
 /** Packs each weight where it lies, keeping both copies. */
 class InPlacePacker implements WeightPacker {
   async pack(shape: readonly number[], fill: (target: Float32Array) => Promise<void>, checkFinite: (data: Float32Array) => void): Promise<tf.Tensor> {
@@ -58,23 +69,16 @@ class InPlacePacker implements WeightPacker {
     const { tensor, target } = slots(shape);
     try {
       await fill(target);
-      if (!packForXnnpack(tensor as tf.Tensor2D)) checkFinite(target);
-      return tensor;
     } catch (error) {
       tensor.dispose();
       throw error;
     }
+    return packOrDispose(tensor, () => checkFinite(target));
   }
 
   packSync(shape: readonly number[], fill: (target: Float32Array) => void): tf.Tensor {
-    const tensor = allocateInWasmHeap(shape, fill);
-    try {
-      packForXnnpack(tensor as tf.Tensor2D);
-    } catch (error) {
-      tensor.dispose();
-      throw error;
-    }
-    return tensor;
+    // `fill` has checked the values.
+    return packOrDispose(allocateInWasmHeap(shape, fill), () => {});
   }
 
   finish(): void {}
@@ -124,13 +128,7 @@ class StagedPacker implements WeightPacker {
     const tensor = tf.engine().makeTensorFromTensorInfo(this.backend.makeOutput([...shape], 'float32', buffer.pointer));
     // The tensor must not free the staging buffer when it is disposed; its memory is XNNPACK's packed copy from here on.
     this.backend.dataIdMap.get(tensor.dataId)!.memoryOffset = 0;
-    try {
-      if (!packForXnnpack(tensor as tf.Tensor2D)) checkFinite();
-    } catch (error) {
-      tensor.dispose();
-      throw error;
-    }
-    return tensor;
+    return packOrDispose(tensor, checkFinite);
   }
 
   /** A view of the heap's current memory (a heap that is not shared is replaced when it grows). */

@@ -56,6 +56,15 @@ function swiglu({ inputs, backend }: KernelArgs): tf.TensorInfo {
   return backend.runWebGPUProgram(new SwigluProgram(gate.shape), [gate, up], 'float32');
 }
 
+/**
+ * Runs `program` on the active webgpu backend outside any registered kernel,
+ * as the tile sweep and the tests do; the caller disposes the result.
+ */
+export function runWebGpuProgram(program: object, inputs: tf.TensorInfo[], uniforms?: { type: string; data: number[] }[]): tf.Tensor {
+  const backend = tf.backend() as unknown as WebGpuBackendLike;
+  return tf.engine().makeTensorFromTensorInfo(backend.runWebGPUProgram(program, inputs, 'float32', uniforms));
+}
+
 /** Registers this package's fused kernels for the webgpu backend (once per process). */
 export function registerWebGpuKernels(): void {
   const kernels: [string, (args: KernelArgs) => tf.TensorInfo][] = [
