@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { allocateInWasmHeap, packForXnnpack, wasmHeapSlots } from '../src/backends/wasm-heap.js';
 import { xnnpackPacker } from '../src/backends/xnnpack-packer.js';
+import { ResidentMemory } from '../src/backends/resident-memory.js';
 import { threadsFailure } from '../src/backends/wasm-threads.js';
 import { NonFiniteWeightError } from '../src/errors.js';
 import { loadModel, loadModelConcurrently } from '../src/model/load-model.js';
@@ -138,6 +139,30 @@ describe('the threaded WebAssembly build', () => {
       } finally {
         await embedder.dispose();
       }
+    });
+
+    it('packs each projection into the block an I/O thread made resident for it while it was read', async () => {
+      const allocate = vi.spyOn(ResidentMemory.prototype, 'allocate');
+      const [K, N] = [512, 2048];
+      const weights = [1, 2, 3].map((seed) => Float32Array.from({ length: K * N }, (_, i) => Math.sin(seed * 1e4 + i)));
+      const packer = xnnpackPacker();
+      const before = tf.memory().numTensors;
+      const packed = await Promise.all(weights.map((w) => packer.pack([K, N], async (target) => target.set(w), () => {})));
+      packer.finish();
+      const blocks = await Promise.all(allocate.mock.results.map((r) => r.value as Promise<number>));
+      expect(blocks).toHaveLength(3);
+      const heap = new Float32Array((tf.backend() as unknown as { wasm: { HEAPU8: Uint8Array } }).wasm.HEAPU8.buffer);
+      // XNNPACK's copy holds column tiles of a bias (zero here) and then the weight row after row, so the
+      // first values of row 0 follow each other near its start: each weight's in the block made for it.
+      const holders = weights.map((w) =>
+        blocks.findIndex((pointer) => {
+          const start = heap.subarray(pointer >> 2, (pointer >> 2) + 64);
+          return start.some((_, i) => i + 4 <= start.length && [0, 1, 2, 3].every((j) => start[i + j] === w[j]));
+        }),
+      );
+      expect(holders).toEqual([0, 1, 2]);
+      for (const t of packed) t.dispose();
+      expect(tf.memory().numTensors).toBe(before);
     });
 
     const loaders = {

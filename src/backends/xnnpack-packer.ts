@@ -2,6 +2,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { version_wasm } from '@tensorflow/tfjs-backend-wasm';
 import { BackendError } from '../errors.js';
 import type { WeightPacker } from '../model/nomic-bert.js';
+import { packedCopyBytes, ResidentMemory, type HeapOwner } from './resident-memory.js';
 import { allocateInWasmHeap, packForXnnpack, wasmHeapSlots } from './wasm-heap.js';
 
 /**
@@ -21,14 +22,8 @@ export function wasmWeightCopies(wasmVersion: string = version_wasm): number {
 /** Staging buffers: as many reads in flight as Node has I/O threads by default. */
 const STAGING_BUFFERS = 4;
 
-interface WasmModule {
-  _malloc(bytes: number): number;
-  _free(pointer: number): void;
-  HEAPU8: Uint8Array;
-}
-
 interface WasmBackendInternals {
-  wasm: WasmModule;
+  wasm: HeapOwner;
   dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
   makeOutput(shape: number[], dtype: 'float32', memoryOffset?: number): tf.TensorInfo;
 }
@@ -96,8 +91,11 @@ class StagedPacker implements WeightPacker {
   private readonly idle: StagingBuffer[] = [];
   private inUse = 0;
   private readonly waiting: (() => void)[] = [];
+  private readonly landings: ResidentMemory;
 
-  constructor(private readonly backend: WasmBackendInternals) {}
+  constructor(private readonly backend: WasmBackendInternals) {
+    this.landings = new ResidentMemory(backend.wasm);
+  }
 
   async pack(shape: readonly number[], fill: (target: Float32Array) => Promise<void>, checkFinite: (data: Float32Array) => void): Promise<tf.Tensor> {
     while (this.inUse >= STAGING_BUFFERS) await new Promise<void>((resolve) => this.waiting.push(resolve));
@@ -105,7 +103,12 @@ class StagedPacker implements WeightPacker {
     try {
       // Shared memory never moves, so this view stays valid while other weights are made.
       const target = this.viewOf(buffer, shape);
-      await fill(target);
+      // While the weight is read, another I/O thread faults in the pages its packed copy will take.
+      const [read, landing] = await Promise.allSettled([fill(target), this.landings.allocate(packedCopyBytes(shape))]);
+      const pointer = landing.status === 'fulfilled' ? landing.value : 0;
+      // Freed just before the product that packs: the packed copy, the next allocation of about its size, lands there.
+      if (pointer !== 0) this.backend.wasm._free(pointer);
+      if (read.status === 'rejected') throw read.reason;
       return this.packFrom(buffer, shape, () => checkFinite(target));
     } finally {
       this.release(buffer);
@@ -139,6 +142,7 @@ class StagedPacker implements WeightPacker {
   finish(): void {
     for (const buffer of this.made.splice(0)) this.backend.wasm._free(buffer.pointer);
     this.idle.length = 0;
+    this.landings.close();
   }
 
   /**
