@@ -33,7 +33,7 @@ import { StatsRecorder, type EmbedStats } from './scheduling/stats.js';
 import { availableMemory, defaultWorkerCount } from './scheduling/workers.js';
 import type { NomicBertConfig } from './weights/config.js';
 import { runtimeLayoutFile } from './weights/layout-cache.js';
-import { openCheckpoint } from './weights/load.js';
+import { openCheckpoint, type CheckedCheckpoint } from './weights/load.js';
 import { readConfig, weightsPath } from './weights/model-folder.js';
 
 /**
@@ -49,16 +49,25 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
   checkLoadOptions(options);
   const { backend = 'auto', maxLength, rotaryScalingFactor, weightsFile, layoutCache } = options;
   const modelOptions = { weightsFile, rotary_scaling_factor: rotaryScalingFactor, layoutCache };
-  // Config, tokenizer and the checkpoint's header first: their errors come before any backend starts or weights are read.
-  const config = readConfig(dir, modelOptions);
-  const tokenizer = TextTokenizer.fromDir(dir, config.n_positions, maxLength);
-  const checkpoint = openCheckpoint(weightsPath(dir, weightsFile), config);
-  checkpoint.file.close();
   const cores = availableParallelism();
   // Threads per worker: as asked, else the cores shared among the workers asked for.
   const threads = options.threads ?? Math.max(1, Math.floor(cores / (options.workers ?? 1)));
-  // With several workers the model runs in them, and this thread's backend stays single-threaded.
-  const backendName = await selectBackend(backend, undefined, { wasmThreads: (options.workers ?? 1) === 1 ? threads : 1 });
+  // The backend starts first (with several workers the model runs in them, and this thread's backend stays
+  // single-threaded): the threaded wasm build's pthread worker loads the module on another core, most of its
+  // 0.15 s start, while this thread reads the config, the tokenizer and the checkpoint's header. Their errors
+  // still come before any weight is read, once the backend has settled, so no start goes on behind the caller.
+  const starting = selectBackend(backend, undefined, { wasmThreads: (options.workers ?? 1) === 1 ? threads : 1 });
+  let config: NomicBertConfig, tokenizer: TextTokenizer, checkpoint: CheckedCheckpoint;
+  try {
+    config = readConfig(dir, modelOptions);
+    tokenizer = TextTokenizer.fromDir(dir, config.n_positions, maxLength);
+    checkpoint = openCheckpoint(weightsPath(dir, weightsFile), config);
+    checkpoint.file.close();
+  } catch (error) {
+    await starting.catch(() => undefined);
+    throw error;
+  }
+  const backendName = await starting;
   const threadsStarted = backendName === 'wasm' && wasmThreadCount() > 1;
   const typicalBatch = estimateMemory(config, 16, 512, { attention: defaultAttentionKernel(backendName), ffnWidth: checkpoint.ffnWidth });
   const workers =
