@@ -69,11 +69,11 @@ export class ResidentMemory {
 }
 
 /**
- * Bytes XNNPACK allocates for its packed copy of a float32 [K, N] weight: its
- * GEMM packing stores N rounded up to the kernel's tile width (at most 16 on
- * the WebAssembly SIMD kernels) columns of K weights and one bias each, plus
- * `headroom` for the small allocations (the product's input row and output)
- * that may be carved from the same free block first.
+ * Bytes enough for XNNPACK's packed copy of a float32 [K, N] weight: its GEMM
+ * packing stores each column's K weights and one bias, for N rounded up to
+ * the kernel's column tile (rounded up to 16 here, a margin over the tile),
+ * plus `headroom` for the small allocations (the product's input row, its
+ * output, the operator) that may be carved from the same free block first.
  */
 export function packedCopyBytes([K, N]: readonly number[], headroom = 64 * 1024): number {
   return (K + 1) * Math.ceil(N / 16) * 16 * 4 + headroom;
