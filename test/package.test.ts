@@ -63,6 +63,27 @@ describe('the published package', () => {
     expect(readdirSync(join(app, 'node_modules', '@tensorflow'))).not.toContain('tfjs-node-gpu');
   });
 
+  it('loads its service dependencies only when a service starts: importing it to embed loads no web server or Redis client', async () => {
+    const script = `
+      import Module from 'node:module';
+      const loaded = [];
+      const load = Module._load;
+      Module._load = function (request, ...rest) {
+        loaded.push(request);
+        return load.call(this, request, ...rest);
+      };
+      const library = await import('nomic-embed-tfjs');
+      console.log(JSON.stringify({ loaded, exports: Object.keys(library) }));
+    `;
+    const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', script], { cwd: app });
+    const { loaded, exports } = JSON.parse(stdout) as { loaded: string[]; exports: string[] };
+    // The hook sees CommonJS packages, which all of these are; tfjs is one too, so it sees the import at all.
+    expect(loaded.some((r) => /tfjs-core/.test(r))).toBe(true);
+    const service = /(^|\/node_modules\/)(fastify|@fastify\/cors|prom-client|bullmq|ioredis)(\/|$)/;
+    expect(loaded.filter((r) => service.test(r))).toEqual([]);
+    expect(exports).toEqual(expect.arrayContaining(['serve', 'startQueueWorker', 'submitEmbeddings', 'loadEmbedder']));
+  });
+
   it('npx nomic-embed --help works', async () => {
     const { stdout } = await exec('npx', ['--no-install', 'nomic-embed', '--help'], { cwd: app });
     expect(stdout).toMatch(/^usage: nomic-embed <command>/);

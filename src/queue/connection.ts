@@ -1,4 +1,4 @@
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { NomicEmbedError } from '../errors.js';
 
 export class RedisUnreachableError extends NomicEmbedError {
@@ -29,7 +29,9 @@ export function maskUrl(url: string): string {
  * reconnects by itself when the server restarts, and BullMQ carries on.
  */
 export async function connectRedis(url: string, timeoutMs = 5000): Promise<Redis> {
-  const redis = new Redis(url, {
+  // Loaded on first use, not where the package is imported (see `serve`).
+  const { Redis: RedisClient } = await import('ioredis');
+  const redis = new RedisClient(url, {
     // BullMQ's blocking commands must wait across reconnections rather than fail.
     maxRetriesPerRequest: null,
     lazyConnect: true,

@@ -1,4 +1,4 @@
-import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Job, Worker } from 'bullmq';
 import type { Embedder } from '../embedder.js';
 import { checkVersion, encodeResult, JobFormatError, type ChunkJob, type ChunkResult } from './job-format.js';
 import { connectRedis } from './connection.js';
@@ -27,9 +27,11 @@ export const DEFAULT_QUEUE = 'nomic-embed';
  * stops taking jobs and waits for the ones running.
  */
 export async function startQueueWorker(embedder: Embedder, options: QueueWorkerOptions): Promise<Worker<ChunkJob, ChunkResult>> {
+  // Loaded on first use, not where the package is imported (see `serve`).
+  const { UnrecoverableError, Worker: BullWorker } = await import('bullmq');
   const connection = await connectRedis(options.redis);
   const lockMs = options.lockMs ?? 30_000;
-  const worker = new Worker<ChunkJob, ChunkResult>(
+  const worker = new BullWorker<ChunkJob, ChunkResult>(
     options.queue ?? DEFAULT_QUEUE,
     async (job: Job<ChunkJob>) => {
       try {

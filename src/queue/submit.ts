@@ -1,4 +1,4 @@
-import { Job, Queue, QueueEvents } from 'bullmq';
+import type { Job, Queue, QueueEvents } from 'bullmq';
 import { createHash } from 'node:crypto';
 import { closeSync, createReadStream, existsSync, openSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -88,12 +88,14 @@ export async function submitEmbeddings(options: SubmitOptions): Promise<SubmitSu
   }
   const resumedChunks = journal.written;
 
+  // Loaded on first use, not where the package is imported (see `serve`).
+  const bullmq = await import('bullmq');
   const connection = await connectRedis(options.redis);
   // Queue events block on their own connection.
   const eventsConnection = await connectRedis(options.redis);
   const name = options.queue ?? DEFAULT_QUEUE;
-  const queue = new Queue<ChunkJob, ChunkResult>(name, { connection });
-  const events = new QueueEvents(name, { connection: eventsConnection });
+  const queue = new bullmq.Queue<ChunkJob, ChunkResult>(name, { connection });
+  const events = new bullmq.QueueEvents(name, { connection: eventsConnection });
   const fd = openSync(partial, 'r+');
   try {
     await events.waitUntilReady();
@@ -167,7 +169,7 @@ async function enqueue(
   attempts: number,
 ): Promise<Outcome> {
   const jobId = `${inputId}-${chunk}`;
-  let job = await Job.fromId<ChunkJob, ChunkResult>(queue, jobId);
+  let job = await queue.getJob(jobId);
   if (job !== undefined && (await job.getState()) === 'failed') await job.retry();
   job ??= await queue.add(
     'embed',

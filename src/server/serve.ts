@@ -1,8 +1,7 @@
-import cors from '@fastify/cors';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, NOMIC_V15_DIMENSIONS } from '../embed-options.js';
 import { defaultBatchLimits, type Embedder } from '../embedder.js';
 import { InputError } from '../errors.js';
@@ -14,7 +13,7 @@ import { ollamaError, registerOllama } from './apis/ollama.js';
 import { openAiError, registerOpenAi } from './apis/openai.js';
 import { registerTei, teiError } from './apis/tei.js';
 import { runEmbedCall } from './embed-call.js';
-import { ServerMetrics } from './metrics.js';
+import type { ServerMetrics } from './metrics.js';
 import { CancelledError, EmbeddingScheduler } from './scheduler.js';
 
 export interface ServeOptions {
@@ -83,6 +82,8 @@ export interface EmbeddingServer {
  */
 export async function serve(embedder: Embedder | Promise<Embedder>, options: ServeOptions = {}): Promise<EmbeddingServer> {
   const settings = resolveServeOptions(options);
+  // Loaded here, not where the package is imported: a program that only embeds never pays for the web stack.
+  const [{ default: Fastify }, { default: cors }, { ServerMetrics }] = await Promise.all([import('fastify'), import('@fastify/cors'), import('./metrics.js')]);
   const metrics = new ServerMetrics();
   let state: ServerState = 'loading';
   let loaded: { embedder: Embedder; scheduler: EmbeddingScheduler; name: string } | undefined;
