@@ -165,6 +165,37 @@ describe('the threaded WebAssembly build', () => {
       expect(tf.memory().numTensors).toBe(before);
     });
 
+    it('checks a large weight by one product, and the loader looks for the bad value only when it says so', async () => {
+      const slots = wasmHeapSlots()!;
+      const before = tf.memory().numTensors;
+      const small = [slots([64]), slots([2, 64])];
+      expect(small.map((s) => s.allFinite)).toEqual([undefined, undefined]);
+      const [R, C] = [4096, 32];
+      const slot = slots([R, C]);
+      slot.target.set(Float32Array.from({ length: R * C }, (_, i) => Math.sin(i)));
+      expect(slot.allFinite!()).toBe(true);
+      for (const bad of [NaN, Infinity, -Infinity]) {
+        slot.target[R * C - 5] = bad;
+        expect(slot.allFinite!(), String(bad)).toBe(false);
+        slot.target[R * C - 5] = 0.5;
+      }
+      // Finite values whose row sum overflows: not all finite as far as it can tell, and the loader looks itself.
+      slot.target.fill(3e38, 0, C);
+      expect(slot.allFinite!()).toBe(false);
+      for (const s of [...small, slot]) s.tensor.dispose();
+      expect(tf.memory().numTensors).toBe(before);
+
+      const checked: number[][] = [];
+      const recording = (shape: readonly number[]) => {
+        const made = slots(shape);
+        return made.allFinite === undefined ? made : { ...made, allFinite: () => (checked.push([...shape]), made.allFinite!()) };
+      };
+      const model = await loadModelConcurrently(converted, {}, recording, xnnpackPacker());
+      model.dispose();
+      // The word embeddings, [padded vocabulary, 64]; the token-type embeddings and norms are too small.
+      expect(checked).toEqual([[30528, 64]]);
+    });
+
     const loaders = {
       'read concurrently': (packer: WeightPacker, dir = converted) => loadModelConcurrently(dir, {}, wasmHeapSlots()!, packer),
       'read one weight after another': async (packer: WeightPacker, dir = converted) => loadModel(dir, {}, allocateInWasmHeap, packer),

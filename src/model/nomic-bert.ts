@@ -27,6 +27,12 @@ export const allocateInJs: TensorAllocator = (shape, fill) => {
 export interface WeightSlot {
   readonly tensor: tf.Tensor;
   readonly target: Float32Array;
+  /**
+   * A backend's quick check of the values once written: true when every one
+   * is finite; false when one may not be, and the loader then looks for it.
+   * Absent where the backend has none quicker than the loader's own pass.
+   */
+  readonly allFinite?: () => boolean;
 }
 export type SlotAllocator = (shape: readonly number[]) => WeightSlot;
 
@@ -168,9 +174,15 @@ export class NomicBertModel {
           reads.push(packer.pack(shape, (target) => readIntoAsync(target, false), checkFinite).then((tensor) => void weights.set(name, tensor)));
           continue;
         }
-        const { tensor, target } = allocate(shape);
+        const { tensor, target, allFinite } = allocate(shape);
         weights.set(name, tensor);
-        reads.push(readIntoAsync(target));
+        reads.push(
+          allFinite === undefined
+            ? readIntoAsync(target)
+            : readIntoAsync(target, false).then(() => {
+                if (!allFinite()) checkFinite(target);
+              }),
+        );
       }
     } catch (error) {
       failures = [error];
