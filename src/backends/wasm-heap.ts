@@ -64,13 +64,7 @@ const ROW_SUM_CHECK_MIN_VALUES = 1 << 16;
  * 46–52 ms for the loader's own pass.
  */
 function rowSumsFinite(weight: tf.Tensor2D): boolean {
-  if (!productsKeepNaN()) return false;
-  const sums = tf.tidy(() => tf.matMul(weight, tf.ones([weight.shape[1], 1])));
-  try {
-    return firstNonFinite(sums.dataSync() as Float32Array) < 0;
-  } finally {
-    sums.dispose();
-  }
+  return productAllFinite(() => tf.matMul(weight, tf.ones([weight.shape[1], 1])));
 }
 
 /**
@@ -83,11 +77,20 @@ function rowSumsFinite(weight: tf.Tensor2D): boolean {
  * pass over 450 MB of projections (about 0.2 s of the real model's start).
  */
 export function packForXnnpack(weight: tf.Tensor2D): boolean {
-  const product = tf.tidy(() => tf.matMul(tf.zeros([1, weight.shape[0]]), weight));
+  return productAllFinite(() => tf.matMul(tf.zeros([1, weight.shape[0]]), weight));
+}
+
+/**
+ * Runs `product` (always: it may do work of its own, as packing) and tells
+ * whether all of its values are finite; false also where the backend's
+ * products may drop a NaN, which leaves the check to the caller.
+ */
+function productAllFinite(product: () => tf.Tensor): boolean {
+  const result = tf.tidy(product);
   try {
-    return productsKeepNaN() && firstNonFinite(product.dataSync() as Float32Array) < 0;
+    return productsKeepNaN() && firstNonFinite(result.dataSync() as Float32Array) < 0;
   } finally {
-    product.dispose();
+    result.dispose();
   }
 }
 

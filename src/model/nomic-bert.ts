@@ -176,12 +176,11 @@ export class NomicBertModel {
         }
         const { tensor, target, allFinite } = allocate(shape);
         weights.set(name, tensor);
+        // The read checks the values itself unless the backend has a quicker check.
         reads.push(
-          allFinite === undefined
-            ? readIntoAsync(target)
-            : readIntoAsync(target, false).then(() => {
-                if (!allFinite()) checkFinite(target);
-              }),
+          readIntoAsync(target, allFinite === undefined).then(() => {
+            if (allFinite !== undefined && !allFinite()) checkFinite(target);
+          }),
         );
       }
     } catch (error) {
