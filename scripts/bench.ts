@@ -9,7 +9,10 @@
  * configuration of worker threads × wasm threads. Start-up figures move by
  * ±10% from one process to the next on a shared machine: `--startups N` runs
  * N start-ups per configuration and reports each figure's median, and the
- * median of each run's ratios. Prints tables and writes JSON to bench-results/.
+ * median of each run's ratios. Then `--concurrent-calls N` (32) single-text
+ * calls at once against the same calls one after another, on the fixture
+ * model (wasm): what the embedder's one queue gains by batching them. Prints
+ * tables and writes JSON to bench-results/.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -33,6 +36,7 @@ const { values } = parseArgs({
     configs: { type: 'string', default: [...new Set(['1x1', `${cores}x1`, `1x${cores}`])].join(',') },
     fraction: { type: 'string', default: '1' },
     startups: { type: 'string', default: '1' },
+    'concurrent-calls': { type: 'string', default: '32' },
   },
 });
 const startups = Number(values.startups);
@@ -155,6 +159,18 @@ if (cores > 1 && pick(pool, 'startup') && pick(threaded, 'startup')) {
   }
   const [ts, ps] = [pick(threaded, 'startup')!, pick(pool, 'startup')!];
   console.log(`wasm: threads take ${ratio(ts.rssAfterWarmUpBytes, ps.rssAfterWarmUpBytes)}× the RSS after warm-up and ${ratio(ts.singleTextMs, ps.singleTextMs)}× the single-text latency of the pool`);
+}
+const concurrentCalls = Number(values['concurrent-calls']);
+if (concurrentCalls > 0) {
+  console.error(`wasm, nomic-tiny: ${concurrentCalls} single-text calls, at once and one after another...`);
+  const c = child(['--model', `${ROOT}test/fixtures/nomic-tiny`, '--backend', 'wasm', '--concurrent', String(concurrentCalls)]);
+  results.push(c);
+  const speedUp = (c.sequentialMs as number) / (c.concurrentMs as number);
+  console.log(
+    `wasm, nomic-tiny: ${concurrentCalls} single-text embed calls made at once finish ${speedUp.toFixed(1)}× faster than one after another ` +
+      `(${(c.concurrentMs as number).toFixed(0)} ms against ${(c.sequentialMs as number).toFixed(0)} ms), ${c.identical ? 'with identical vectors' : 'BUT THE VECTORS DIFFER'}`,
+  );
+  if (!c.identical) process.exitCode = 1;
 }
 const search = benchSearch();
 results.push({ kind: 'search', ...search });

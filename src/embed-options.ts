@@ -1,10 +1,11 @@
+import { totalmem } from 'node:os';
 import type { BackendChoice, BackendName } from './backends/select.js';
 import { InputError } from './errors.js';
-import { checkInteger, checkOptionNames, describe } from './options.js';
+import { checkChoice, checkInteger, checkOptionNames, describe } from './options.js';
 import type { OutputSpec } from './pipeline/finish-vector.js';
+import { POOLINGS, type Pooling } from './pipeline/pooling.js';
 import { PRECISIONS, type Precision, type QuantizationRanges } from './pipeline/quantize.js';
-import type { Pooling } from './pipeline/pooling.js';
-import { TASK_PREFIXES, type Task, type Truncation } from './pipeline/tokenizer.js';
+import { LONG_TEXT_MODES, TASKS, TRUNCATIONS, type LongText, type Task, type Truncation } from './pipeline/tokenizer.js';
 import type { BatchLimits } from './scheduling/batcher.js';
 import type { EmbedStats } from './scheduling/stats.js';
 
@@ -75,7 +76,7 @@ export interface EmbedOptions<P extends Precision = 'float32'> {
    * the windows' pooled vectors, then Matryoshka and normalisation as usual
    * (Nomic's `long_text_mode="mean"`). @default 'truncate'
    */
-  readonly longText?: 'truncate' | 'mean';
+  readonly longText?: LongText;
   /** With `longText: 'mean'`, tokens each window shares with the one before. @default 0 */
   readonly overlap?: number;
   /**
@@ -100,13 +101,24 @@ export interface EmbedOptions<P extends Precision = 'float32'> {
   /**
    * Tensor memory one batch may be predicted to use, weights included; long
    * inputs switch to blocked attention to stay under it.
-   * @default 3 GiB on wasm (its heap tops out at 4 GiB), else half the machine's memory up to 8 GiB
+   * @default 3 GiB on wasm (its heap tops out at 4 GiB), 4 GiB on webgpu (it reports no free memory), else half the machine's memory up to 8 GiB
    */
   readonly memoryBudgetBytes?: number;
   /** Texts tokenized and batched at a time, so huge inputs do not hold every token at once. @default 4096 */
   readonly chunkSize?: number;
   /** Called after each batch with the number of texts done so far and the total. */
   readonly onProgress?: (done: number, total: number) => void;
+  /**
+   * Withdraws the call: texts not yet in a batch are dropped and the call
+   * rejects with a `CancelledError`. @default none
+   */
+  readonly signal?: AbortSignal;
+  /**
+   * Back-pressure: refuse the call at once (`QueueFullError`) when the
+   * embedder's queue would then hold more than this many tokens, or
+   * (`RequestTooLargeError`) when the call alone holds more. @default no limit
+   */
+  readonly maxQueueTokens?: number;
 }
 
 export interface EmbedResult<V extends Float32Array | Int8Array | Uint8Array = Float32Array> {
@@ -120,16 +132,54 @@ export interface EmbedResult<V extends Float32Array | Int8Array | Uint8Array = F
   readonly stats: EmbedStats;
 }
 
-const EMBED_OPTION_NAMES: readonly (keyof EmbedOptions)[] = [
-  'task', 'dimensions', 'normalize', 'pooling', 'truncation', 'longText', 'overlap', 'precision', 'ranges',
-  'calibration', 'maxBatchTokens', 'maxBatchSize', 'memoryBudgetBytes', 'chunkSize', 'onProgress',
-];
-const LOAD_OPTION_NAMES: readonly (keyof LoadEmbedderOptions)[] = [
-  'backend', 'maxLength', 'rotaryScalingFactor', 'weightsFile', 'workers', 'threads', 'layoutCache',
-];
+/** Every option's name, checked by the compiler against the interfaces: a new option cannot be forgotten here. */
+const EMBED_OPTION_NAMES = Object.keys({
+  task: true, dimensions: true, normalize: true, pooling: true, truncation: true, longText: true, overlap: true,
+  precision: true, ranges: true, calibration: true, maxBatchTokens: true, maxBatchSize: true, memoryBudgetBytes: true,
+  chunkSize: true, onProgress: true, signal: true, maxQueueTokens: true,
+} satisfies Record<keyof EmbedOptions, true>);
+const LOAD_OPTION_NAMES = Object.keys({
+  backend: true, maxLength: true, rotaryScalingFactor: true, weightsFile: true, workers: true, threads: true, layoutCache: true,
+} satisfies Record<keyof LoadEmbedderOptions, true>);
 
-export const DEFAULT_MAX_BATCH_TOKENS = 8192;
-export const DEFAULT_MAX_BATCH_SIZE = 64;
+/**
+ * The defaults of `embed` that do not depend on the backend or model, as
+ * their TSDoc `@default` states them (a test compares the two).
+ */
+export const EMBED_DEFAULTS = {
+  normalize: true,
+  pooling: 'mean',
+  truncation: 'truncate',
+  longText: 'truncate',
+  overlap: 0,
+  precision: 'float32',
+  maxBatchTokens: 8192,
+  maxBatchSize: 64,
+  chunkSize: 4096,
+} as const satisfies Partial<EmbedOptions<Precision>>;
+
+/** The defaults of `loadEmbedder` that do not depend on the machine or model, as their TSDoc states them. */
+export const LOAD_DEFAULTS = {
+  backend: 'auto',
+  weightsFile: 'model.safetensors',
+  layoutCache: true,
+} as const satisfies Partial<LoadEmbedderOptions>;
+
+const GiB = 1024 ** 3;
+
+/**
+ * `memoryBudgetBytes` when none is given, as its TSDoc states: wasm's heap
+ * tops out at 4 GiB; WebGPU reports no free memory, and 4 GiB suits any
+ * discrete GPU and leaves integrated ones room.
+ */
+export function defaultMemoryBudget(backend: BackendName, machineBytes = totalmem()): number {
+  if (backend === 'wasm') return 3 * GiB;
+  if (backend === 'webgpu') return 4 * GiB;
+  return Math.min(machineBytes / 2, 8 * GiB);
+}
+
+export const DEFAULT_MAX_BATCH_TOKENS = EMBED_DEFAULTS.maxBatchTokens;
+export const DEFAULT_MAX_BATCH_SIZE = EMBED_DEFAULTS.maxBatchSize;
 
 /** Matryoshka sizes nomic-embed-text-v1.5 was trained for. */
 export const NOMIC_V15_DIMENSIONS = [768, 512, 256, 128, 64] as const;
@@ -152,13 +202,15 @@ export function checkLoadOptions(options: LoadEmbedderOptions): void {
 export interface ResolvedEmbedOptions {
   readonly task: Task | undefined;
   readonly truncation: Truncation;
-  readonly longText: 'truncate' | 'mean';
+  readonly longText: LongText;
   readonly overlap: number;
   readonly precision: Precision;
   readonly chunkSize: number;
   readonly limits: BatchLimits;
   readonly output: OutputSpec;
   readonly onProgress: ((done: number, total: number) => void) | undefined;
+  readonly signal: AbortSignal | undefined;
+  readonly maxQueueTokens: number | undefined;
 }
 
 /** What the defaults and checks of `embed` depend on. */
@@ -169,7 +221,11 @@ export interface EmbedderTraits {
   readonly defaultMemoryBudgetBytes: number;
 }
 
-/** Validates one `embed` call and resolves every default, before any work. */
+/**
+ * Validates one `embed` call and resolves every default, before any work:
+ * the only validator of embed options, whichever entry point (library, HTTP,
+ * command line, queue worker) the call came through.
+ */
 export function resolveEmbedOptions(texts: readonly string[], options: EmbedOptions<Precision>, traits: EmbedderTraits): ResolvedEmbedOptions {
   if (!Array.isArray(texts)) throw new InputError('texts', `must be an array of strings, got ${describe(texts)}`);
   texts.forEach((text, i) => {
@@ -177,56 +233,52 @@ export function resolveEmbedOptions(texts: readonly string[], options: EmbedOpti
   });
   checkOptionNames('embed options', options, EMBED_OPTION_NAMES);
   const {
-    maxBatchTokens = DEFAULT_MAX_BATCH_TOKENS,
-    maxBatchSize = DEFAULT_MAX_BATCH_SIZE,
+    task,
+    dimensions,
+    normalize = EMBED_DEFAULTS.normalize,
+    pooling = EMBED_DEFAULTS.pooling,
+    truncation = EMBED_DEFAULTS.truncation,
+    longText = EMBED_DEFAULTS.longText,
+    overlap = EMBED_DEFAULTS.overlap,
+    maxBatchTokens = EMBED_DEFAULTS.maxBatchTokens,
+    maxBatchSize = EMBED_DEFAULTS.maxBatchSize,
     memoryBudgetBytes = traits.defaultMemoryBudgetBytes,
-    chunkSize = 4096,
+    chunkSize = EMBED_DEFAULTS.chunkSize,
     onProgress,
+    signal,
+    maxQueueTokens,
   } = options;
+  if (task !== undefined) checkChoice('task', task, TASKS, 'unknown task');
+  checkChoice('pooling', pooling, POOLINGS);
+  checkChoice('truncation', truncation, TRUNCATIONS);
+  checkChoice('longText', longText, LONG_TEXT_MODES);
+  if (typeof normalize !== 'boolean') throw new InputError('normalize', `must be a boolean, got ${describe(normalize)}`);
+  if (dimensions !== undefined) checkDimensions(dimensions, traits.hiddenSize);
+  checkInteger('overlap', overlap, 0);
   checkInteger('maxBatchTokens', maxBatchTokens, 1);
   checkInteger('maxBatchSize', maxBatchSize, 1);
   checkInteger('chunkSize', chunkSize, 1);
+  if (maxQueueTokens !== undefined) checkInteger('maxQueueTokens', maxQueueTokens, 1);
   if (typeof memoryBudgetBytes !== 'number' || !(memoryBudgetBytes > 0)) {
     throw new InputError('memoryBudgetBytes', `must be a positive number, got ${describe(memoryBudgetBytes)}`);
   }
   if (onProgress !== undefined && typeof onProgress !== 'function') {
     throw new InputError('onProgress', `must be a function, got ${describe(onProgress)}`);
   }
-  const { longText = 'truncate', overlap = 0 } = options;
-  if (longText !== 'truncate' && longText !== 'mean') throw new InputError('longText', `must be 'truncate' or 'mean', got ${describe(longText)}`);
-  checkInteger('overlap', overlap, 0);
-  const output = resolveOutputOptions(options, traits.hiddenSize);
-  const precision = checkPrecision(options, output.output);
-  return {
-    ...output,
-    longText,
-    overlap,
-    precision,
-    chunkSize,
-    limits: { maxBatchTokens, maxBatchSize, memoryBudgetBytes },
-    onProgress,
-  };
-}
-
-/** The options that decide what a text becomes (prefix, truncation, pooling, size, normalisation), checked. */
-export function resolveOutputOptions(
-  options: Pick<EmbedOptions, 'task' | 'dimensions' | 'normalize' | 'pooling' | 'truncation'>,
-  hiddenSize: number,
-): Pick<ResolvedEmbedOptions, 'task' | 'truncation' | 'output'> {
-  const { task, dimensions, normalize = true, pooling = 'mean', truncation = 'truncate' } = options;
-  if (task !== undefined && !(task in TASK_PREFIXES)) {
-    throw new InputError('task', `unknown task ${describe(task)}; use one of ${Object.keys(TASK_PREFIXES).join(', ')}`);
-  }
-  if (pooling !== 'mean' && pooling !== 'cls') throw new InputError('pooling', `must be 'mean' or 'cls', got ${describe(pooling)}`);
-  if (truncation !== 'truncate' && truncation !== 'error') {
-    throw new InputError('truncation', `must be 'truncate' or 'error', got ${describe(truncation)}`);
-  }
-  if (typeof normalize !== 'boolean') throw new InputError('normalize', `must be a boolean, got ${describe(normalize)}`);
-  if (dimensions !== undefined) checkDimensions(dimensions, hiddenSize);
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new InputError('signal', `must be an AbortSignal, got ${describe(signal)}`);
+  const output: OutputSpec = { pooling, dimensions: dimensions ?? traits.hiddenSize, matryoshka: dimensions !== undefined, normalize };
   return {
     task,
     truncation,
-    output: { pooling, dimensions: dimensions ?? hiddenSize, matryoshka: dimensions !== undefined, normalize },
+    output,
+    longText,
+    overlap,
+    precision: checkPrecision(options, output),
+    chunkSize,
+    limits: { maxBatchTokens, maxBatchSize, memoryBudgetBytes },
+    onProgress,
+    signal,
+    maxQueueTokens,
   };
 }
 
@@ -245,8 +297,8 @@ function checkDimensions(dimensions: number, hiddenSize: number): void {
 
 /** Checks `precision` and what int8/uint8 need: ranges of the right size, calibration texts, or normalised vectors. */
 function checkPrecision(options: EmbedOptions<Precision>, output: OutputSpec): Precision {
-  const { precision = 'float32', ranges, calibration } = options;
-  if (!PRECISIONS.includes(precision)) throw new InputError('precision', `unknown precision ${describe(precision)}; use one of ${PRECISIONS.join(', ')}`);
+  const { precision = EMBED_DEFAULTS.precision, ranges, calibration } = options;
+  checkChoice('precision', precision, PRECISIONS, 'unknown precision');
   if (ranges !== undefined) {
     for (const end of ['min', 'max'] as const) {
       if (ranges[end]?.length !== output.dimensions) {

@@ -1,4 +1,4 @@
-import { availableParallelism, freemem, totalmem } from 'node:os';
+import { availableParallelism, freemem } from 'node:os';
 import { loadModelOnBackend } from './backends/load-on-backend.js';
 import { batchesInFlight, batchGuard, selectBackend, type BackendName } from './backends/select.js';
 import type { GpuAdapterReport } from './backends/webgpu/adapter.js';
@@ -8,8 +8,8 @@ import { wasmThreadCount } from './backends/wasm-threads.js';
 import { wasmWeightCopies } from './backends/xnnpack-packer.js';
 import {
   checkLoadOptions,
-  DEFAULT_MAX_BATCH_SIZE,
-  DEFAULT_MAX_BATCH_TOKENS,
+  defaultMemoryBudget,
+  LOAD_DEFAULTS,
   resolveEmbedOptions,
   type EmbedOptions,
   type EmbedResult,
@@ -17,19 +17,18 @@ import {
   type ResolvedEmbedOptions,
 } from './embed-options.js';
 import { BackendError, NomicEmbedError, OutOfMemoryError } from './errors.js';
-import { defaultAttentionKernel, type AttentionKernel } from './model/attention.js';
+import { attentionKernelFor, defaultAttentionKernel, type AttentionKernel } from './model/attention.js';
 import { layoutNotice } from './model/load-model.js';
 import type { NomicBertModel } from './model/nomic-bert.js';
 import { finishVector } from './pipeline/finish-vector.js';
-import type { Pooling } from './pipeline/pooling.js';
 import { quantize, rangesOf, unitVectorRanges, type Precision, type QuantizationRanges, type VectorOf } from './pipeline/quantize.js';
 import { TextTokenizer } from './pipeline/tokenizer.js';
 import { LocalRunner } from './pool/local-runner.js';
 import type { BatchRunner } from './pool/runner.js';
 import { WorkerPoolRunner } from './pool/worker-pool.js';
-import { BatchProcessor, type Batch, type BatchLimits } from './scheduling/batcher.js';
+import { EmbeddingQueue, type BatchResult, type QueuedBatch } from './scheduling/queue.js';
 import { estimateMemory, queryBlockFor } from './scheduling/memory.js';
-import { StatsRecorder, type EmbedStats } from './scheduling/stats.js';
+import { StatsRecorder } from './scheduling/stats.js';
 import { availableMemory, defaultWorkerCount } from './scheduling/workers.js';
 import type { NomicBertConfig } from './weights/config.js';
 import { runtimeLayoutFile } from './weights/layout-cache.js';
@@ -47,7 +46,7 @@ import { readConfig, weightsPath } from './weights/model-folder.js';
  */
 export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {}): Promise<Embedder> {
   checkLoadOptions(options);
-  const { backend = 'auto', maxLength, rotaryScalingFactor, weightsFile, layoutCache } = options;
+  const { backend = LOAD_DEFAULTS.backend, maxLength, rotaryScalingFactor, weightsFile = LOAD_DEFAULTS.weightsFile, layoutCache = LOAD_DEFAULTS.layoutCache } = options;
   const modelOptions = { weightsFile, rotary_scaling_factor: rotaryScalingFactor, layoutCache };
   const cores = availableParallelism();
   // Threads per worker: as asked, else the cores shared among the workers asked for.
@@ -117,9 +116,13 @@ function checkTensorLimit(config: NomicBertConfig, ffnWidth: number, device: Gpu
 
 /** Texts in, one vector per text out. Owns its model: call {@link dispose} when done. */
 export class Embedder {
-  private readonly processors = new Map<string, BatchProcessor>();
-  /** The attention kernel batches run with on this backend. */
+  /** The attention kernel batches run with on this backend (on wasm, batches of short texts run `batched`). */
   readonly attention: AttentionKernel;
+  /**
+   * The one batch queue every call goes through: concurrent `embed` calls (and
+   * the service's requests) share forward batches here.
+   */
+  readonly queue: EmbeddingQueue;
 
   constructor(
     /** Where batches run; tests may wrap its `run` to inject faults. */
@@ -134,6 +137,13 @@ export class Embedder {
     readonly modelDir?: string,
   ) {
     this.attention = defaultAttentionKernel(backend);
+    this.queue = new EmbeddingQueue({
+      run: (batch) => this.runBatch(batch),
+      estimate: (b, l) => estimateMemory(this.config, b, l, { attention: this.attention }),
+      maxTensorBytes: device?.maxStorageBufferBindingSize,
+      concurrency: runner.concurrency,
+      inFlight: runner.inFlight,
+    });
   }
 
   /** The model, when it runs in this thread (`workers: 1`). */
@@ -157,7 +167,10 @@ export class Embedder {
     return this.runner.threads;
   }
 
-  /** Embeds `texts`; the result keeps their order. See {@link EmbedOptions} for the defaults. */
+  /**
+   * Embeds `texts`; the result keeps their order. See {@link EmbedOptions} for
+   * the defaults. Calls made at the same time share forward batches.
+   */
   async embed<P extends Precision = 'float32'>(texts: readonly string[], options: EmbedOptions<P> = {}): Promise<EmbedResult<VectorOf<P>>> {
     const settings = resolveEmbedOptions(texts, options, {
       hiddenSize: this.config.n_embd,
@@ -165,127 +178,83 @@ export class Embedder {
       defaultMemoryBudgetBytes: defaultMemoryBudget(this.backend),
     });
     const { output, precision } = settings;
-    const ranges = await this.quantizationRanges(settings, options);
+    // No await unless ranges are calibrated: calls made together then reach the queue in the same turn, and share a batch.
+    const ranges = needsCalibration(settings, options) ? await this.calibrate(options) : givenRanges(settings, options);
     const stats = new StatsRecorder(this.backend, texts.length);
     const embeddings = new Array<VectorOf<P>>(texts.length);
     let done = 0;
     for (let start = 0; start < texts.length; start += settings.chunkSize) {
       const chunk = texts.slice(start, start + settings.chunkSize);
-      // Each text becomes one sequence, or several windows with longText: 'mean'.
-      const windows: Int32Array[] = [];
-      const owner: number[] = [];
-      const pending = chunk.map((text, i) => {
-        const parts =
-          settings.longText === 'mean'
-            ? this.tokenizer.windows(text, settings.task, settings.overlap)
-            : [this.tokenizer.encode(text, settings.task, settings.truncation, start + i)].map((t) => {
-                if (t.truncatedTokens > 0) stats.truncatedTexts++;
-                return t.ids;
-              });
-        for (const ids of parts) {
-          windows.push(ids);
-          owner.push(i);
-        }
-        return { sum: new Float64Array(this.config.n_embd), weight: 0, left: parts.length };
-      });
-      await this.runSequences(windows, settings.limits, output.pooling, stats, (indices, vectors) => {
-        indices.forEach((w, row) => {
-          const text = pending[owner[w]];
-          // The token-weighted mean of a text's windows (one window: the text's own vector).
-          const tokens = windows[w].length;
-          vectors[row].forEach((x, d) => (text.sum[d] += x * tokens));
-          text.weight += tokens;
-          if (--text.left > 0) return;
-          const pooled = Float32Array.from(text.sum, (x) => x / text.weight);
-          embeddings[start + owner[w]] = quantize(finishVector(pooled, output), precision as P, ranges);
-          settings.onProgress?.(++done, texts.length);
+      const { windows, owner } = this.tokenize(chunk, start, settings, stats);
+      const pending = chunk.map(() => ({ sum: new Float64Array(this.config.n_embd), weight: 0, left: 0 }));
+      for (const i of owner) pending[i].left++;
+      await this.queue
+        .submit({
+          sequences: windows,
+          limits: settings.limits,
+          pooling: output.pooling,
+          stats,
+          signal: settings.signal,
+          maxQueueTokens: settings.maxQueueTokens,
+          onVector: (w, vector) => {
+            const text = pending[owner[w]];
+            // The token-weighted mean of a text's windows (one window: the text's own vector).
+            const tokens = windows[w].length;
+            vector.forEach((x, d) => (text.sum[d] += x * tokens));
+            text.weight += tokens;
+            if (--text.left > 0) return;
+            const pooled = Float32Array.from(text.sum, (x) => x / text.weight);
+            embeddings[start + owner[w]] = quantize(finishVector(pooled, output), precision as P, ranges);
+            settings.onProgress?.(++done, texts.length);
+          },
+        })
+        .catch((error: unknown) => {
+          // The queue names the window; the caller knows texts.
+          if (error instanceof OutOfMemoryError) throw new OutOfMemoryError(start + owner[error.index], error.tokens, error.cause);
+          throw error;
         });
-      }).catch((error: unknown) => {
-        // The batcher names the window; the caller knows texts.
-        if (error instanceof OutOfMemoryError) throw new OutOfMemoryError(start + owner[error.index], error.tokens, error.cause);
-        throw error;
-      });
     }
     return { embeddings, dimensions: output.dimensions, precision, ranges, stats: stats.finish() };
   }
 
-  /** int8/uint8 ranges: given, from the calibration texts' embeddings, or the unit-vector default. */
-  private async quantizationRanges(settings: ResolvedEmbedOptions, options: EmbedOptions<Precision>): Promise<QuantizationRanges | undefined> {
-    if (settings.precision !== 'int8' && settings.precision !== 'uint8') return undefined;
-    if (options.ranges !== undefined) return options.ranges;
-    if (options.calibration !== undefined) {
-      const { precision, ranges, calibration, onProgress, ...same } = options;
-      return rangesOf((await this.embed(calibration, same)).embeddings);
-    }
-    return unitVectorRanges(settings.output.dimensions);
+  /** Each text of a chunk as one sequence, or as several windows with `longText: 'mean'`; `owner[w]` is window w's text. */
+  private tokenize(chunk: readonly string[], start: number, settings: ResolvedEmbedOptions, stats: StatsRecorder) {
+    const windows: Int32Array[] = [];
+    const owner: number[] = [];
+    chunk.forEach((text, i) => {
+      const parts =
+        settings.longText === 'mean'
+          ? this.tokenizer.windows(text, settings.task, settings.overlap)
+          : [this.tokenizer.encode(text, settings.task, settings.truncation, start + i)].map((t) => {
+              if (t.truncatedTokens > 0) stats.truncatedTexts++;
+              return t.ids;
+            });
+      for (const ids of parts) {
+        windows.push(ids);
+        owner.push(i);
+      }
+    });
+    return { windows, owner };
   }
 
-  /**
-   * Runs token id sequences (each with its [CLS] and [SEP], at most the
-   * maximum length) through the model in planned batches, with the same
-   * back-off as {@link embed}; their pooled vectors come back in input order,
-   * to be finished as each caller asks (`finishVector`). For callers that
-   * tokenize and gather texts themselves, as the server's scheduler does
-   * across requests.
-   */
-  async embedSequences(
-    sequences: readonly Int32Array[],
-    pooling: Pooling,
-    limits: BatchLimits,
-  ): Promise<{ vectors: Float32Array[]; stats: EmbedStats }> {
-    const stats = new StatsRecorder(this.backend, sequences.length);
-    const vectors = new Array<Float32Array>(sequences.length);
-    await this.runSequences(sequences, limits, pooling, stats, (indices, batch) => indices.forEach((i, row) => (vectors[i] = batch[row])));
-    return { vectors, stats: stats.finish() };
+  /** int8/uint8 ranges from the calibration texts' embeddings, made with the same options. */
+  private async calibrate(options: EmbedOptions<Precision>): Promise<QuantizationRanges> {
+    const { precision, ranges, calibration, onProgress, ...same } = options;
+    return rangesOf((await this.embed(calibration!, same)).embeddings);
   }
 
-  private async runSequences(
-    sequences: readonly Int32Array[],
-    limits: BatchLimits,
-    pooling: Pooling,
-    stats: StatsRecorder,
-    onBatch: (indices: readonly number[], vectors: Float32Array[]) => void,
-  ): Promise<void> {
-    const processor = this.processorFor(limits);
-    const lengths = sequences.map((ids) => ids.length);
-    await processor.run(
-      processor.plan(lengths, this.runner.concurrency),
-      lengths,
-      async (batch) => onBatch(batch.indices, await this.runBatch(batch, sequences, limits, pooling, stats)),
-      () => stats.retries++,
-      { concurrency: this.runner.inFlight },
-    );
-  }
-
-  private async runBatch(
-    batch: Batch,
-    all: readonly Int32Array[],
-    limits: BatchLimits,
-    pooling: Pooling,
-    stats: StatsRecorder,
-  ): Promise<Float32Array[]> {
-    const sequences = batch.indices.map((i) => all[i]);
+  /** One forward batch from the queue: pooled vectors, and what it was predicted and measured to take. */
+  private async runBatch({ sequences, length, pooling, limits }: QueuedBatch): Promise<BatchResult> {
     const B = sequences.length;
-    const T = batch.length;
-    const { attention } = this;
-    const queryBlock = queryBlockFor(this.config, B, T, limits.memoryBudgetBytes, attention);
-    const { vectors, measuredPeakBytes } = await this.runner.run({ sequences, length: T, queryBlock, attention, pooling });
+    const attention = attentionKernelFor(this.backend, length, this.config.headDim);
+    const queryBlock = queryBlockFor(this.config, B, length, limits.memoryBudgetBytes, attention);
+    const { vectors, measuredPeakBytes } = await this.runner.run({ sequences, length, queryBlock, attention, pooling });
     const D = this.config.n_embd;
-    const tokens = sequences.reduce((sum, s) => sum + s.length, 0);
-    stats.batchDone(B, tokens, B * T, estimateMemory(this.config, B, T, { queryBlock, attention }).totalBytes, measuredPeakBytes);
-    return sequences.map((_, row) => vectors.slice(row * D, (row + 1) * D));
-  }
-
-  /** One batch processor per set of limits, so a back-off holds for later calls with the same limits. */
-  private processorFor(limits: BatchLimits): BatchProcessor {
-    const key = JSON.stringify(limits);
-    let processor = this.processors.get(key);
-    if (processor === undefined) {
-      const estimate = (b: number, l: number) => estimateMemory(this.config, b, l, { attention: this.attention });
-      processor = new BatchProcessor({ ...limits, maxTensorBytes: this.device?.maxStorageBufferBindingSize }, estimate);
-      this.processors.set(key, processor);
-    }
-    return processor;
+    return {
+      vectors: sequences.map((_, row) => vectors.slice(row * D, (row + 1) * D)),
+      estimatedBytes: estimateMemory(this.config, B, length, { queryBlock, attention }).totalBytes,
+      measuredPeakBytes,
+    };
   }
 
   /** Frees the model and ends any worker threads; safe to call twice. */
@@ -294,7 +263,16 @@ export class Embedder {
   }
 }
 
-const GiB = 1024 ** 3;
+/** Whether int8/uint8 ranges come from calibration texts (given ranges take precedence). */
+function needsCalibration(settings: ResolvedEmbedOptions, options: EmbedOptions<Precision>): boolean {
+  return (settings.precision === 'int8' || settings.precision === 'uint8') && options.ranges === undefined && options.calibration !== undefined;
+}
+
+/** int8/uint8 ranges without calibration: given, or the unit-vector default. */
+function givenRanges(settings: ResolvedEmbedOptions, options: EmbedOptions<Precision>): QuantizationRanges | undefined {
+  if (settings.precision !== 'int8' && settings.precision !== 'uint8') return undefined;
+  return options.ranges ?? unitVectorRanges(settings.output.dimensions);
+}
 
 /**
  * The first pass runs while V8 still compiles the per-op JavaScript, on the
@@ -307,14 +285,3 @@ const GiB = 1024 ** 3;
  */
 const WARM_UP_TEXTS = ['warm-up', 'warming up: a short text through every stage once'];
 
-/** WebGPU reports no free memory: 4 GiB suits any discrete GPU and leaves integrated ones room. */
-function defaultMemoryBudget(backend: BackendName): number {
-  if (backend === 'wasm') return 3 * GiB;
-  if (backend === 'webgpu') return 4 * GiB;
-  return Math.min(totalmem() / 2, 8 * GiB);
-}
-
-/** The defaults of `embed`'s batch limits on a backend, for callers of {@link Embedder.embedSequences}. */
-export function defaultBatchLimits(backend: BackendName): BatchLimits {
-  return { maxBatchTokens: DEFAULT_MAX_BATCH_TOKENS, maxBatchSize: DEFAULT_MAX_BATCH_SIZE, memoryBudgetBytes: defaultMemoryBudget(backend) };
-}

@@ -141,6 +141,36 @@ export class OutOfMemoryError extends NomicEmbedError {
   }
 }
 
+/** The embedding queue holds more tokens than the caller allows (`maxQueueTokens`): try again later (HTTP 429). */
+export class QueueFullError extends NomicEmbedError {
+  override name = 'QueueFullError';
+  constructor(
+    readonly queuedTokens: number,
+    readonly maxQueueTokens: number,
+  ) {
+    super(`the queue holds ${queuedTokens} of at most ${maxQueueTokens} tokens; try again shortly`);
+  }
+}
+
+/** One call alone holds more tokens than its `maxQueueTokens` allows queued at once (HTTP 413). */
+export class RequestTooLargeError extends NomicEmbedError {
+  override name = 'RequestTooLargeError';
+  constructor(
+    readonly tokens: number,
+    readonly maxQueueTokens: number,
+  ) {
+    super(`the request holds ${tokens} tokens, more than the queue takes at once (${maxQueueTokens}); split it`);
+  }
+}
+
+/** The call was withdrawn (its `signal` aborted) before all its texts ran. */
+export class CancelledError extends NomicEmbedError {
+  override name = 'CancelledError';
+  constructor() {
+    super('the request was cancelled');
+  }
+}
+
 /** A download failed or its bytes are not the ones the hub announced. */
 export class DownloadError extends NomicEmbedError {
   override name = 'DownloadError';

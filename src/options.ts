@@ -16,6 +16,19 @@ export function checkInteger(name: string, value: unknown, min: number): void {
   }
 }
 
+/**
+ * One of `choices`. The message names them all: `unknown task "x"; use one of
+ * search_query, …` with a `lead`, else `must be 'a' or 'b', got …`.
+ */
+export function checkChoice<T extends string>(name: string, value: unknown, choices: readonly T[], lead?: string): asserts value is T {
+  if ((choices as readonly unknown[]).includes(value)) return;
+  const detail =
+    lead === undefined
+      ? `must be ${choices.map((c) => `'${c}'`).join(choices.length === 2 ? ' or ' : ', ')}, got ${describe(value)}`
+      : `${lead} ${describe(value)}; use one of ${choices.join(', ')}`;
+  throw new InputError(name, detail);
+}
+
 /** A value as it reads in an error message. */
 export function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value.length > 40 ? `${value.slice(0, 40)}…` : value);

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
 import { InputError } from '../src/errors.js';
 import { finishVector } from '../src/pipeline/finish-vector.js';
+import { serve } from '../src/server/serve.js';
 import { expectClose, fixtureDir, reference } from './helpers/fixtures.js';
 
 const MAX = 16;
@@ -41,8 +42,9 @@ describe("longText: 'mean'", () => {
     const sum = new Float64Array(64);
     let weight = 0;
     for (const w of windows) {
-      const { vectors } = await embedder.embedSequences([w], 'mean', limits);
-      vectors[0].forEach((x, d) => (sum[d] += x * w.length));
+      let pooled: Float32Array = new Float32Array(0);
+      await embedder.queue.submit({ sequences: [w], limits, pooling: 'mean', onVector: (_, vector) => (pooled = vector) });
+      pooled.forEach((x, d) => (sum[d] += x * w.length));
       weight += w.length;
     }
     const pooled = Float32Array.from(sum, (x) => x / weight);
@@ -66,6 +68,38 @@ describe("longText: 'mean'", () => {
       const order = [4, 1, 0, 3, 2];
       const { embeddings } = await embedder.embed(order.map((i) => inputs[i]), { longText: 'mean', ...options });
       order.forEach((i, row) => expectClose(embeddings[row], reference.embeddings[i], 1e-6, `text ${i} with ${JSON.stringify(options)}`));
+    }
+  });
+
+  it('is on every HTTP API too (long_text), as is int8 calibration, with the library\'s vectors', async () => {
+    const server = await serve(embedder, { port: 0 });
+    const post = async (path: string, body: unknown) => {
+      const response = await fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      return { status: response.status, body: (await response.json()) as any };
+    };
+    try {
+      const input = [texts[0].text, long];
+      const mean = (await embedder.embed(input, { longText: 'mean', task: 'search_document' })).embeddings.map((v) => Array.from(v));
+      expect((await post('/v1/embeddings', { input, long_text: 'mean', task: 'search_document' })).body.data.map((d: any) => d.embedding)).toEqual(mean);
+      expect((await post('/embed', { inputs: input, long_text: 'mean', prompt_name: 'search_document' })).body).toEqual(mean);
+      expect((await post('/api/embed', { input, long_text: 'mean', task: 'search_document' })).body.embeddings).toEqual(mean);
+      // Without it, a long text is refused as before (OpenAI and TEI do not truncate unless asked).
+      expect((await post('/v1/embeddings', { input })).status).toBe(400);
+      const bad = await post('/embed', { inputs: input, long_text: 'average' });
+      expect(bad.status).toBe(400);
+      expect(bad.body.error).toMatch(/longText: must be 'truncate' or 'mean', got "average"/);
+
+      const calibration = texts.slice(0, 6).map((t) => t.text).filter((t) => t.length > 0);
+      const short = [texts[1].text, texts[2].text];
+      const int8 = await embedder.embed(short, { precision: 'int8', calibration, truncation: 'truncate' });
+      const unit = await embedder.embed(short, { precision: 'int8' });
+      expect(int8.embeddings.map((v) => Array.from(v))).not.toEqual(unit.embeddings.map((v) => Array.from(v)));
+      const answer = await post('/v1/embeddings', { input: short, precision: 'int8', calibration, truncate: true });
+      expect(answer.status, JSON.stringify(answer.body)).toBe(200);
+      expect(answer.body.data.map((d: any) => d.embedding)).toEqual(int8.embeddings.map((v) => Array.from(v)));
+      expect((await post('/api/embed', { input: short, precision: 'int8', calibration: [] })).status).toBe(400);
+    } finally {
+      await server.close();
     }
   });
 

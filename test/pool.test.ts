@@ -9,7 +9,6 @@ import { loadModel } from '../src/model/load-model.js';
 import type { BatchJob } from '../src/pipeline/batch-job.js';
 import { TextTokenizer } from '../src/pipeline/tokenizer.js';
 import { WorkerPoolRunner } from '../src/pool/worker-pool.js';
-import { BatchProcessor } from '../src/scheduling/batcher.js';
 import { estimateMemory } from '../src/scheduling/memory.js';
 import { availableMemory, defaultWorkerCount } from '../src/scheduling/workers.js';
 import { wasmWeightCopies } from '../src/backends/xnnpack-packer.js';
@@ -256,20 +255,6 @@ describe('worker pool', () => {
     // A terminated worker reports threadId -1.
     expect(started.every((t) => t.threadId === -1)).toBe(true);
     await expect(embedder.embed(['hello'])).rejects.toThrow(/disposed/);
-  });
-});
-
-describe('batch planning for a pool', () => {
-  it('gives every worker a batch when there are enough texts', () => {
-    const processor = new BatchProcessor({ maxBatchTokens: 1e6, maxBatchSize: 64, memoryBudgetBytes: Infinity }, () => ({ totalBytes: 0, largestTensorBytes: 0 }));
-    const lengths = Array.from({ length: 10 }, (_, i) => 20 + i);
-    expect(processor.plan(lengths)).toHaveLength(1);
-    const forTwo = processor.plan(lengths, 2);
-    expect(forTwo.map((b) => b.indices.length)).toEqual([5, 5]);
-    // Longest first, and each batch padded to its longest member.
-    expect(forTwo[0].indices[0]).toBe(9);
-    expect(forTwo.map((b) => b.length)).toEqual([29, 24]);
-    expect(processor.plan([5], 4)).toHaveLength(1);
   });
 });
 

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
 import { InputError } from '../src/errors.js';
-import { bytesPerVector, quantize, rangesOf, unitVectorRanges } from '../src/pipeline/quantize.js';
+import { quantize, rangesOf, unitVectorRanges } from '../src/pipeline/quantize.js';
 import { cosineTopK, hammingTopK } from '../src/search/top-k.js';
 import { fixtureDir, reference } from './helpers/fixtures.js';
 
@@ -33,8 +33,8 @@ describe('quantization, as sentence-transformers quantize_embeddings', () => {
     // 1 0 1 0 0 0 0 1 | 1 0 (000000): 161 and 128.
     expect(Array.from(quantize(v, 'ubinary'))).toEqual([161, 128]);
     expect(Array.from(quantize(v, 'binary'))).toEqual([33, 0]);
-    expect(bytesPerVector('binary', 10)).toBe(2);
-    expect(bytesPerVector('int8', 10)).toBe(10);
+    expect(quantize(new Float32Array(10), 'binary').byteLength).toBe(2);
+    expect(quantize(new Float32Array(10), 'int8', unitVectorRanges(10)).byteLength).toBe(10);
   });
 
   it('calibrates ranges from vectors and defaults unit vectors to ±4/√D', () => {

@@ -22,6 +22,7 @@ const { values } = parseArgs({
     set: { type: 'string' },
     fraction: { type: 'string' },
     roofline: { type: 'boolean' },
+    concurrent: { type: 'string' },
   },
 });
 const backend = values.backend as BackendName;
@@ -65,6 +66,28 @@ if (values.roofline) {
     singleTextMs: later.sort((a, b) => a - b)[later.length >> 1],
     rssAfterWarmUpBytes: rssAfterWarmUp,
   });
+} else if (values.concurrent !== undefined) {
+  // N single-text calls awaited one after another, against the same N calls made at once (which the embedder's
+  // queue gathers into shared batches): alternating passes, medians, and the vectors compared bit for bit.
+  const calls = Number(values.concurrent);
+  const embedder = await loadEmbedder(values.model!, options());
+  // Queries, as a service's single-text calls mostly are: 11 to 19 tokens.
+  const texts = Array.from({ length: calls }, (_, i) => `query ${i}: ${'how do rotary position embeddings extend to long inputs'.split(' ').slice(0, 3 + (i % 6)).join(' ')}`);
+  const sequential: number[] = [];
+  const together: number[] = [];
+  let identical = true;
+  for (let round = 0; round < 5; round++) {
+    let started = performance.now();
+    const one: Float32Array[] = [];
+    for (const text of texts) one.push((await embedder.embed([text])).embeddings[0]);
+    sequential.push(performance.now() - started);
+    started = performance.now();
+    const all = (await Promise.all(texts.map((text) => embedder.embed([text])))).map((r) => r.embeddings[0]);
+    together.push(performance.now() - started);
+    identical &&= all.every((v, i) => v.length === one[i].length && v.every((x, d) => Object.is(x, one[i][d])));
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+  await report(embedder, { kind: 'concurrent', calls, sequentialMs: median(sequential), concurrentMs: median(together), identical });
 } else {
   const texts = loadSet(values.set as SetName, Number(values.fraction ?? 1));
   const embedder = await loadEmbedder(values.model!, options());

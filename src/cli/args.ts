@@ -3,13 +3,9 @@ import type { ParseArgsConfig } from 'node:util';
 import { AUTO_ORDER, type BackendChoice } from '../backends/select.js';
 import type { LoadEmbedderOptions } from '../embed-options.js';
 import { NomicEmbedError } from '../errors.js';
-import { TASK_PREFIXES, type Task } from '../pipeline/tokenizer.js';
+export { LONG_TEXT_MODES, TASKS, TRUNCATIONS } from '../pipeline/tokenizer.js';
 
 export const DEFAULT_MODEL_DIR = 'weights/nomic-embed-text-v1.5';
-
-/** The values of the options every embedding command shares. */
-export const TASKS = Object.keys(TASK_PREFIXES) as Task[];
-export const LONG_TEXT_MODES = ['truncate', 'mean'] as const;
 
 /** Wrong arguments: exit code 2 and a pointer to --help. */
 export class UsageError extends NomicEmbedError {

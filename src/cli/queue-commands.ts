@@ -5,7 +5,7 @@ import { PRECISIONS } from '../pipeline/quantize.js';
 import { maskUrl } from '../queue/connection.js';
 import { DEFAULT_QUEUE, startQueueWorker } from '../queue/queue-worker.js';
 import { submitEmbeddings } from '../queue/submit.js';
-import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, choiceOption, integerOption, LONG_TEXT_MODES, modelDir, TASKS, UsageError } from './args.js';
+import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, choiceOption, integerOption, LONG_TEXT_MODES, modelDir, TASKS, TRUNCATIONS, UsageError } from './args.js';
 import { describeParallelism } from './embed-command.js';
 import type { CliIo } from './main.js';
 import { ProgressBar } from './progress.js';
@@ -83,7 +83,7 @@ export async function submitCommand(args: readonly string[], io: CliIo): Promise
   const task = choiceOption('task', values.task, TASKS);
   const precision = choiceOption('precision', values.precision, PRECISIONS) ?? 'float32';
   const longText = choiceOption('long-text', values['long-text'], LONG_TEXT_MODES);
-  const truncation = choiceOption('truncation', values.truncation, ['truncate', 'error']);
+  const truncation = choiceOption('truncation', values.truncation, TRUNCATIONS);
   const bar = !values.quiet && (values.progress || io.stderr.isTTY === true) ? new ProgressBar(io.stderr, 'embedding', 'texts') : undefined;
   const summary = await submitEmbeddings({
     redis: values.redis,

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 
-export type Pooling = 'mean' | 'cls';
+export const POOLINGS = ['mean', 'cls'] as const;
+export type Pooling = (typeof POOLINGS)[number];
 
 /**
  * Pools `last_hidden_state` [B, T, D] to [B, D]. Mean pooling averages every

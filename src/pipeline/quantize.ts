@@ -11,9 +11,8 @@
  *   partial byte is padded with zeros); `binary` is the packed byte minus 128
  *   as int8.
  */
-export type Precision = 'float32' | 'int8' | 'uint8' | 'binary' | 'ubinary';
-
-export const PRECISIONS: readonly Precision[] = ['float32', 'int8', 'uint8', 'binary', 'ubinary'];
+export const PRECISIONS = ['float32', 'int8', 'uint8', 'binary', 'ubinary'] as const;
+export type Precision = (typeof PRECISIONS)[number];
 
 /** The typed array each precision gives. */
 export type VectorOf<P extends Precision> = P extends 'float32' ? Float32Array : P extends 'int8' | 'binary' ? Int8Array : Uint8Array;
@@ -47,13 +46,6 @@ export function rangesOf(vectors: readonly ArrayLike<number>[]): QuantizationRan
     }
   }
   return { min, max };
-}
-
-/** Bytes one vector of `dimensions` takes at a precision. */
-export function bytesPerVector(precision: Precision, dimensions: number): number {
-  if (precision === 'float32') return 4 * dimensions;
-  if (precision === 'binary' || precision === 'ubinary') return Math.ceil(dimensions / 8);
-  return dimensions;
 }
 
 /** One vector at a precision; `ranges` is needed for int8 and uint8. */

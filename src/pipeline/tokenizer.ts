@@ -12,8 +12,15 @@ export const TASK_PREFIXES = {
 
 export type Task = keyof typeof TASK_PREFIXES;
 
-/** What happens to a text longer than the maximum length. */
-export type Truncation = 'truncate' | 'error';
+export const TASKS = Object.keys(TASK_PREFIXES) as readonly Task[];
+
+/** What happens to a text longer than the maximum length: cut it (keeping [SEP]), or refuse it. */
+export const TRUNCATIONS = ['truncate', 'error'] as const;
+export type Truncation = (typeof TRUNCATIONS)[number];
+
+/** A text longer than the maximum length: keep its opening, or embed the mean of its windows. */
+export const LONG_TEXT_MODES = ['truncate', 'mean'] as const;
+export type LongText = (typeof LONG_TEXT_MODES)[number];
 
 export interface TokenizedText {
   /** Token ids including [CLS] and [SEP], at most the maximum length. */

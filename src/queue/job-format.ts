@@ -1,6 +1,6 @@
 import { NomicEmbedError } from '../errors.js';
 import type { Precision } from '../pipeline/quantize.js';
-import type { Task } from '../pipeline/tokenizer.js';
+import type { LongText, Task, Truncation } from '../pipeline/tokenizer.js';
 
 /**
  * What `submit` puts on the queue and workers give back. Both sides check
@@ -15,9 +15,9 @@ export interface ChunkOptions {
   readonly dimensions?: number;
   readonly normalize?: boolean;
   readonly precision?: Precision;
-  readonly longText?: 'truncate' | 'mean';
+  readonly longText?: LongText;
   /** `error` fails a chunk holding a text longer than the worker's maximum length. */
-  readonly truncation?: 'truncate' | 'error';
+  readonly truncation?: Truncation;
 }
 
 export interface ChunkJob {

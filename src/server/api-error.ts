@@ -1,5 +1,4 @@
-import { InputError, NomicEmbedError, OutOfMemoryError, TextTooLongError } from '../errors.js';
-import { QueueFullError, RequestTooLargeError } from './scheduler.js';
+import { InputError, NomicEmbedError, OutOfMemoryError, QueueFullError, RequestTooLargeError, TextTooLongError } from '../errors.js';
 
 /**
  * What went wrong with a request, independent of the API it came through:

@@ -1,10 +1,7 @@
-import { resolveOutputOptions } from '../embed-options.js';
 import type { Embedder } from '../embedder.js';
-import { finishVector } from '../pipeline/finish-vector.js';
-import { PRECISIONS, quantize, unitVectorRanges, type Precision } from '../pipeline/quantize.js';
-import type { Task } from '../pipeline/tokenizer.js';
+import type { Precision } from '../pipeline/quantize.js';
+import type { LongText, Task } from '../pipeline/tokenizer.js';
 import { ApiError } from './api-error.js';
-import type { EmbeddingScheduler } from './scheduler.js';
 
 /** One request for embeddings, whichever API it came through. */
 export interface EmbedCall {
@@ -16,12 +13,38 @@ export interface EmbedCall {
   readonly truncate: boolean;
   /** Quantized outputs (an extension of every API): int8/uint8 over the unit-vector ranges, binary, ubinary. */
   readonly precision?: string;
+  /** Texts longer than the maximum length (an extension of every API): `truncate` (as `truncate` says) or `mean` of windows. */
+  readonly longText?: string;
+  /** int8/uint8: texts whose embeddings give each dimension's range (an extension of every API). */
+  readonly calibration?: readonly string[];
 }
 
 export interface EmbedCallResult {
   readonly vectors: (Float32Array | Int8Array | Uint8Array)[];
   /** Tokens the model read, [CLS] and [SEP] included, after truncation. */
   readonly tokens: number;
+}
+
+/** The fields every API takes beside its own (extensions: none of the three has them). */
+export interface ExtensionFields {
+  /** float32 (the default), int8, uint8, binary or ubinary. */
+  precision?: string;
+  /** `truncate` (the API's own `truncate` rule) or `mean`: a long text embeds as the mean of its windows. */
+  long_text?: string;
+  /** int8/uint8: texts whose embeddings give each dimension's range, instead of the unit-vector ranges. */
+  calibration?: string[];
+}
+
+/** Their JSON schema, for each API's body schema. */
+export const EXTENSION_SCHEMA = {
+  precision: { type: 'string' },
+  long_text: { type: 'string' },
+  calibration: { type: 'array', items: { type: 'string' }, minItems: 1 },
+} as const;
+
+/** The extension fields of a body, as the call's. */
+export function extensionsOf(body: ExtensionFields): Pick<EmbedCall, 'precision' | 'longText' | 'calibration'> {
+  return { precision: body.precision, longText: body.long_text, calibration: body.calibration };
 }
 
 /**
@@ -48,30 +71,35 @@ export function readTexts(input: unknown, param: string, maxTexts: number): stri
   return input as string[];
 }
 
-/** Validates a call, tokenizes it, runs it through the scheduler, and finishes each vector as it asks. */
-export async function runEmbedCall(
-  embedder: Embedder,
-  scheduler: EmbeddingScheduler,
-  call: EmbedCall,
-  signal: AbortSignal,
-): Promise<EmbedCallResult> {
+/** What the service applies to every call: its batch limits and its queue's back-pressure. */
+export interface ServiceLimits {
+  readonly maxBatchTokens: number;
+  readonly maxBatchSize: number;
+  readonly maxQueueTokens: number;
+}
+
+/**
+ * Runs a call through the embedder's own `embed`, and so through its one
+ * queue: the options are checked there (an invalid one is an `InputError`,
+ * a 400), and texts of concurrent requests, and of the embedder's other
+ * callers, share forward batches.
+ */
+export async function runEmbedCall(embedder: Embedder, call: EmbedCall, signal: AbortSignal, limits: ServiceLimits): Promise<EmbedCallResult> {
   call.texts.forEach((text, i) => {
     if (text.length === 0) throw new ApiError('empty', `input[${i}] is an empty string`, `input[${i}]`);
   });
-  const { output, task, truncation } = resolveOutputOptions(
-    { task: call.task as Task | undefined, dimensions: call.dimensions, normalize: call.normalize, truncation: call.truncate ? 'truncate' : 'error' },
-    embedder.config.n_embd,
-  );
-  const precision = (call.precision ?? 'float32') as Precision;
-  if (!PRECISIONS.includes(precision)) throw new ApiError('invalid', `unknown precision "${precision}"; use one of ${PRECISIONS.join(', ')}`, 'precision');
-  if ((precision === 'int8' || precision === 'uint8') && !output.normalize) {
-    throw new ApiError('invalid', `${precision} needs normalised vectors here (its ranges suit unit vectors)`, 'precision');
-  }
-  const ranges = unitVectorRanges(output.dimensions);
-  const sequences = call.texts.map((text, i) => embedder.tokenizer.encode(text, task, truncation, i).ids);
-  const pooled = await scheduler.submit(sequences, signal);
-  return {
-    vectors: pooled.map((vector) => quantize(finishVector(vector, output), precision, ranges)),
-    tokens: sequences.reduce((sum, ids) => sum + ids.length, 0),
-  };
+  const { embeddings, stats } = await embedder.embed(call.texts, {
+    task: call.task as Task | undefined,
+    dimensions: call.dimensions,
+    normalize: call.normalize,
+    truncation: call.truncate ? 'truncate' : 'error',
+    longText: call.longText as LongText | undefined,
+    precision: call.precision as Precision | undefined,
+    calibration: call.calibration,
+    maxBatchTokens: limits.maxBatchTokens,
+    maxBatchSize: limits.maxBatchSize,
+    maxQueueTokens: limits.maxQueueTokens,
+    signal,
+  });
+  return { vectors: embeddings, tokens: stats.tokens };
 }

@@ -21,7 +21,7 @@ export class ServerMetrics {
   });
   readonly queueTexts = new Gauge({ name: 'nomic_embed_queue_texts', help: 'Texts waiting for a batch', registers: [this.registry] });
   readonly queueTokens = new Gauge({ name: 'nomic_embed_queue_tokens', help: 'Tokens waiting for a batch', registers: [this.registry] });
-  readonly batches = new Counter({ name: 'nomic_embed_batches_total', help: 'Forward batches run', registers: [this.registry] });
+  readonly batches = new Counter({ name: 'nomic_embed_batches_total', help: 'Forward batches the served embedder ran (its library callers in this process included)', registers: [this.registry] });
   readonly batchSize = new Histogram({
     name: 'nomic_embed_batch_size',
     help: 'Texts per forward batch',

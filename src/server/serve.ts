@@ -3,8 +3,8 @@ import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, NOMIC_V15_DIMENSIONS } from '../embed-options.js';
-import { defaultBatchLimits, type Embedder } from '../embedder.js';
-import { InputError } from '../errors.js';
+import type { Embedder } from '../embedder.js';
+import { CancelledError, InputError } from '../errors.js';
 import { checkInteger, checkOptionNames } from '../options.js';
 import { TASK_PREFIXES, type Task } from '../pipeline/tokenizer.js';
 import { ApiError, toApiError } from './api-error.js';
@@ -14,7 +14,6 @@ import { openAiError, registerOpenAi } from './apis/openai.js';
 import { registerTei, teiError } from './apis/tei.js';
 import { runEmbedCall } from './embed-call.js';
 import type { ServerMetrics } from './metrics.js';
-import { CancelledError, EmbeddingScheduler } from './scheduler.js';
 
 export interface ServeOptions {
   /** @default '127.0.0.1' */
@@ -86,7 +85,9 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
   const [{ default: Fastify }, { default: cors }, { ServerMetrics }] = await Promise.all([import('fastify'), import('@fastify/cors'), import('./metrics.js')]);
   const metrics = new ServerMetrics();
   let state: ServerState = 'loading';
-  let loaded: { embedder: Embedder; scheduler: EmbeddingScheduler; name: string } | undefined;
+  let loaded: { embedder: Embedder; name: string; release: () => void } | undefined;
+  // Aborted when the grace period is over: the requests still waiting then answer 503.
+  const shutdown = new AbortController();
 
   const app = Fastify({
     logger: settings.logger,
@@ -127,7 +128,10 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
       if (state !== 'serving' || loaded === undefined) {
         throw new ApiError('unavailable', state === 'loading' ? 'the model is still loading' : 'the server is shutting down');
       }
-      return runEmbedCall(loaded.embedder, loaded.scheduler, call, signal);
+      return runEmbedCall(loaded.embedder, call, AbortSignal.any([signal, shutdown.signal]), settings).catch((error: unknown) => {
+        if (error instanceof CancelledError && shutdown.signal.aborted) throw new ApiError('unavailable', 'the server shut down before this request ran');
+        throw error;
+      });
     },
   });
   registerOpenAi(app, context());
@@ -150,16 +154,21 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
   const url = `http://${settings.host.includes(':') ? `[${settings.host}]` : settings.host}:${port}`;
 
   const ready = Promise.resolve(embedder).then((instance) => {
-    const scheduler = new EmbeddingScheduler(instance, {
-      limits: { ...defaultBatchLimits(instance.backend), maxBatchTokens: settings.maxBatchTokens, maxBatchSize: settings.maxBatchSize },
-      maxQueueTokens: settings.maxQueueTokens,
-      batchWaitMs: settings.batchWaitMs,
+    // Requests join the embedder's own queue; the service only sets how long an idle queue waits for company.
+    const { queue } = instance;
+    const unwatch = queue.watch({
       onBatch: (texts, tokens, padded) => metrics.batchRan(texts, tokens, padded),
       onQueue: (texts, tokens) => metrics.queueChanged(texts, tokens),
     });
+    const batchWaitMs = queue.batchWaitMs;
+    queue.batchWaitMs = settings.batchWaitMs;
+    const release = () => {
+      unwatch();
+      queue.batchWaitMs = batchWaitMs;
+    };
     const device = instance.device === undefined ? instance.backend : `${instance.device.vendor} ${instance.device.description}`;
     metrics.backend.set({ backend: instance.backend, device }, 1);
-    loaded = { embedder: instance, scheduler, name: settings.servedModelName ?? basename(instance.modelDir ?? 'model') };
+    loaded = { embedder: instance, name: settings.servedModelName ?? basename(instance.modelDir ?? 'model'), release };
     if (state === 'loading') state = 'serving';
   });
   // The caller learns of a failed load through `ready`; until then the server answers 503.
@@ -181,11 +190,12 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
         let timer: NodeJS.Timeout | undefined;
         const graceOver = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), graceMs)));
         if ((await Promise.race([closed.then(() => 'closed' as const), graceOver])) === 'timeout') {
-          loaded?.scheduler.failAll(new ApiError('unavailable', 'the server shut down before this request ran'));
+          shutdown.abort();
           app.server.closeAllConnections();
           await closed;
         }
         clearTimeout(timer);
+        loaded?.release();
         state = 'closed';
       })();
       return closing;

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { ApiError, STATUS } from '../api-error.js';
-import { readTexts } from '../embed-call.js';
+import { EXTENSION_SCHEMA, extensionsOf, readTexts, type ExtensionFields } from '../embed-call.js';
 import type { ApiContext } from './context.js';
 import { abortOnClose } from './abort.js';
 
@@ -20,7 +20,7 @@ export function registerOllama(app: FastifyInstance, context: ApiContext): void 
         dimensions: body.dimensions,
         normalize: true,
         truncate: body.truncate ?? true,
-        precision: body.precision,
+        ...extensionsOf(body),
       },
       abortOnClose(reply),
     );
@@ -35,16 +35,15 @@ export function registerOllama(app: FastifyInstance, context: ApiContext): void 
   });
 }
 
-interface OllamaBody {
+interface OllamaBody extends ExtensionFields {
   model?: string;
   input: unknown;
   truncate?: boolean;
   dimensions?: number;
   options?: object;
   keep_alive?: string | number;
-  /** Extensions: Nomic's task prefix, quantized outputs. */
+  /** Extension: Nomic's task prefix. */
   task?: string;
-  precision?: string;
 }
 
 const BODY = {
@@ -58,7 +57,7 @@ const BODY = {
     options: { type: 'object' },
     keep_alive: { anyOf: [{ type: 'string' }, { type: 'number' }] },
     task: { type: 'string' },
-    precision: { type: 'string' },
+    ...EXTENSION_SCHEMA,
   },
 } as const;
 

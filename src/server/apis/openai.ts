@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { ApiError, STATUS } from '../api-error.js';
-import { readTexts } from '../embed-call.js';
+import { EXTENSION_SCHEMA, extensionsOf, readTexts, type ExtensionFields } from '../embed-call.js';
 import type { ApiContext } from './context.js';
 import { abortOnClose } from './abort.js';
 
@@ -18,7 +18,7 @@ export function registerOpenAi(app: FastifyInstance, context: ApiContext): void 
         dimensions: body.dimensions,
         normalize: body.normalize ?? true,
         truncate: body.truncate ?? false,
-        precision: body.precision,
+        ...extensionsOf(body),
       },
       abortOnClose(reply),
     );
@@ -32,7 +32,7 @@ export function registerOpenAi(app: FastifyInstance, context: ApiContext): void 
   });
 }
 
-interface OpenAiBody {
+interface OpenAiBody extends ExtensionFields {
   input: unknown;
   model?: string;
   dimensions?: number;
@@ -42,7 +42,6 @@ interface OpenAiBody {
   task?: string;
   normalize?: boolean;
   truncate?: boolean;
-  precision?: string;
 }
 
 const BODY = {
@@ -57,7 +56,7 @@ const BODY = {
     task: { type: 'string' },
     normalize: { type: 'boolean' },
     truncate: { type: 'boolean' },
-    precision: { type: 'string' },
+    ...EXTENSION_SCHEMA,
   },
 } as const;
 

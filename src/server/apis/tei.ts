@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { STATUS, type ApiError } from '../api-error.js';
-import { readTexts } from '../embed-call.js';
+import { EXTENSION_SCHEMA, extensionsOf, readTexts, type ExtensionFields } from '../embed-call.js';
 import type { ApiContext } from './context.js';
 import { abortOnClose } from './abort.js';
 
@@ -15,7 +15,7 @@ export function registerTei(app: FastifyInstance, context: ApiContext): void {
         dimensions: body.dimensions,
         normalize: body.normalize ?? true,
         truncate: body.truncate ?? false,
-        precision: body.precision,
+        ...extensionsOf(body),
       },
       abortOnClose(reply),
     );
@@ -23,7 +23,7 @@ export function registerTei(app: FastifyInstance, context: ApiContext): void {
   });
 }
 
-interface TeiBody {
+interface TeiBody extends ExtensionFields {
   inputs: unknown;
   normalize?: boolean;
   truncate?: boolean;
@@ -31,8 +31,6 @@ interface TeiBody {
   dimensions?: number;
   /** A task prefix (TEI's prompts): search_query, search_document, clustering, classification. */
   prompt_name?: string;
-  /** Extension: quantized outputs. */
-  precision?: string;
 }
 
 const BODY = {
@@ -45,7 +43,7 @@ const BODY = {
     truncation_direction: { type: 'string', enum: ['Right', 'right'] },
     dimensions: { type: 'integer' },
     prompt_name: { type: 'string' },
-    precision: { type: 'string' },
+    ...EXTENSION_SCHEMA,
   },
 } as const;
 
