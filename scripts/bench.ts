@@ -166,9 +166,12 @@ if (concurrentCalls > 0) {
   const c = child(['--model', `${ROOT}test/fixtures/nomic-tiny`, '--backend', 'wasm', '--concurrent', String(concurrentCalls)]);
   results.push(c);
   const speedUp = (c.sequentialMs as number) / (c.concurrentMs as number);
+  const speedUps = c.speedUps as number[];
   console.log(
     `wasm, nomic-tiny: ${concurrentCalls} single-text embed calls made at once finish ${speedUp.toFixed(1)}× faster than one after another ` +
-      `(${(c.concurrentMs as number).toFixed(0)} ms against ${(c.sequentialMs as number).toFixed(0)} ms), ${c.identical ? 'with identical vectors' : 'BUT THE VECTORS DIFFER'}`,
+      `(${(c.concurrentMs as number).toFixed(1)} ms against ${(c.sequentialMs as number).toFixed(1)} ms, medians; ${range(speedUps)}× over ${speedUps.length} rounds), ` +
+      (c.identical ? 'with the vectors of one call holding all the texts, bit for bit' : 'BUT THE VECTORS DIFFER from one call holding all the texts') +
+      `; ${(c.maxDifference as number).toExponential(1)} at most from each text embedded alone`,
   );
   if (!c.identical) process.exitCode = 1;
 }

@@ -37,7 +37,33 @@ function sources(dir: string): string[] {
   });
 }
 
+/** The modules `file` imports at run time: `import type` and `export type` are erased, so they do not count. */
+function runtimeImports(file: string): string[] {
+  const source = readFileSync(file, 'utf8');
+  return [...source.matchAll(/^(?:import|export) (?!type )[^;]*?from '(\.[^']+)'|import\('(\.[^']+)'\)/gms)].map((m) =>
+    resolve(dirname(file), (m[1] ?? m[2]).replace(/\.js$/, '.ts')),
+  );
+}
+
 describe('dependencies point one way', () => {
+  it('no module reaches itself through its run-time imports', () => {
+    const files = sources(SRC).filter((f) => f.endsWith('.ts'));
+    const cycles: string[] = [];
+    const state = new Map<string, 'open' | 'done'>();
+    const visit = (file: string, path: string[]) => {
+      if (state.get(file) === 'done') return;
+      if (state.get(file) === 'open') {
+        cycles.push([...path.slice(path.indexOf(file)), file].map((f) => relative(SRC, f)).join(' → '));
+        return;
+      }
+      state.set(file, 'open');
+      for (const target of runtimeImports(file)) visit(target, [...path, file]);
+      state.set(file, 'done');
+    };
+    for (const file of files) visit(file, []);
+    expect(cycles).toEqual([]);
+  });
+
   it.each(sources(SRC).map((f) => [relative(SRC, f), f]))('%s imports only from its layer or earlier ones', (_, file) => {
     const imports = [...readFileSync(file, 'utf8').matchAll(/from '(\.[^']+)'|import\('(\.[^']+)'\)/g)].map((m) => m[1] ?? m[2]);
     for (const specifier of imports) {

@@ -9,8 +9,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { parseArgs } from 'node:util';
 import { selectBackend } from '../../src/backends/select.js';
 import { FusedAttentionProgram, keyTileFor, QUERY_TILE, type AttentionTiles } from '../../src/backends/webgpu/attention-program.js';
-import { webGpuAdapter, webGpuWorkgroupBytes } from '../../src/backends/webgpu/device.js';
-import { runWebGpuProgram } from '../../src/backends/webgpu/kernels.js';
+import { webGpuAdapter } from '../../src/backends/webgpu/device.js';
+import { runWebGpuProgram, webGpuWorkgroupBytes } from '../../src/backends/webgpu/kernels.js';
 import { secondsPerRun } from '../bench/roofline.js';
 
 const { values } = parseArgs({ options: { quick: { type: 'boolean' } } });

@@ -1,3 +1,5 @@
+import type { WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu/dist/webgpu_program.js';
+
 /**
  * Rotary attention as one WGSL kernel: queries and keys rotated (rotate-half)
  * as they are loaded, queries scaled, softmax(q·kᵀ + bias)·v with a blockwise
@@ -53,8 +55,8 @@ export function vectorWidthFor(headDim: number): 1 | 2 | 4 {
   return half % 4 === 0 ? 4 : half % 2 === 0 ? 2 : 1;
 }
 
-/** The program, in the shape tfjs-backend-webgpu's `runWebGPUProgram` takes (`WebGPUProgram`). */
-export class FusedAttentionProgram {
+/** The program, as tfjs-backend-webgpu's `runWebGPUProgram` takes it. */
+export class FusedAttentionProgram implements WebGPUProgram {
   readonly variableNames = ['queries', 'keys', 'values', 'cosines', 'sines', 'bias'];
   readonly outputShape: number[];
   readonly dispatchLayout: { x: number[] };

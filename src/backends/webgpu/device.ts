@@ -1,11 +1,10 @@
 import { BackendError } from '../../errors.js';
 import type { GpuAdapterReport } from './adapter.js';
-import { GUARANTEED_WORKGROUP_BYTES } from './attention-program.js';
 import { registerWebGpuKernels } from './kernels.js';
 
 /** The parts of a GPUDevice this package uses. */
 interface DeviceLike {
-  readonly limits: { readonly maxBufferSize: number; readonly maxStorageBufferBindingSize: number; readonly maxComputeWorkgroupStorageSize: number };
+  readonly limits: { readonly maxBufferSize: number; readonly maxStorageBufferBindingSize: number };
   readonly lost: Promise<{ reason: string; message: string }>;
   pushErrorScope(filter: 'out-of-memory' | 'validation' | 'internal'): void;
   popErrorScope(): Promise<{ message: string } | null>;
@@ -35,11 +34,6 @@ export function startWebGpu(backend: unknown, adapter: GpuAdapterReport): void {
   };
   current = state;
   void device.lost.then((info) => (state.lost = `${info.reason}: ${info.message}`));
-}
-
-/** The workgroup memory a kernel may use on the active device (tfjs asks for the adapter's whole limit). */
-export function webGpuWorkgroupBytes(): number {
-  return current?.device.limits.maxComputeWorkgroupStorageSize ?? GUARANTEED_WORKGROUP_BYTES;
 }
 
 /** The adapter the webgpu backend runs on, once it is active. */

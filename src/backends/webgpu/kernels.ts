@@ -1,14 +1,16 @@
 import * as tf from '@tensorflow/tfjs-core';
+import type { WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu/dist/webgpu_program.js';
 import { FUSED_ATTENTION, RESIDUAL_LAYER_NORM, SWIGLU, type FusedAttentionAttrs, type ResidualLayerNormAttrs } from '../../model/fused-ops.js';
 import { FusedAttentionProgram, keyTileFor, QUERY_TILE } from './attention-program.js';
-import { webGpuWorkgroupBytes } from './device.js';
 import { ResidualLayerNormProgram } from './layer-norm-program.js';
 import { SwigluProgram } from './swiglu-program.js';
 
 /** The parts of tfjs-backend-webgpu's backend these kernels use. */
 interface WebGpuBackendLike {
+  /** tfjs asks for the adapter's own limits, so these are the hardware's. */
+  readonly device: { readonly limits: { readonly maxComputeWorkgroupStorageSize: number } };
   runWebGPUProgram(
-    program: object,
+    program: WebGPUProgram,
     inputs: tf.TensorInfo[],
     outputDtype: tf.DataType,
     uniforms?: { type: string; data: number[] }[],
@@ -33,7 +35,7 @@ function fusedAttention({ inputs, backend, attrs }: KernelArgs): tf.TensorInfo {
     throw new Error(`${FUSED_ATTENTION}: rotary tables are [${cosines.shape}], expected [1 or ${B}, ${T}, ${hd / 2}]`);
   }
   const { scale } = attrs as unknown as FusedAttentionAttrs;
-  const tiles = { queryTile: QUERY_TILE, keyTile: keyTileFor(hd, webGpuWorkgroupBytes()) };
+  const tiles = { queryTile: QUERY_TILE, keyTile: keyTileFor(hd, backend.device.limits.maxComputeWorkgroupStorageSize) };
   const program = new FusedAttentionProgram(queries.shape as [number, number, number, number], tiles);
   return backend.runWebGPUProgram(program, [queries, keys, values, cosines, sines, bias], 'float32', [{ type: 'float32', data: [scale] }]);
 }
@@ -56,11 +58,16 @@ function swiglu({ inputs, backend }: KernelArgs): tf.TensorInfo {
   return backend.runWebGPUProgram(new SwigluProgram(gate.shape), [gate, up], 'float32');
 }
 
+/** The workgroup memory a kernel may use on the active webgpu backend's device. */
+export function webGpuWorkgroupBytes(): number {
+  return (tf.backend() as unknown as WebGpuBackendLike).device.limits.maxComputeWorkgroupStorageSize;
+}
+
 /**
  * Runs `program` on the active webgpu backend outside any registered kernel,
  * as the tile sweep and the tests do; the caller disposes the result.
  */
-export function runWebGpuProgram(program: object, inputs: tf.TensorInfo[], uniforms?: { type: string; data: number[] }[]): tf.Tensor {
+export function runWebGpuProgram(program: WebGPUProgram, inputs: tf.TensorInfo[], uniforms?: { type: string; data: number[] }[]): tf.Tensor {
   const backend = tf.backend() as unknown as WebGpuBackendLike;
   return tf.engine().makeTensorFromTensorInfo(backend.runWebGPUProgram(program, inputs, 'float32', uniforms));
 }

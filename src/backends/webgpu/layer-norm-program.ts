@@ -1,3 +1,5 @@
+import type { WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu/dist/webgpu_program.js';
+
 /**
  * `LayerNorm(x + residual) · gamma + beta` over the last axis as one WGSL
  * kernel: one workgroup per row reads both inputs once, keeps the sums in
@@ -8,7 +10,7 @@
 
 const THREADS = 64;
 
-export class ResidualLayerNormProgram {
+export class ResidualLayerNormProgram implements WebGPUProgram {
   readonly variableNames = ['x', 'residual', 'gamma', 'beta'];
   readonly outputShape: number[];
   readonly dispatchLayout: { x: number[] };

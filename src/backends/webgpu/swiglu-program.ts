@@ -1,11 +1,14 @@
+import type { WebGPUProgram } from '@tensorflow/tfjs-backend-webgpu/dist/webgpu_program.js';
+
 /**
  * SwiGLU's elementwise step as one WGSL kernel: `up · gate · sigmoid(gate)`,
  * in place of tfjs's sigmoid and two multiplications, each a pass over
  * [N, F] and a buffer of its own.
  */
+
 const THREADS = 64;
 
-export class SwigluProgram {
+export class SwigluProgram implements WebGPUProgram {
   readonly variableNames = ['gate', 'up'];
   readonly outputShape: number[];
   readonly dispatchLayout: { x: number[] };
