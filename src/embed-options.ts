@@ -1,4 +1,3 @@
-import { totalmem } from 'node:os';
 import type { BackendChoice, BackendName } from './backends/select.js';
 import { InputError } from './errors.js';
 import { checkChoice, checkInteger, checkOptionNames, describe } from './options.js';
@@ -164,19 +163,6 @@ export const LOAD_DEFAULTS = {
   weightsFile: 'model.safetensors',
   layoutCache: true,
 } as const satisfies Partial<LoadEmbedderOptions>;
-
-const GiB = 1024 ** 3;
-
-/**
- * `memoryBudgetBytes` when none is given, as its TSDoc states: wasm's heap
- * tops out at 4 GiB; WebGPU reports no free memory, and 4 GiB suits any
- * discrete GPU and leaves integrated ones room.
- */
-export function defaultMemoryBudget(backend: BackendName, machineBytes = totalmem()): number {
-  if (backend === 'wasm') return 3 * GiB;
-  if (backend === 'webgpu') return 4 * GiB;
-  return Math.min(machineBytes / 2, 8 * GiB);
-}
 
 export const DEFAULT_MAX_BATCH_TOKENS = EMBED_DEFAULTS.maxBatchTokens;
 export const DEFAULT_MAX_BATCH_SIZE = EMBED_DEFAULTS.maxBatchSize;

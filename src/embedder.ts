@@ -1,14 +1,10 @@
-import { availableParallelism, freemem } from 'node:os';
-import { loadModelOnBackend } from './backends/load-on-backend.js';
-import { batchesInFlight, batchGuard, selectBackend, type BackendName } from './backends/select.js';
+import { availableParallelism, freemem, totalmem } from 'node:os';
+import { backendNamed, type Backend } from './backends/backend.js';
+import { selectBackend, type BackendName } from './backends/select.js';
 import type { GpuAdapterReport } from './backends/webgpu/adapter.js';
-import { webGpuAdapter } from './backends/webgpu/device.js';
-import { reserveWasmHeap } from './backends/wasm-heap.js';
-import { wasmThreadCount } from './backends/wasm-threads.js';
 import { wasmWeightCopies } from './backends/xnnpack-packer.js';
 import {
   checkLoadOptions,
-  defaultMemoryBudget,
   LOAD_DEFAULTS,
   resolveEmbedOptions,
   type EmbedOptions,
@@ -17,7 +13,7 @@ import {
   type ResolvedEmbedOptions,
 } from './embed-options.js';
 import { BackendError, NomicEmbedError, OutOfMemoryError } from './errors.js';
-import { attentionKernelFor, defaultAttentionKernel, type AttentionKernel } from './model/attention.js';
+import type { AttentionKernel } from './model/attention.js';
 import { layoutNotice } from './model/load-model.js';
 import type { NomicBertModel } from './model/nomic-bert.js';
 import { finishVector } from './pipeline/finish-vector.js';
@@ -66,35 +62,34 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
     await starting.catch(() => undefined);
     throw error;
   }
-  const backendName = await starting;
-  const threadsStarted = backendName === 'wasm' && wasmThreadCount() > 1;
-  const typicalBatch = estimateMemory(config, 16, 512, { attention: defaultAttentionKernel(backendName), ffnWidth: checkpoint.ffnWidth });
+  const active = backendNamed(await starting);
+  const typicalBatch = estimateMemory(config, 16, 512, { attention: active.attention(), ffnWidth: checkpoint.ffnWidth });
   const workers =
     options.workers ??
-    // On wasm without threads (they could not start, or one was asked for), several workers use the cores instead.
-    (backendName === 'wasm' && !threadsStarted && options.threads === undefined
+    // Where one instance computes on one core (wasm whose threads could not start), workers use the others.
+    (active.needsWorkersForCores() && options.threads === undefined
       ? defaultWorkerCount({
-          backend: backendName,
+          oneCorePerInstance: true,
           cores,
           availableBytes: availableMemory(freemem(), process.constrainedMemory?.()),
           batch: typicalBatch,
           weightCopies: wasmWeightCopies(),
         })
       : 1);
-  const device = backendName === 'webgpu' ? webGpuAdapter() : undefined;
+  const device = active.device();
   if (device !== undefined) checkTensorLimit(config, checkpoint.ffnWidth, device);
   let runner: BatchRunner;
   if (workers === 1) {
-    reserveWasmHeap(typicalBatch.totalBytes);
-    const model = await loadModelOnBackend(backendName, dir, modelOptions);
-    runner = new LocalRunner(model, batchGuard(backendName), backendName === 'wasm' ? wasmThreadCount() : 1, batchesInFlight(backendName));
+    active.reserve(typicalBatch.totalBytes);
+    const model = await active.loadModel(dir, modelOptions);
+    runner = new LocalRunner(model, active.guard, active.threads(), active.batchesInFlight);
   } else {
-    const wasmThreads = threadsStarted || options.threads !== undefined ? threads : 1;
+    const wasmThreads = active.threads() > 1 || options.threads !== undefined ? threads : 1;
     // Made here once, not by every worker at the same time.
     if (layoutCache !== false) runtimeLayoutFile(weightsPath(dir, weightsFile), config, layoutNotice);
-    runner = await WorkerPoolRunner.start(workers, { dir, backend: backendName, modelOptions, wasmThreads, reserveBytes: typicalBatch.totalBytes });
+    runner = await WorkerPoolRunner.start(workers, { dir, backend: active.name, modelOptions, wasmThreads, reserveBytes: typicalBatch.totalBytes });
   }
-  const embedder = new Embedder(runner, tokenizer, backendName, config, device, dir);
+  const embedder = new Embedder(runner, tokenizer, active.name, config, device, dir);
   // The first products compile shaders (WebGPU; wasm has packed its weights while loading), and the first
   // texts warm the tokenizer, pipeline and JIT up: done here, the first call is about as fast as the next
   // ones. See WARM_UP_TEXTS for why two, and which.
@@ -118,6 +113,8 @@ function checkTensorLimit(config: NomicBertConfig, ffnWidth: number, device: Gpu
 export class Embedder {
   /** The attention kernel batches run with on this backend (on wasm, batches of short texts run `batched`). */
   readonly attention: AttentionKernel;
+  /** What differs by backend: the attention kernel per batch, the default memory budget. */
+  private readonly engine: Backend;
   /**
    * The one batch queue every call goes through: concurrent `embed` calls (and
    * the service's requests) share forward batches here.
@@ -136,7 +133,8 @@ export class Embedder {
     /** The model folder it was loaded from. */
     readonly modelDir?: string,
   ) {
-    this.attention = defaultAttentionKernel(backend);
+    this.engine = backendNamed(backend);
+    this.attention = this.engine.attention();
     this.queue = new EmbeddingQueue({
       run: (batch) => this.runBatch(batch),
       estimate: (b, l) => estimateMemory(this.config, b, l, { attention: this.attention }),
@@ -175,7 +173,7 @@ export class Embedder {
     const settings = resolveEmbedOptions(texts, options, {
       hiddenSize: this.config.n_embd,
       backend: this.backend,
-      defaultMemoryBudgetBytes: defaultMemoryBudget(this.backend),
+      defaultMemoryBudgetBytes: this.engine.defaultMemoryBudget(totalmem()),
     });
     const { output, precision } = settings;
     // No await unless ranges are calibrated: calls made together then reach the queue in the same turn, and share a batch.
@@ -246,7 +244,7 @@ export class Embedder {
   /** One forward batch from the queue: pooled vectors, and what it was predicted and measured to take. */
   private async runBatch({ sequences, length, pooling, limits }: QueuedBatch): Promise<BatchResult> {
     const B = sequences.length;
-    const attention = attentionKernelFor(this.backend, length, this.config.headDim);
+    const attention = this.engine.attention(length, this.config.headDim);
     const queryBlock = queryBlockFor(this.config, B, length, limits.memoryBudgetBytes, attention);
     const { vectors, measuredPeakBytes } = await this.runner.run({ sequences, length, queryBlock, attention, pooling });
     const D = this.config.n_embd;

@@ -1,6 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { defaultAttentionKernel } from '../src/model/attention.js';
+import { backendNamed } from '../src/backends/backend.js';
+import type { AttentionKernel } from '../src/model/attention.js';
 import { loadModel } from '../src/model/load-model.js';
 import type { NomicBertModel } from '../src/model/nomic-bert.js';
 import { estimateMemory, queryBlockFor } from '../src/scheduling/memory.js';
@@ -9,7 +10,7 @@ import { PORTABLE_BACKENDS, useBackend } from './helpers/backend.js';
 import { expectClose, fixtureDir } from './helpers/fixtures.js';
 
 /** Runs a forward pass of B random sequences of length T under tf.profile, returning output and peak bytes. */
-async function profiledForward(model: NomicBertModel, B: number, T: number, padded: boolean, queryBlock?: number) {
+async function profiledForward(model: NomicBertModel, attention: AttentionKernel, B: number, T: number, padded: boolean, queryBlock?: number) {
   const base = tf.memory().numBytes;
   let hidden: Float32Array = new Float32Array();
   const profile = await tf.profile(() => {
@@ -18,7 +19,7 @@ async function profiledForward(model: NomicBertModel, B: number, T: number, padd
       const attentionMask = (
         padded ? tf.concat([tf.ones([B, T - 3], 'int32'), tf.zeros([B, 3], 'int32')], 1) : tf.ones([B, T], 'int32')
       ) as tf.Tensor2D;
-      hidden = model.forward({ inputIds, attentionMask }, { queryBlock }).dataSync() as Float32Array;
+      hidden = model.forward({ inputIds, attentionMask }, { queryBlock, attention }).dataSync() as Float32Array;
     });
   });
   return { hidden, peak: profile.peakBytes - base };
@@ -26,8 +27,8 @@ async function profiledForward(model: NomicBertModel, B: number, T: number, padd
 
 describe.each(PORTABLE_BACKENDS)('memory estimator on %s', (backend) => {
   let model: NomicBertModel;
-  // The wasm backend runs attention head by head, the others batched.
-  const attention = defaultAttentionKernel(backend);
+  // The wasm backend runs attention head by head (but for short batches), the others batched.
+  const attention = backendNamed(backend).attention();
   beforeAll(async () => {
     await useBackend(backend);
     model = loadModel(fixtureDir('nomic-tiny'));
@@ -41,23 +42,23 @@ describe.each(PORTABLE_BACKENDS)('memory estimator on %s', (backend) => {
     [8, 128, false],
     [1, 1024, false],
   ])('predicts the activation peak of B=%i, L=%i (padded: %s) within 10%%', async (B, T, padded) => {
-    const { peak } = await profiledForward(model, B, T, padded);
+    const { peak } = await profiledForward(model, attention, B, T, padded);
     const predicted = estimateMemory(model.config, B, T, { attention }).activationBytes;
     expect(predicted / peak).toBeGreaterThan(0.97);
     expect(predicted / peak).toBeLessThan(1.1);
   });
 
   it('predicts the peak of blocked attention too', async () => {
-    const { peak } = await profiledForward(model, 1, 1024, false, 128);
+    const { peak } = await profiledForward(model, attention, 1, 1024, false, 128);
     const predicted = estimateMemory(model.config, 1, 1024, { queryBlock: 128, attention }).activationBytes;
     expect(predicted / peak).toBeGreaterThan(0.97);
     expect(predicted / peak).toBeLessThan(1.1);
   });
 
   it('blocked attention gives the unblocked result', async () => {
-    const whole = await profiledForward(model, 2, 300, true);
+    const whole = await profiledForward(model, attention, 2, 300, true);
     for (const block of [64, 100, 299]) {
-      const blocked = await profiledForward(model, 2, 300, true, block);
+      const blocked = await profiledForward(model, attention, 2, 300, true, block);
       expectClose(blocked.hidden, whole.hidden, 1e-5, `query block ${block}`);
       // Small blocks cut the peak here, where the score matrix dominates it.
       if (block <= 100) expect(blocked.peak).toBeLessThan(whole.peak);

@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { defaultMemoryBudget, EMBED_DEFAULTS, LOAD_DEFAULTS, resolveEmbedOptions } from '../src/embed-options.js';
+import { backendNamed } from '../src/backends/backend.js';
+import type { BackendName } from '../src/backends/select.js';
+import { EMBED_DEFAULTS, LOAD_DEFAULTS, resolveEmbedOptions } from '../src/embed-options.js';
 import { InputError } from '../src/errors.js';
 
 const SOURCE = readFileSync(new URL('../src/embed-options.ts', import.meta.url), 'utf8');
@@ -18,6 +20,7 @@ function documentedDefault(interfaceName: string, name: string): string {
 const written = (value: unknown) => (typeof value === 'string' ? `'${value}'` : String(value));
 
 const GiB = 1024 ** 3;
+const defaultMemoryBudget = (name: BackendName, machineBytes = 16 * GiB) => backendNamed(name).defaultMemoryBudget(machineBytes);
 const traits = { hiddenSize: 64, backend: 'wasm' as const, defaultMemoryBudgetBytes: defaultMemoryBudget('wasm') };
 
 describe('documented defaults are the coded ones', () => {

@@ -264,19 +264,19 @@ describe('default worker count', () => {
   const batch = { weightBytes: 0.5 * GiB, activationBytes: 0.25 * GiB, attentionBytes: 0, totalBytes: 0.75 * GiB, largestTensorBytes: 0 };
 
   it('is one thread off wasm, which use every core from one', () => {
-    expect(defaultWorkerCount({ backend: 'tensorflow', cores: 16, availableBytes: 64 * GiB, batch })).toBe(1);
+    expect(defaultWorkerCount({ oneCorePerInstance: false, cores: 16, availableBytes: 64 * GiB, batch })).toBe(1);
   });
 
   it('is the cores on wasm when memory holds a model per core', () => {
-    expect(defaultWorkerCount({ backend: 'wasm', cores: 4, availableBytes: 64 * GiB, batch })).toBe(4);
+    expect(defaultWorkerCount({ oneCorePerInstance: true, cores: 4, availableBytes: 64 * GiB, batch })).toBe(4);
   });
 
   it('is what memory holds when that is fewer: the weights and a batch per worker, in three quarters of it', () => {
     // 0.75 GiB per worker; 0.75 × 4 GiB = 3 GiB holds four.
-    expect(defaultWorkerCount({ backend: 'wasm', cores: 16, availableBytes: 4 * GiB, batch })).toBe(4);
-    expect(defaultWorkerCount({ backend: 'wasm', cores: 16, availableBytes: 0.5 * GiB, batch })).toBe(1);
+    expect(defaultWorkerCount({ oneCorePerInstance: true, cores: 16, availableBytes: 4 * GiB, batch })).toBe(4);
+    expect(defaultWorkerCount({ oneCorePerInstance: true, cores: 16, availableBytes: 0.5 * GiB, batch })).toBe(1);
     // With the weights held twice (a tfjs-backend-wasm release whose packing keeps tfjs's copy), 1.25 GiB: two.
-    expect(defaultWorkerCount({ backend: 'wasm', cores: 16, availableBytes: 4 * GiB, batch, weightCopies: 2 })).toBe(2);
+    expect(defaultWorkerCount({ oneCorePerInstance: true, cores: 16, availableBytes: 4 * GiB, batch, weightCopies: 2 })).toBe(2);
     expect(wasmWeightCopies()).toBe(1);
     expect(wasmWeightCopies('4.23.0')).toBe(2);
   });

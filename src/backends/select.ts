@@ -2,10 +2,9 @@ import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-backend-wasm';
 import { BackendError } from '../errors.js';
-import { installWasmSlice } from './wasm-slice.js';
-import { useThreadedWasm } from './wasm-threads.js';
-import { describeAdapter, findAdapter, mayHaveGpu, type GpuAdapterReport } from './webgpu/adapter.js';
-import { guardWebGpuBatch, startWebGpu } from './webgpu/device.js';
+import { backendNamed, TFJS_NODE, TFJS_NODE_GPU } from './backend.js';
+
+export { gpuFailure } from './backend.js';
 
 /**
  * - `tensorflow-gpu`: libtensorflow with CUDA, from `@tensorflow/tfjs-node-gpu`;
@@ -20,24 +19,6 @@ export type BackendChoice = BackendName | 'auto';
 
 /** The order `auto` tries them in: fastest first. `auto` takes `webgpu` only on a real GPU. */
 export const AUTO_ORDER: readonly BackendName[] = ['tensorflow-gpu', 'webgpu', 'tensorflow', 'wasm', 'cpu'];
-
-/** What provides each backend, and what to install when it is missing. */
-const PACKAGES: Readonly<Record<BackendName, string | undefined>> = {
-  'tensorflow-gpu': '@tensorflow/tfjs-node-gpu',
-  webgpu: '@tensorflow/tfjs-backend-webgpu',
-  tensorflow: '@tensorflow/tfjs-node',
-  wasm: undefined,
-  cpu: undefined,
-};
-
-/** The tfjs registry name of each backend: both libtensorflow packages register `tensorflow`. */
-const TFJS_NAMES: Readonly<Record<BackendName, string>> = {
-  'tensorflow-gpu': 'tensorflow',
-  webgpu: 'webgpu',
-  tensorflow: 'tensorflow',
-  wasm: 'wasm',
-  cpu: 'cpu',
-};
 
 /**
  * Tries to make one backend the active one; resolves to the reason it failed,
@@ -81,58 +62,29 @@ export async function selectBackend(
   throw new BackendError('auto', `no backend could start:\n  ${failures.join('\n  ')}`);
 }
 
+/** Starts a backend by its object's steps: prepare, import its package, let tfjs start it, then `started`. */
 async function activateBackend(name: BackendName, picking: boolean, settings: BackendSettings): Promise<string | undefined> {
-  let adapter: GpuAdapterReport | undefined;
-  if (name === 'webgpu') {
-    // The adapter first: tfjs-backend-webgpu registers itself only where navigator.gpu exists.
-    const found = await usableAdapter(picking);
-    if ('failure' in found) return found.failure;
-    adapter = found.report;
-  }
-  // With tfjs-node-gpu loaded but no usable GPU, its libtensorflow still computes on the CPU.
-  const pkg = name === 'tensorflow' && loaded.has(PACKAGES['tensorflow-gpu']!) ? undefined : PACKAGES[name];
+  const backend = backendNamed(name);
+  const prepared = await backend.prepare(picking, settings);
+  if (prepared !== undefined) return prepared;
+  // With tfjs-node-gpu loaded but no usable GPU, its libtensorflow still computes on the CPU: nothing more to load.
+  const pkg = backend.package === TFJS_NODE && loaded.has(TFJS_NODE_GPU) ? undefined : backend.package;
   if (pkg !== undefined) {
     const failure = await importOptional(pkg);
     if (failure !== undefined) return failure;
   }
-  // tfjs has one wasm backend per process: the first start decides its build and threads.
-  if (name === 'wasm' && (settings.wasmThreads ?? 1) > 1) useThreadedWasm(settings.wasmThreads!);
   try {
-    if (!(await tf.setBackend(TFJS_NAMES[name]))) return 'the backend failed to initialise';
+    if (!(await tf.setBackend(backend.tfjsName))) return 'the backend failed to initialise';
     await tf.ready();
-    if (name === 'tensorflow-gpu') return gpuFailure(tf.backend());
-    if (name === 'wasm') warnOnce(installWasmSlice());
-    if (name === 'webgpu') startWebGpu(tf.backend(), adapter!);
-    return undefined;
+    return backend.started();
   } catch (error) {
     return `the backend failed to initialise: ${(error as Error).message}`;
   }
 }
 
-/** The adapter WebGPU would run on, or why it cannot serve: no adapter, or (when `auto` picks) only a software one. */
-async function usableAdapter(picking: boolean): Promise<{ report: GpuAdapterReport } | { failure: string }> {
-  if (picking && !mayHaveGpu()) return { failure: 'this machine shows no GPU (no /dev/dri/renderD*, /dev/nvidia*, /dev/dxg)' };
-  const found = await findAdapter();
-  if ('failure' in found) return found;
-  const report = describeAdapter(found.adapter);
-  if (picking && report.software) {
-    return { failure: `only a software adapter is here (${report.description}); ask for backend 'webgpu' to use it anyway` };
-  }
-  return { report };
-}
-
-/**
- * tfjs-node-gpu loads even where TensorFlow finds no CUDA device, and then
- * quietly computes on the CPU; its backend's `isUsingGpuDevice` tells.
- */
-export function gpuFailure(backend: unknown): string | undefined {
-  if ((backend as { isUsingGpuDevice?: unknown } | null)?.isUsingGpuDevice === true) return undefined;
-  return 'libtensorflow found no usable CUDA device (it needs an NVIDIA driver ≥ 450, CUDA 11.2 and cuDNN 8.1)';
-}
-
 /** Imports an optional peer package; the two libtensorflow packages must not both load. */
 async function importOptional(pkg: string): Promise<string | undefined> {
-  const libtensorflow = [PACKAGES.tensorflow, PACKAGES['tensorflow-gpu']];
+  const libtensorflow = [TFJS_NODE, TFJS_NODE_GPU];
   const other = libtensorflow.includes(pkg) ? libtensorflow.find((p) => p !== pkg && loaded.has(p!)) : undefined;
   if (other !== undefined) return `${other} is already loaded in this process and registers the same backend`;
   try {
@@ -144,35 +96,10 @@ async function importOptional(pkg: string): Promise<string | undefined> {
   } catch (error) {
     const reason = (error as Error).message.split('\n')[0];
     const gpuHint = pkg.endsWith('-gpu') ? ' (it needs CUDA 11.2 and cuDNN 8.1 on Linux x64)' : '';
-    const install = pkg === PACKAGES.webgpu ? `${pkg} webgpu` : pkg;
+    // tfjs-backend-webgpu needs Dawn's Node bindings beside it.
+    const install = pkg === backendNamed('webgpu').package ? `${pkg} webgpu` : pkg;
     return `${pkg} is not usable: ${reason}; install it with \`npm install ${install}\`${gpuHint}`;
   }
 }
 
 const loaded = new Set<string>();
-
-const warned = new Set<string>();
-function warnOnce(message: string | undefined): void {
-  if (message === undefined || warned.has(message)) return;
-  warned.add(message);
-  process.emitWarning(message, { code: 'NOMIC_EMBED_WASM_SLICE' });
-}
-
-/** Wraps each batch with what its backend needs around it (WebGPU's error scopes). */
-export type BatchGuard = <T>(run: () => Promise<T>) => Promise<T>;
-
-/**
- * Batches to keep in flight on one model in this thread. On a GPU, two: the
- * host tokenizes, encodes and reads back one while the device runs the
- * other. Memory does not grow: tfjs frees a batch's intermediates once its
- * forward pass is encoded, the next batch reuses those buffers, and the GPU
- * runs submissions in order.
- */
-export function batchesInFlight(name: BackendName): number {
-  return name === 'webgpu' ? 2 : 1;
-}
-
-export function batchGuard(name: BackendName): BatchGuard {
-  return name === 'webgpu' ? guardWebGpuBatch : (run) => run();
-}
-

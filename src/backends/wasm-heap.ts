@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import type { SlotAllocator, WeightSlot } from '../model/nomic-bert.js';
+import type { SlotAllocator, WeightSlot } from '../model/build-model.js';
 import { firstNonFinite } from '../weights/load.js';
 
 interface WasmModuleLike {

@@ -1,7 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { version_wasm } from '@tensorflow/tfjs-backend-wasm';
 import { BackendError } from '../errors.js';
-import type { WeightPacker } from '../model/nomic-bert.js';
+import type { WeightPacker } from '../model/build-model.js';
 import { packedCopyBytes, ResidentMemory, type HeapOwner } from './resident-memory.js';
 import { allocateInWasmHeap, packForXnnpack, wasmHeapSlots } from './wasm-heap.js';
 

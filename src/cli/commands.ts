@@ -1,11 +1,9 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { selectBackend } from '../backends/select.js';
-import { webGpuAdapter } from '../backends/webgpu/device.js';
-import { threadsFailure, wasmThreadCount } from '../backends/wasm-threads.js';
 import { availableParallelism } from 'node:os';
+import { backendNamed } from '../backends/backend.js';
+import { selectBackend } from '../backends/select.js';
 import { pull } from '../download/pull.js';
-import { defaultAttentionKernel } from '../model/attention.js';
 import { estimateMemory } from '../scheduling/memory.js';
 import { convertWeights, type ConvertDtype } from '../weights/convert.js';
 import { readConfig } from '../weights/model-folder.js';
@@ -67,23 +65,11 @@ export async function infoCommand(args: readonly string[], io: CliIo): Promise<n
   const backend = await selectBackend(backendOption(values.backend), undefined, { wasmThreads: threads });
   const batch = integerOption('batch', values.batch) ?? 32;
   const length = integerOption('length', values.length) ?? 512;
-  const estimate = estimateMemory(config, batch, length, { attention: defaultAttentionKernel(backend) });
-  const adapter = backend === 'webgpu' ? webGpuAdapter() : undefined;
+  const active = backendNamed(backend);
+  const estimate = estimateMemory(config, batch, length, { attention: active.attention() });
   const lines = [
     `backend: ${backend}`,
-    ...(backend !== 'wasm'
-      ? []
-      : [
-          wasmThreadCount() > 1
-            ? `wasm: threaded build, ${wasmThreadCount()} threads (one model, every matrix product on all of them)`
-            : `wasm: single-threaded build${threadsFailure() === undefined ? '' : ` (${threadsFailure()})`}; embed and serve use one worker thread per core instead`,
-        ]),
-    ...(adapter === undefined
-      ? []
-      : [
-          `adapter: ${adapter.vendor}, ${adapter.architecture}, ${adapter.description} (${adapter.software ? 'software' : 'hardware'})`,
-          `adapter limits: maxBufferSize ${formatBytes(adapter.maxBufferSize)}, maxStorageBufferBindingSize ${formatBytes(adapter.maxStorageBufferBindingSize)}`,
-        ]),
+    ...active.describe(formatBytes),
     `model: ${dir}`,
     `config: ${config.n_layer} layers, hidden ${config.n_embd}, ${config.n_head} heads, SwiGLU ${config.ffnWidth}, vocab ${config.paddedVocabSize}, ` +
       `max positions ${config.n_positions}, rotary base ${config.rotary_emb_base}, NTK scaling ${config.rotary_scaling_factor ?? 'off'}`,

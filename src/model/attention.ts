@@ -39,31 +39,6 @@ export interface AttentionContext {
  */
 export type AttentionKernel = 'batched' | 'per-head' | 'fused';
 
-/** The attention kernel that suits a tfjs backend. */
-export function defaultAttentionKernel(backendName: string): AttentionKernel {
-  if (backendName === 'wasm') return 'per-head';
-  if (backendName === 'webgpu') return 'fused';
-  return 'batched';
-}
-
-/**
- * Where head-by-head attention stops paying on wasm: the work of one
- * (sequence, head)'s score matrix, T²·hd. Head by head costs about ten tfjs
- * ops per sequence and head (40–70 µs each pair, whatever its size); the
- * batched products' plain loop costs 2.5–5 ns per T²·hd. Measured on one
- * wasm thread (B 1–32; H 4, hd 16 and H 12, hd 64), batched attention is
- * 1.2–10× faster up to T²·hd = 16384 (T = 16 at hd 64, T = 32 at hd 16) and
- * 2–5× slower from 4× that. So a batch of short queries, such as concurrent
- * single-query calls gathered by the queue, does not pay per sequence.
- */
-export const SHORT_BATCH_SCORE_WORK = 16384;
-
-/** The attention kernel for one batch of sequences padded to `length`, with heads of `headDim`. */
-export function attentionKernelFor(backendName: string, length: number, headDim: number): AttentionKernel {
-  const kernel = defaultAttentionKernel(backendName);
-  return kernel === 'per-head' && length * length * headDim <= SHORT_BATCH_SCORE_WORK ? 'batched' : kernel;
-}
-
 /**
  * Self-attention with rotary queries and keys. x: [B·T, D] → [B·T, D].
  * The surrounding tidy guarantees nothing leaks, even on error; large

@@ -37,7 +37,7 @@ export function hasFusedKernel(name: string): boolean {
  * optional [B, 1, 1, T] additive key bias. Queries and keys are rotated
  * (rotate-half), queries scaled by `scale`, and softmax(q·kᵀ + bias)·v
  * returned as [B, T, H, hd]. Only backends with the fused kernel run it; see
- * `defaultAttentionKernel`. The caller disposes the result.
+ * the `webgpu` backend object (`backends/backend.ts`). The caller disposes the result.
  */
 export function fusedAttention(
   queries: tf.Tensor4D,

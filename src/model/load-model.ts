@@ -2,7 +2,8 @@ import type { ConfigOverrides } from '../weights/config.js';
 import { runtimeLayoutFile } from '../weights/layout-cache.js';
 import { openCheckpoint, runtimeTensorSources } from '../weights/load.js';
 import { readConfig, weightsPath } from '../weights/model-folder.js';
-import { NomicBertModel, type SlotAllocator, type TensorAllocator, type WeightPacker } from './nomic-bert.js';
+import { modelFromSources, modelFromSourcesConcurrently, type SlotAllocator, type TensorAllocator, type WeightPacker } from './build-model.js';
+import type { NomicBertModel } from './nomic-bert.js';
 
 export interface LoadModelOptions extends ConfigOverrides {
   /** Weights file inside the folder. @default 'model.safetensors' */
@@ -23,7 +24,7 @@ export interface LoadModelOptions extends ConfigOverrides {
 export function loadModel(dir: string, options: LoadModelOptions = {}, allocate?: TensorAllocator, packer?: WeightPacker): NomicBertModel {
   const { config, checkpoint } = openModelCheckpoint(dir, options);
   try {
-    return NomicBertModel.fromSources(config, runtimeTensorSources(checkpoint, config), allocate, packer);
+    return modelFromSources(config, runtimeTensorSources(checkpoint, config), allocate, packer);
   } finally {
     checkpoint.file.close();
   }
@@ -32,7 +33,7 @@ export function loadModel(dir: string, options: LoadModelOptions = {}, allocate?
 /**
  * As {@link loadModel}, reading the weights on Node's I/O threads while this
  * thread checks those already read and has `packer` make the projections
- * (see `NomicBertModel.fromSourcesConcurrently`): for backends whose weight
+ * (see `modelFromSourcesConcurrently`): for backends whose weight
  * memory does not move while others are made.
  */
 export async function loadModelConcurrently(
@@ -43,7 +44,7 @@ export async function loadModelConcurrently(
 ): Promise<NomicBertModel> {
   const { config, checkpoint } = openModelCheckpoint(dir, options);
   try {
-    return await NomicBertModel.fromSourcesConcurrently(config, runtimeTensorSources(checkpoint, config), allocate, packer);
+    return await modelFromSourcesConcurrently(config, runtimeTensorSources(checkpoint, config), allocate, packer);
   } finally {
     checkpoint.file.close();
   }

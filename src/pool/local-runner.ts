@@ -1,4 +1,4 @@
-import type { BatchGuard } from '../backends/select.js';
+import type { BatchGuard } from '../backends/backend.js';
 import type { NomicBertModel } from '../model/nomic-bert.js';
 import { runBatchJob, type BatchJob, type BatchOutput } from '../pipeline/batch-job.js';
 import type { BatchRunner } from './runner.js';

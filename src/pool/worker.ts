@@ -1,10 +1,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { loadModelOnBackend } from '../backends/load-on-backend.js';
-import { batchGuard, selectBackend, type BackendName } from '../backends/select.js';
-import { reserveWasmHeap } from '../backends/wasm-heap.js';
-import { wasmThreadCount } from '../backends/wasm-threads.js';
+import { backendNamed } from '../backends/backend.js';
+import { selectBackend, type BackendName } from '../backends/select.js';
 import type { LoadModelOptions } from '../model/load-model.js';
-import { defaultAttentionKernel } from '../model/attention.js';
 import { runBatchJob, warmUpJob, type BatchJob } from '../pipeline/batch-job.js';
 import { serializeError, type SerializedError } from './error-transfer.js';
 
@@ -42,12 +39,13 @@ const setup = workerData as WorkerSetup;
 try {
   const hooks: WorkerHooks = setup.hooks === undefined ? {} : await import(setup.hooks);
   await hooks.onStart?.();
-  await selectBackend(setup.backend, undefined, { wasmThreads: setup.wasmThreads });
-  if (setup.reserveBytes !== undefined) reserveWasmHeap(setup.reserveBytes);
-  const model = await loadModelOnBackend(setup.backend, setup.dir, setup.modelOptions);
+  // The same start as in the main thread, through the same backend object.
+  const backend = backendNamed(await selectBackend(setup.backend, undefined, { wasmThreads: setup.wasmThreads }));
+  if (setup.reserveBytes !== undefined) backend.reserve(setup.reserveBytes);
+  const model = await backend.loadModel(setup.dir, setup.modelOptions);
   const run = hooks.wrapRun?.(runBatchJob) ?? runBatchJob;
-  const guard = batchGuard(setup.backend);
-  await guard(() => runBatchJob(model, warmUpJob(defaultAttentionKernel(setup.backend))));
+  const { guard } = backend;
+  await guard(() => runBatchJob(model, warmUpJob(backend.attention())));
   port.on('message', async ({ id, job }: WorkerRequest) => {
     try {
       const { vectors, measuredPeakBytes } = await guard(() => run(model, job));
@@ -56,7 +54,7 @@ try {
       port.postMessage({ type: 'error', id, error: serializeError(error) } satisfies WorkerReply);
     }
   });
-  port.postMessage({ type: 'ready', threads: setup.backend === 'wasm' ? wasmThreadCount() : 1 } satisfies WorkerReply);
+  port.postMessage({ type: 'ready', threads: backend.threads() } satisfies WorkerReply);
 } catch (error) {
   port.postMessage({ type: 'error', id: undefined, error: serializeError(error) } satisfies WorkerReply);
 }

@@ -1,8 +1,8 @@
 import type { MemoryEstimate } from './memory.js';
 
 export interface WorkerSizing {
-  /** The backend's name, as `selectBackend` gives it. */
-  readonly backend: string;
+  /** Whether one backend instance computes on one core only (wasm without its threaded build). */
+  readonly oneCorePerInstance: boolean;
   readonly cores: number;
   /** Memory free for the embedder: the machine's available memory, or the container's limit if lower. */
   readonly availableBytes: number;
@@ -17,14 +17,15 @@ const MEMORY_SHARE = 0.75;
 
 /**
  * How many worker threads `loadEmbedder` starts when none is asked for. Only
- * the wasm backend needs several (it computes on one thread per instance);
- * libtensorflow and the GPU backends use every core from one thread. Each
+ * a backend that computes on one thread per instance needs several (wasm
+ * where its threaded build cannot start); libtensorflow, threaded wasm and
+ * the GPU backends use every core from one thread. Each
  * wasm worker holds its weights (`weightCopies` times) and a batch's
  * activations, so the count is the lower of the cores and what the memory
  * holds, and never below one.
  */
-export function defaultWorkerCount({ backend, cores, availableBytes, batch, weightCopies = 1 }: WorkerSizing): number {
-  if (backend !== 'wasm') return 1;
+export function defaultWorkerCount({ oneCorePerInstance, cores, availableBytes, batch, weightCopies = 1 }: WorkerSizing): number {
+  if (!oneCorePerInstance) return 1;
   const perWorker = weightCopies * batch.weightBytes + batch.activationBytes;
   return Math.max(1, Math.min(cores, Math.floor((availableBytes * MEMORY_SHARE) / perWorker)));
 }

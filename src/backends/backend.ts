@@ -1,0 +1,212 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { AttentionKernel } from '../model/attention.js';
+import { loadModel, loadModelConcurrently, type LoadModelOptions } from '../model/load-model.js';
+import type { NomicBertModel } from '../model/nomic-bert.js';
+import type { BackendName, BackendSettings } from './select.js';
+import { allocateInWasmHeap, reserveWasmHeap, wasmHeapSlots } from './wasm-heap.js';
+import { installWasmSlice } from './wasm-slice.js';
+import { threadsFailure, useThreadedWasm, wasmThreadCount } from './wasm-threads.js';
+import { describeAdapter, findAdapter, mayHaveGpu, type GpuAdapterReport } from './webgpu/adapter.js';
+import { guardWebGpuBatch, startWebGpu, webGpuAdapter } from './webgpu/device.js';
+import { xnnpackPacker } from './xnnpack-packer.js';
+
+/** Wraps each batch with what its backend needs around it (WebGPU's error scopes). */
+export type BatchGuard = <T>(run: () => Promise<T>) => Promise<T>;
+
+/**
+ * What differs from one backend to another, in one place: the embedder, its
+ * worker threads and the command line ask the active backend's object, and
+ * never compare its name. Each object speaks for its backend once
+ * `selectBackend` has started it.
+ */
+export interface Backend {
+  readonly name: BackendName;
+  /** The tfjs registry name it runs under: both libtensorflow packages register `tensorflow`. */
+  readonly tfjsName: string;
+  /** The optional package that provides it, and what to install when it is missing; none when built in. */
+  readonly package?: string;
+  /**
+   * Before tfjs starts it: finds what it would run on (WebGPU's adapter) or
+   * chooses its build (wasm's threads). Resolves to why it cannot start, or
+   * undefined. `picking` is true when `auto` chooses, which takes a GPU
+   * backend only on a real GPU.
+   */
+  prepare(picking: boolean, settings: BackendSettings): Promise<string | undefined>;
+  /** Once tfjs runs it: checks it (libtensorflow's GPU), mends or adds kernels. Returns why it cannot serve, or undefined. */
+  started(): string | undefined;
+  /**
+   * Batches to keep in flight on one model in this thread. On a GPU, two: the
+   * host tokenizes, encodes and reads back one while the device runs the
+   * other. Memory does not grow: tfjs frees a batch's intermediates once its
+   * forward pass is encoded, the next batch reuses those buffers, and the GPU
+   * runs submissions in order.
+   */
+  readonly batchesInFlight: number;
+  /** Runs one batch: inside WebGPU's error scopes, so that its failures become exceptions; elsewhere as it is. */
+  readonly guard: BatchGuard;
+  /** The attention kernel for a batch padded to `length`, with heads of `headDim`; without them, its usual one. */
+  attention(length?: number, headDim?: number): AttentionKernel;
+  /** `memoryBudgetBytes` when a call gives none. */
+  defaultMemoryBudget(machineBytes: number): number;
+  /** Threads each matrix product uses. */
+  threads(): number;
+  /** Whether one instance computes on one core, so that worker threads are how it uses the others. */
+  needsWorkersForCores(): boolean;
+  /** Makes room for a model and a batch before loading, where memory grows slowly piece by piece. */
+  reserve(bytes: number): void;
+  /** Loads a model folder onto it, the fastest way it allows. */
+  loadModel(dir: string, options: LoadModelOptions): Promise<NomicBertModel>;
+  /** The device it runs on, where there is one to describe: WebGPU's adapter. */
+  device(): GpuAdapterReport | undefined;
+  /** What `nomic-embed info` says of it beyond its name, with sizes written by `bytes`. */
+  describe(bytes: (count: number) => string): string[];
+}
+
+const GiB = 1024 ** 3;
+
+/** The two libtensorflow packages: they register the same backend, so only one may load in a process. */
+export const TFJS_NODE = '@tensorflow/tfjs-node';
+export const TFJS_NODE_GPU = '@tensorflow/tfjs-node-gpu';
+
+/**
+ * Where head-by-head attention stops paying on wasm: the work of one
+ * (sequence, head)'s score matrix, T²·hd. Head by head costs about ten tfjs
+ * ops per sequence and head (40–70 µs each pair, whatever its size); the
+ * batched products' plain loop costs 2.5–5 ns per T²·hd. Measured on one
+ * wasm thread (B 1–32; H 4, hd 16 and H 12, hd 64), batched attention is
+ * 1.2–10× faster up to T²·hd = 16384 (T = 16 at hd 64, T = 32 at hd 16) and
+ * 2–5× slower from 4× that. So a batch of short queries, such as concurrent
+ * single-query calls gathered by the queue, does not pay per sequence.
+ */
+export const SHORT_BATCH_SCORE_WORK = 16384;
+
+/** libtensorflow and plain JavaScript: batched attention, everything in this thread, half the memory up to 8 GiB. */
+const BASE: Omit<Backend, 'name' | 'tfjsName'> = {
+  prepare: async () => undefined,
+  started: () => undefined,
+  batchesInFlight: 1,
+  guard: (run) => run(),
+  attention: () => 'batched',
+  defaultMemoryBudget: (machineBytes) => Math.min(machineBytes / 2, 8 * GiB),
+  threads: () => 1,
+  needsWorkersForCores: () => false,
+  reserve: () => undefined,
+  loadModel: async (dir, options) => loadModel(dir, options),
+  device: () => undefined,
+  describe: () => [],
+};
+
+const WASM: Backend = {
+  ...BASE,
+  name: 'wasm',
+  tfjsName: 'wasm',
+  // tfjs has one wasm backend per process: the first start decides its build and threads.
+  prepare: async (_picking, settings) => {
+    if ((settings.wasmThreads ?? 1) > 1) useThreadedWasm(settings.wasmThreads!);
+    return undefined;
+  },
+  started: () => {
+    warnOnce(installWasmSlice());
+    return undefined;
+  },
+  // tfjs-backend-wasm sends only unbatched, untransposed products to XNNPACK: head by head, but for short batches.
+  attention: (length, headDim) =>
+    length !== undefined && headDim !== undefined && length * length * headDim <= SHORT_BATCH_SCORE_WORK ? 'batched' : 'per-head',
+  // Its heap tops out at 4 GiB.
+  defaultMemoryBudget: () => 3 * GiB,
+  threads: () => wasmThreadCount(),
+  needsWorkersForCores: () => wasmThreadCount() === 1,
+  reserve: (bytes) => reserveWasmHeap(bytes),
+  /**
+   * Threaded: the weights read straight into the shared heap on Node's I/O
+   * threads while this thread packs the projections already read for
+   * XNNPACK, keeping only the packed copy (see `xnnpackPacker`). Single
+   * threaded: the same, one tensor after another.
+   */
+  loadModel: async (dir, options) => {
+    const slots = wasmHeapSlots();
+    if (slots !== undefined) return loadModelConcurrently(dir, options, slots, xnnpackPacker());
+    return loadModel(dir, options, allocateInWasmHeap, xnnpackPacker());
+  },
+  describe: () => [
+    wasmThreadCount() > 1
+      ? `wasm: threaded build, ${wasmThreadCount()} threads (one model, every matrix product on all of them)`
+      : `wasm: single-threaded build${threadsFailure() === undefined ? '' : ` (${threadsFailure()})`}; embed and serve use one worker thread per core instead`,
+  ],
+};
+
+/** The adapter the webgpu backend was prepared on, for `started`. */
+let preparedAdapter: GpuAdapterReport | undefined;
+
+const WEBGPU: Backend = {
+  ...BASE,
+  name: 'webgpu',
+  tfjsName: 'webgpu',
+  package: '@tensorflow/tfjs-backend-webgpu',
+  // The adapter first: tfjs-backend-webgpu registers itself only where navigator.gpu exists.
+  prepare: async (picking) => {
+    const found = await usableAdapter(picking);
+    if ('failure' in found) return found.failure;
+    preparedAdapter = found.report;
+    return undefined;
+  },
+  started: () => {
+    startWebGpu(tf.backend(), preparedAdapter!);
+    return undefined;
+  },
+  batchesInFlight: 2,
+  guard: guardWebGpuBatch,
+  attention: () => 'fused',
+  // WebGPU reports no free memory: 4 GiB suits any discrete GPU and leaves integrated ones room.
+  defaultMemoryBudget: () => 4 * GiB,
+  device: () => webGpuAdapter(),
+  describe: (bytes) => {
+    const adapter = webGpuAdapter();
+    if (adapter === undefined) return [];
+    return [
+      `adapter: ${adapter.vendor}, ${adapter.architecture}, ${adapter.description} (${adapter.software ? 'software' : 'hardware'})`,
+      `adapter limits: maxBufferSize ${bytes(adapter.maxBufferSize)}, maxStorageBufferBindingSize ${bytes(adapter.maxStorageBufferBindingSize)}`,
+    ];
+  },
+};
+
+const BACKENDS: Readonly<Record<BackendName, Backend>> = {
+  'tensorflow-gpu': { ...BASE, name: 'tensorflow-gpu', tfjsName: 'tensorflow', package: TFJS_NODE_GPU, started: () => gpuFailure(tf.backend()) },
+  webgpu: WEBGPU,
+  tensorflow: { ...BASE, name: 'tensorflow', tfjsName: 'tensorflow', package: TFJS_NODE },
+  wasm: WASM,
+  cpu: { ...BASE, name: 'cpu', tfjsName: 'cpu' },
+};
+
+/** The adapter WebGPU would run on, or why it cannot serve: no adapter, or (when `auto` picks) only a software one. */
+async function usableAdapter(picking: boolean): Promise<{ report: GpuAdapterReport } | { failure: string }> {
+  if (picking && !mayHaveGpu()) return { failure: 'this machine shows no GPU (no /dev/dri/renderD*, /dev/nvidia*, /dev/dxg)' };
+  const found = await findAdapter();
+  if ('failure' in found) return found;
+  const report = describeAdapter(found.adapter);
+  if (picking && report.software) {
+    return { failure: `only a software adapter is here (${report.description}); ask for backend 'webgpu' to use it anyway` };
+  }
+  return { report };
+}
+
+/**
+ * tfjs-node-gpu loads even where TensorFlow finds no CUDA device, and then
+ * quietly computes on the CPU; its backend's `isUsingGpuDevice` tells.
+ */
+export function gpuFailure(backend: unknown): string | undefined {
+  if ((backend as { isUsingGpuDevice?: unknown } | null)?.isUsingGpuDevice === true) return undefined;
+  return 'libtensorflow found no usable CUDA device (it needs an NVIDIA driver ≥ 450, CUDA 11.2 and cuDNN 8.1)';
+}
+
+const warned = new Set<string>();
+function warnOnce(message: string | undefined): void {
+  if (message === undefined || warned.has(message)) return;
+  warned.add(message);
+  process.emitWarning(message, { code: 'NOMIC_EMBED_WASM_SLICE' });
+}
+
+/** The object that speaks for a backend. */
+export function backendNamed(name: BackendName): Backend {
+  return BACKENDS[name];
+}

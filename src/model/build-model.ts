@@ -1,0 +1,142 @@
+import * as tf from '@tensorflow/tfjs-core';
+import type { NomicBertConfig } from '../weights/config.js';
+import type { NamedTensor } from '../weights/layout.js';
+import type { TensorSource } from '../weights/load.js';
+import { runtimeNames } from '../weights/weight-table.js';
+import { NomicBertModel } from './nomic-bert.js';
+
+/*
+ * Making a model's weights on a backend: how each tensor's memory is had
+ * (a JavaScript array, or the wasm heap itself), how the projections are
+ * packed for the backend's products, and reading the file straight into
+ * them. The model itself (`nomic-bert.ts`) only takes the finished tensors.
+ */
+
+/** Makes a float32 tensor of `shape` on the active backend, whose values `fill` writes into the memory it is given. */
+export type TensorAllocator = (shape: readonly number[], fill: (target: Float32Array) => void) => tf.Tensor;
+
+/** Fills a JavaScript array, which tfjs then copies to the backend: works on every backend. */
+export const allocateInJs: TensorAllocator = (shape, fill) => {
+  const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+  fill(data);
+  return tf.tensor(data, [...shape], 'float32');
+};
+
+/**
+ * A float32 tensor of `shape` whose memory `target` is, made before its
+ * values are there: `target` must stay valid while other tensors are made
+ * (the threaded wasm backend's heap, shared memory, never moves).
+ */
+export interface WeightSlot {
+  readonly tensor: tf.Tensor;
+  readonly target: Float32Array;
+  /**
+   * A backend's quick check of the values once written: true when every one
+   * is finite; false when one may not be, and the loader then looks for it.
+   * Absent where the backend has none quicker than the loader's own pass.
+   */
+  readonly allFinite?: () => boolean;
+}
+export type SlotAllocator = (shape: readonly number[]) => WeightSlot;
+
+/**
+ * Makes the projection weights (the matrices every product multiplies by) on
+ * a backend that prepares them for its matMuls, and may keep only the
+ * prepared form. Each weight's values are written by `fill` into memory the
+ * packer lends; `checkFinite` throws for a NaN or infinity in them, and is
+ * called unless the preparation has vouched for every value itself.
+ */
+export interface WeightPacker {
+  pack(shape: readonly number[], fill: (target: Float32Array) => Promise<void>, checkFinite: (data: Float32Array) => void): Promise<tf.Tensor>;
+  /** The same, one weight at a time, with a `fill` that checks the values itself. */
+  packSync(shape: readonly number[], fill: (target: Float32Array) => void): tf.Tensor;
+  /** Frees what the packer lent, once no fill is writing any more; the weights it made stay. */
+  finish(): void;
+}
+
+/**
+ * Uploads runtime-layout tensors (as the loader yields them) to the active
+ * backend. If the source fails midway, what was uploaded is freed.
+ */
+export function modelFromTensors(config: NomicBertConfig, tensors: Iterable<NamedTensor>): NomicBertModel {
+  const sources = [...tensors].map(({ name, shape, data }) => ({ name, shape, readInto: (target: Float32Array) => target.set(data) }));
+  return modelFromSources(config, sources);
+}
+
+/**
+ * Makes each weight with `allocate`, which hands the tensor's memory to its
+ * source to fill (for the wasm backend, a view of its heap: the file is read
+ * straight into it), or, for the projections, with `packer`. If a source
+ * fails midway, what was made is freed.
+ */
+export function modelFromSources(
+  config: NomicBertConfig,
+  sources: Iterable<Pick<TensorSource, 'name' | 'shape' | 'readInto'>>,
+  allocate: TensorAllocator = allocateInJs,
+  packer?: WeightPacker,
+): NomicBertModel {
+  const projections = projectionNames(config);
+  const weights = new Map<string, tf.Tensor>();
+  try {
+    for (const { name, shape, readInto } of sources) {
+      weights.set(name, packer !== undefined && projections.has(name) ? packer.packSync(shape, readInto) : allocate(shape, readInto));
+    }
+  } catch (error) {
+    for (const t of weights.values()) t.dispose();
+    throw error;
+  } finally {
+    packer?.finish();
+  }
+  return new NomicBertModel(config, weights);
+}
+
+/**
+ * As {@link modelFromSources}, with the reads in flight at once on Node's I/O
+ * threads: this thread meanwhile checks the weights already read, and the
+ * projection matrices go through `packer` (XNNPACK packs a weight on its
+ * first product, 0.95 s of the real model's start on two cores, which so
+ * overlaps the reading). If any read or check fails, every tensor is freed
+ * once no read is writing into one any more, and the first failure is thrown.
+ */
+export async function modelFromSourcesConcurrently(
+  config: NomicBertConfig,
+  sources: Iterable<Pick<TensorSource, 'name' | 'shape' | 'readIntoAsync' | 'checkFinite'>>,
+  allocate: SlotAllocator,
+  packer?: WeightPacker,
+): Promise<NomicBertModel> {
+  const projections = projectionNames(config);
+  const weights = new Map<string, tf.Tensor>();
+  const reads: Promise<void>[] = [];
+  let failures: unknown[] = [];
+  try {
+    for (const { name, shape, readIntoAsync, checkFinite } of sources) {
+      if (packer !== undefined && projections.has(name)) {
+        reads.push(packer.pack(shape, (target) => readIntoAsync(target, false), checkFinite).then((tensor) => void weights.set(name, tensor)));
+        continue;
+      }
+      const { tensor, target, allFinite } = allocate(shape);
+      weights.set(name, tensor);
+      // The read checks the values itself unless the backend has a quicker check.
+      reads.push(
+        readIntoAsync(target, allFinite === undefined).then(() => {
+          if (allFinite !== undefined && !allFinite()) checkFinite(target);
+        }),
+      );
+    }
+  } catch (error) {
+    failures = [error];
+  }
+  // Nothing may be freed while a read still writes into it.
+  for (const result of await Promise.allSettled(reads)) if (result.status === 'rejected') failures.push(result.reason);
+  packer?.finish();
+  if (failures.length > 0) {
+    for (const t of weights.values()) t.dispose();
+    throw failures[0];
+  }
+  return new NomicBertModel(config, weights);
+}
+
+/** The matrices every product multiplies by: q, k, v, out, up, gate and down of each layer. */
+function projectionNames(config: NomicBertConfig): Set<string> {
+  return new Set(Array.from({ length: config.n_layer }, (_, i) => runtimeNames.layer(i)).flatMap((n) => [n.q, n.k, n.v, n.out, n.up, n.gate, n.down]));
+}
