@@ -113,6 +113,29 @@ describe('embedding jobs on a Redis queue', () => {
     expect(await jobKeys(queue)).toEqual([]);
   });
 
+  it("carries long-text windows and their overlap to the workers, which embed as the library does", async () => {
+    const queue = `q${queues++}`;
+    await startWorker(queue, ['--max-length', '16']);
+    const long = join(work, 'long.txt');
+    const some = texts.slice(0, 20);
+    writeFileSync(long, `${some.join('\n')}\n`);
+    const output = join(work, 'long.jsonl');
+    const result = await submit(queue, output, ['--long-text', 'mean', '--overlap', '4'], undefined, long);
+    expect(result.code, result.stderr).toBe(0);
+    const embedder = await loadEmbedder(MODEL, { backend: 'wasm', workers: 1, maxLength: 16 });
+    try {
+      const { embeddings, stats } = await embedder.embed(some, { task: 'search_document', longText: 'mean', overlap: 4 });
+      expect(stats.windows).toBeGreaterThan(some.length);
+      const rows = readOutput(output);
+      embeddings.forEach((v, i) => expectClose(rows.get(i)!, v, SAME, `text ${i}`));
+      // Without the overlap the vectors differ: the option did reach the workers.
+      const plain = (await embedder.embed(some, { task: 'search_document', longText: 'mean' })).embeddings;
+      expect(plain.some((v, i) => v.some((x, d) => Math.abs(x - rows.get(i)![d]) > 1e-4))).toBe(true);
+    } finally {
+      await embedder.dispose();
+    }
+  });
+
   it('loses nothing and duplicates nothing when a worker is killed mid-run', async () => {
     const queue = `q${queues++}`;
     const [doomed] = await Promise.all([startWorker(queue), startWorker(queue)]);

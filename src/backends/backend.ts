@@ -1,9 +1,11 @@
+import { version_wasm } from '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
 import type { AttentionKernel } from '../model/attention.js';
 import { loadModel, loadModelConcurrently, type LoadModelOptions } from '../model/load-model.js';
 import type { NomicBertModel } from '../model/nomic-bert.js';
 import type { BackendName, BackendSettings } from './select.js';
 import { allocateInWasmHeap, reserveWasmHeap, wasmHeapSlots } from './wasm-heap.js';
+import { installWasmGather } from './wasm-gather.js';
 import { installWasmSlice } from './wasm-slice.js';
 import { threadsFailure, useThreadedWasm, wasmThreadCount } from './wasm-threads.js';
 import { describeAdapter, findAdapter, mayHaveGpu, type GpuAdapterReport } from './webgpu/adapter.js';
@@ -107,6 +109,7 @@ const WASM: Backend = {
   },
   started: () => {
     warnOnce(installWasmSlice());
+    warnOnce(installWasmGather(version_wasm));
     return undefined;
   },
   // tfjs-backend-wasm sends only unbatched, untransposed products to XNNPACK: head by head, but for short batches.

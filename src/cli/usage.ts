@@ -144,6 +144,7 @@ options:
   --no-normalize        raw mean-pooled vectors
   --precision P         float32 (default), int8, uint8, binary, ubinary
   --long-text MODE      truncate (default) or mean
+  --overlap N           with --long-text mean, tokens consecutive windows share (default 0)
   --truncation MODE     truncate (default) or error: a chunk holding a text longer
                         than the workers' maximum length fails
   --chunk-texts N       texts per job (default 256)

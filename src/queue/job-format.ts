@@ -1,6 +1,6 @@
 import { NomicEmbedError } from '../errors.js';
+import type { EmbedOptions } from '../embed-options.js';
 import type { Precision } from '../pipeline/quantize.js';
-import type { LongText, Task, Truncation } from '../pipeline/tokenizer.js';
 
 /**
  * What `submit` puts on the queue and workers give back. Both sides check
@@ -9,16 +9,17 @@ import type { LongText, Task, Truncation } from '../pipeline/tokenizer.js';
  */
 export const JOB_FORMAT_VERSION = 1;
 
-/** The embed options a job carries; the worker's model and backend are its own. */
-export interface ChunkOptions {
-  readonly task?: Task;
-  readonly dimensions?: number;
-  readonly normalize?: boolean;
-  readonly precision?: Precision;
-  readonly longText?: LongText;
-  /** `error` fails a chunk holding a text longer than the worker's maximum length. */
-  readonly truncation?: Truncation;
-}
+/**
+ * The embed options a job carries, checked by the worker's `embed` as any
+ * call's; the worker's model and backend are its own. Only what survives
+ * JSON: `ranges` (int8/uint8) as arrays, so that every chunk of an input is
+ * quantized alike (calibration per chunk would give each its own ranges).
+ * `truncation: 'error'` fails a chunk holding a text longer than the
+ * worker's maximum length.
+ */
+export type ChunkOptions = Pick<EmbedOptions<Precision>, 'task' | 'dimensions' | 'normalize' | 'pooling' | 'truncation' | 'longText' | 'overlap' | 'precision'> & {
+  readonly ranges?: { readonly min: readonly number[]; readonly max: readonly number[] };
+};
 
 export interface ChunkJob {
   readonly version: number;
