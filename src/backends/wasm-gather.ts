@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { WASM_SLICE_FOR_VERSION } from './wasm-slice.js';
+import { replaceWasmKernel, WASM_SLICE_FOR_VERSION } from './wasm-slice.js';
 
 /**
  * A faster path for the wasm backend's GatherV2 (tfjs 4.22) where the model
@@ -30,30 +30,23 @@ let installed = false;
 export function installWasmGather(wasmVersion: string): string | undefined {
   if (wasmVersion !== WASM_SLICE_FOR_VERSION) return `@tensorflow/tfjs-backend-wasm ${wasmVersion}: its own GatherV2 kernel stays`;
   if (installed) return undefined;
-  const original = tf.getKernel('GatherV2', 'wasm');
-  if (original === undefined) return 'the wasm backend is not registered';
-  tf.unregisterKernel('GatherV2', 'wasm');
-  tf.registerKernel({
-    kernelName: 'GatherV2',
-    backendName: 'wasm',
-    kernelFunc: ((args: GatherArgs) => {
-      const { x, indices } = args.inputs;
-      const axis = tf.util.parseAxisParam(args.attrs.axis, x.shape)[0];
-      const rowsOfMatrix = axis === 0 && (args.attrs.batchDims ?? 0) === 0 && x.shape.length === 2 && x.dtype !== 'string' && indices.dtype === 'int32';
-      if (!rowsOfMatrix) return original.kernelFunc(args as never);
-      const [rows, width] = x.shape;
-      const count = tf.util.sizeFromShape(indices.shape);
-      const out = args.backend.makeOutput([...indices.shape, width], x.dtype);
-      // Views are taken after the allocation, which may grow (and so detach) the heap.
-      const source = args.backend.typedArrayFromHeap(x);
-      const ids = args.backend.typedArrayFromHeap(indices);
-      const target = args.backend.typedArrayFromHeap(out);
-      gatherRows(source, rows, width, ids.subarray(0, count), target);
-      return out;
-    }) as unknown as tf.KernelFunc,
+  const failure = replaceWasmKernel<GatherArgs>('GatherV2', (args, original) => {
+    const { x, indices } = args.inputs;
+    const axis = tf.util.parseAxisParam(args.attrs.axis, x.shape)[0];
+    const rowsOfMatrix = axis === 0 && (args.attrs.batchDims ?? 0) === 0 && x.shape.length === 2 && x.dtype !== 'string' && indices.dtype === 'int32';
+    if (!rowsOfMatrix) return original(args);
+    const [rows, width] = x.shape;
+    const count = tf.util.sizeFromShape(indices.shape);
+    const out = args.backend.makeOutput([...indices.shape, width], x.dtype);
+    // Views are taken after the allocation, which may grow (and so detach) the heap.
+    const source = args.backend.typedArrayFromHeap(x);
+    const ids = args.backend.typedArrayFromHeap(indices);
+    const target = args.backend.typedArrayFromHeap(out);
+    gatherRows(source, rows, width, ids.subarray(0, count), target);
+    return out;
   });
-  installed = true;
-  return undefined;
+  installed = failure === undefined;
+  return failure;
 }
 
 /** Copies row `ids[i]` of a row-major [rows, width] matrix to row i of `target`; an index out of range throws as tfjs does. */

@@ -41,25 +41,31 @@ export function installWasmSlice(wasmVersion: string = version_wasm): string | u
     );
   }
   if (installed) return undefined;
-  const original = tf.getKernel('Slice', 'wasm');
-  if (original === undefined) return 'the wasm backend is not registered';
-  tf.unregisterKernel('Slice', 'wasm');
-  tf.registerKernel({
-    kernelName: 'Slice',
-    backendName: 'wasm',
-    kernelFunc: ((args: SliceArgs) => {
-      const { x } = args.inputs;
-      if (x.dtype === 'string') return original.kernelFunc(args as never);
-      const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, args.attrs.begin, args.attrs.size);
-      const out = args.backend.makeOutput(size, x.dtype);
-      // Views are taken after the allocation, which may grow (and so detach) the heap.
-      const source = args.backend.typedArrayFromHeap(x);
-      const target = args.backend.typedArrayFromHeap(out);
-      copySlice(source, x.shape, begin, size, target);
-      return out;
-    }) as unknown as tf.KernelFunc,
+  const failure = replaceWasmKernel<SliceArgs>('Slice', (args, original) => {
+    const { x } = args.inputs;
+    if (x.dtype === 'string') return original(args);
+    const [begin, size] = tf.slice_util.parseSliceParams(x as tf.Tensor, args.attrs.begin, args.attrs.size);
+    const out = args.backend.makeOutput(size, x.dtype);
+    // Views are taken after the allocation, which may grow (and so detach) the heap.
+    const source = args.backend.typedArrayFromHeap(x);
+    const target = args.backend.typedArrayFromHeap(out);
+    copySlice(source, x.shape, begin, size, target);
+    return out;
   });
-  installed = true;
+  installed = failure === undefined;
+  return failure;
+}
+
+/**
+ * Registers `kernel` for the wasm backend in place of tfjs's own, which it
+ * gets as `original` for the cases it leaves alone. Returns why it could not.
+ */
+export function replaceWasmKernel<A>(name: string, kernel: (args: A, original: (args: A) => tf.TensorInfo) => tf.TensorInfo): string | undefined {
+  const shipped = tf.getKernel(name, 'wasm');
+  if (shipped === undefined) return 'the wasm backend is not registered';
+  const original = (args: A) => shipped.kernelFunc(args as never) as tf.TensorInfo;
+  tf.unregisterKernel(name, 'wasm');
+  tf.registerKernel({ kernelName: name, backendName: 'wasm', kernelFunc: ((args: A) => kernel(args, original)) as unknown as tf.KernelFunc });
   return undefined;
 }
 
