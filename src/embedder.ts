@@ -11,7 +11,7 @@ import {
   type EmbedResult,
   type LoadEmbedderOptions,
   type ResolvedEmbedOptions,
-} from './embed-options.js';
+} from './pipeline/embed-options.js';
 import { BackendError, NomicEmbedError, OutOfMemoryError } from './errors.js';
 import type { AttentionKernel } from './model/attention.js';
 import { layoutNotice } from './model/load-model.js';
@@ -22,10 +22,10 @@ import { TextTokenizer } from './pipeline/tokenizer.js';
 import { LocalRunner } from './pool/local-runner.js';
 import type { BatchRunner } from './pool/runner.js';
 import { WorkerPoolRunner } from './pool/worker-pool.js';
-import { EmbeddingQueue, type BatchResult, type QueuedBatch } from './scheduling/queue.js';
-import { estimateMemory, queryBlockFor } from './scheduling/memory.js';
-import { StatsRecorder } from './scheduling/stats.js';
-import { availableMemory, defaultWorkerCount } from './scheduling/workers.js';
+import { EmbeddingQueue, type BatchResult, type QueuedBatch } from './pipeline/queue.js';
+import { estimateMemory, queryBlockFor } from './pipeline/memory.js';
+import { StatsRecorder } from './pipeline/stats.js';
+import { availableMemory, defaultWorkerCount } from './pipeline/workers.js';
 import type { NomicBertConfig } from './weights/config.js';
 import { runtimeLayoutFile } from './weights/layout-cache.js';
 import { openCheckpoint, type CheckedCheckpoint } from './weights/load.js';

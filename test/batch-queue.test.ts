@@ -1,8 +1,8 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CancelledError, OutOfMemoryError, QueueFullError, RequestTooLargeError } from '../src/errors.js';
-import { GROW_BACK_AFTER, type MemoryEstimator } from '../src/scheduling/batcher.js';
-import { EmbeddingQueue, type QueueRequest } from '../src/scheduling/queue.js';
-import { StatsRecorder } from '../src/scheduling/stats.js';
+import { GROW_BACK_AFTER, type MemoryEstimator } from '../src/pipeline/batcher.js';
+import { EmbeddingQueue, type QueueRequest } from '../src/pipeline/queue.js';
+import { StatsRecorder } from '../src/pipeline/stats.js';
 
 const free: MemoryEstimator = () => ({ totalBytes: 0, largestTensorBytes: 0 });
 const limits = { maxBatchTokens: 64, maxBatchSize: 4, memoryBudgetBytes: Infinity };

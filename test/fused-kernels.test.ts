@@ -17,7 +17,7 @@ import {
 } from '../src/model/fused-ops.js';
 import { MASKED_SCORE } from '../src/model/attention.js';
 import { applyRotary, rotaryTable } from '../src/model/rotary.js';
-import { isOutOfMemory } from '../src/scheduling/out-of-memory.js';
+import { isOutOfMemory } from '../src/pipeline/out-of-memory.js';
 import { expectClose } from './helpers/fixtures.js';
 import { webGpuSuite } from './helpers/webgpu.js';
 

@@ -13,11 +13,10 @@ const LAYERS: readonly string[][] = [
   ['errors.ts', 'options.ts', 'formats'],
   ['weights'],
   ['model'],
-  ['pipeline', 'search'],
-  ['scheduling'],
   ['backends'],
+  ['pipeline', 'search'],
   ['pool'],
-  ['embed-options.ts', 'embedder.ts', 'download'],
+  ['embedder.ts', 'download'],
   ['server', 'queue'],
   ['index.ts', 'cli'],
 ];

@@ -3,8 +3,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backendNamed } from '../src/backends/backend.js';
 import type { AttentionKernel } from '../src/model/attention.js';
 import { loadModel } from '../src/model/load-model.js';
+import { measurePeakBytes } from '../src/model/memory-watermark.js';
 import type { NomicBertModel } from '../src/model/nomic-bert.js';
-import { estimateMemory, queryBlockFor } from '../src/scheduling/memory.js';
+import { estimateMemory, queryBlockFor } from '../src/pipeline/memory.js';
 import { parseConfig } from '../src/weights/config.js';
 import { PORTABLE_BACKENDS, useBackend } from './helpers/backend.js';
 import { expectClose, fixtureDir } from './helpers/fixtures.js';
@@ -63,6 +64,28 @@ describe.each(PORTABLE_BACKENDS)('memory estimator on %s', (backend) => {
       // Small blocks cut the peak here, where the score matrix dominates it.
       if (block <= 100) expect(blocked.peak).toBeLessThan(whole.peak);
     }
+  });
+
+  it('measures the same peak as tf.profile without it, and stops measuring when the pass ends or throws', async () => {
+    const engine = tf.engine();
+    const track = engine.trackTensor;
+    const base = tf.memory().numBytes;
+    const { peak } = await profiledForward(model, attention, 2, 256, true);
+    const measured = measurePeakBytes(() =>
+      tf.tidy(() => {
+        const inputIds = tf.randomUniform([2, 256], 0, 30000, 'int32', 7) as tf.Tensor2D;
+        const attentionMask = tf.concat([tf.ones([2, 253], 'int32'), tf.zeros([2, 3], 'int32')], 1) as tf.Tensor2D;
+        model.forward({ inputIds, attentionMask }, { attention }).dispose();
+      }),
+    );
+    expect(measured.peakBytes - base).toBe(peak);
+    expect(engine.trackTensor).toBe(track);
+    expect(() =>
+      measurePeakBytes(() => {
+        throw new Error('mid-pass');
+      }),
+    ).toThrow('mid-pass');
+    expect(engine.trackTensor).toBe(track);
   });
 
 });

@@ -2,10 +2,10 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { backendNamed } from '../src/backends/backend.js';
 import type { BackendName } from '../src/backends/select.js';
-import { EMBED_DEFAULTS, LOAD_DEFAULTS, resolveEmbedOptions } from '../src/embed-options.js';
+import { EMBED_DEFAULTS, LOAD_DEFAULTS, resolveEmbedOptions } from '../src/pipeline/embed-options.js';
 import { InputError } from '../src/errors.js';
 
-const SOURCE = readFileSync(new URL('../src/embed-options.ts', import.meta.url), 'utf8');
+const SOURCE = readFileSync(new URL('../src/pipeline/embed-options.ts', import.meta.url), 'utf8');
 
 /** The `@default` of `name` in `interface`'s TSDoc, as written. */
 function documentedDefault(interfaceName: string, name: string): string {

@@ -3,7 +3,7 @@ import { request as httpRequest } from 'node:http';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
-import type { EmbedOptions } from '../src/embed-options.js';
+import type { EmbedOptions } from '../src/pipeline/embed-options.js';
 import type { BatchJob } from '../src/pipeline/batch-job.js';
 import { serve, type EmbeddingServer, type ServeOptions } from '../src/server/serve.js';
 import { expectClose, fixtureDir, reference } from './helpers/fixtures.js';

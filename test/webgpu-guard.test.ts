@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { guardWebGpuBatch, startWebGpu, webGpuAdapter } from '../src/backends/webgpu/device.js';
 import { BackendError } from '../src/errors.js';
-import { isOutOfMemory } from '../src/scheduling/out-of-memory.js';
+import { isOutOfMemory } from '../src/pipeline/out-of-memory.js';
 
 /**
  * A stand-in GPU device whose error scopes report what the test sets, to drive

@@ -7,7 +7,7 @@ import { OutOfMemoryError } from '../src/errors.js';
 import { FUSED_ATTENTION, RESIDUAL_LAYER_NORM, SWIGLU } from '../src/model/fused-ops.js';
 import { loadModel } from '../src/model/load-model.js';
 import type { EncoderInputs, ForwardOptions } from '../src/model/nomic-bert.js';
-import { estimateMemory } from '../src/scheduling/memory.js';
+import { estimateMemory } from '../src/pipeline/memory.js';
 import { expectClose, FIXTURE_NAMES, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
 import { mostInFlight } from './helpers/in-flight.js';
 import { expectParity } from './helpers/parity.js';

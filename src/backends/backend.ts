@@ -5,6 +5,7 @@ import { loadModel, loadModelConcurrently, type LoadModelOptions } from '../mode
 import type { NomicBertModel } from '../model/nomic-bert.js';
 import type { BackendName, BackendSettings } from './select.js';
 import { allocateInWasmHeap, reserveWasmHeap, wasmHeapSlots } from './wasm-heap.js';
+import { installWasmFusedKernels } from './wasm-fused.js';
 import { installWasmGather } from './wasm-gather.js';
 import { installWasmSlice } from './wasm-slice.js';
 import { threadsFailure, useThreadedWasm, wasmThreadCount } from './wasm-threads.js';
@@ -110,6 +111,7 @@ const WASM: Backend = {
   started: () => {
     warnOnce(installWasmSlice());
     warnOnce(installWasmGather(version_wasm));
+    warnOnce(installWasmFusedKernels(version_wasm));
     return undefined;
   },
   // tfjs-backend-wasm sends only unbatched, untransposed products to XNNPACK: head by head, but for short batches.

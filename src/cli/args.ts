@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import type { ParseArgsConfig } from 'node:util';
 import { AUTO_ORDER, type BackendChoice } from '../backends/select.js';
-import type { LoadEmbedderOptions } from '../embed-options.js';
+import type { LoadEmbedderOptions } from '../pipeline/embed-options.js';
 import { NomicEmbedError } from '../errors.js';
 export { LONG_TEXT_MODES, TASKS, TRUNCATIONS } from '../pipeline/tokenizer.js';
 

@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { backendNamed } from '../backends/backend.js';
 import { selectBackend } from '../backends/select.js';
 import { pull } from '../download/pull.js';
-import { estimateMemory } from '../scheduling/memory.js';
+import { estimateMemory } from '../pipeline/memory.js';
 import { convertWeights, type ConvertDtype } from '../weights/convert.js';
 import { readConfig } from '../weights/model-folder.js';
 import { parameterCount, weightTable } from '../weights/weight-table.js';

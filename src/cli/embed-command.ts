@@ -2,7 +2,7 @@ import { createReadStream, createWriteStream, existsSync, readFileSync, statSync
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import { loadEmbedder, type Embedder } from '../embedder.js';
-import type { EmbedOptions } from '../embed-options.js';
+import type { EmbedOptions } from '../pipeline/embed-options.js';
 import { PRECISIONS, type Precision } from '../pipeline/quantize.js';
 import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, choiceOption, integerOption, LONG_TEXT_MODES, modelDir, TASKS, UsageError } from './args.js';
 import type { CliIo } from './main.js';

@@ -1,7 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { sampleMemory } from './memory-watermark.js';
-import { fusedAttention } from './fused-ops.js';
-import { applyRotary, type RotaryTables } from './rotary.js';
+import { fusedAttention, rotaryHeads } from './fused-ops.js';
+import type { RotaryTables } from './rotary.js';
 
 export interface AttentionWeights {
   /** [D, D] each: the q, k and v rows of Wqkv and out_proj, transposed; columns head-major. */
@@ -51,19 +50,17 @@ export function selfAttention(weights: AttentionWeights, x: tf.Tensor2D, ctx: At
     const { batch: B, length: T, heads: H } = ctx;
     const D = x.shape[1];
     const hd = D / H;
-    const project = (w: tf.Tensor2D) =>
-      tf.tidy(() => tf.transpose(tf.reshape(tf.matMul(x, w), [B, T, H, hd]), [0, 2, 1, 3]) as tf.Tensor4D); // [B, H, T, hd]
-    const rotated = (w: tf.Tensor2D, scale: number) => {
-      const heads = project(w);
-      sampleMemory();
-      const result = tf.tidy(() => tf.mul(applyRotary(heads, ctx.rotary), scale) as tf.Tensor4D);
-      heads.dispose();
-      return result;
-    };
+    const heads = (w: tf.Tensor2D, scale: number) =>
+      tf.tidy(() => {
+        const projected = tf.matMul(x, w) as tf.Tensor2D; // [B·T, D]
+        const rotated = rotaryHeads(projected, ctx.rotary, B, H, scale); // [B, H, T, hd]
+        projected.dispose();
+        return rotated;
+      });
     // Scaling q before the product costs T·hd multiplies instead of T².
-    const queries = rotated(weights.q, 1 / Math.sqrt(hd));
-    const keys = rotated(weights.k, 1);
-    const values = project(weights.v);
+    const queries = heads(weights.q, 1 / Math.sqrt(hd));
+    const keys = heads(weights.k, 1);
+    const values = tf.tidy(() => tf.transpose(tf.reshape(tf.matMul(x, weights.v), [B, T, H, hd]), [0, 2, 1, 3]) as tf.Tensor4D); // [B, H, T, hd]
     const context = attend(queries, keys, values, ctx); // [B, H, T, hd]
     queries.dispose();
     keys.dispose();
@@ -103,12 +100,10 @@ function fusedSelfAttention(weights: AttentionWeights, x: tf.Tensor2D, ctx: Atte
     const [queries, keys, values] = [weights.q, weights.k, weights.v].map(project);
     const rows = ctx.rotary.cos.shape[0];
     const table = (t: tf.Tensor4D) => tf.reshape(t, [rows, T, hd / 2]) as tf.Tensor3D; // [R, T, hd/2]
-    sampleMemory();
     const context = fusedAttention(queries, keys, values, { cos: table(ctx.rotary.cos), sin: table(ctx.rotary.sin) }, ctx.maskBias, 1 / Math.sqrt(hd));
     queries.dispose();
     keys.dispose();
     values.dispose();
-    sampleMemory();
     return tf.matMul(tf.reshape(context, [B * T, D]), weights.out); // [B·T, D]
   });
 }
@@ -177,7 +172,6 @@ function softmaxScores<R extends tf.Rank>(scores: tf.Tensor<R>, bias: tf.Tensor 
     scores.dispose();
   }
   const probabilities = tf.softmax(biased);
-  sampleMemory();
   biased.dispose();
   return probabilities;
 }

@@ -1,12 +1,14 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { layerNorm } from './layer-norm.js';
+import { applyRotary, type RotaryTables } from './rotary.js';
 
 /**
  * Operations that a backend may run as one fused kernel of its own. The ops
  * live here, with the model; the kernels live with their backend
- * (`backends/webgpu`) and register under these names, as tfjs's own ops and
- * kernels are split. Where no kernel is registered, `residualLayerNorm` falls
- * back to its tfjs composite, which is also what its kernel is tested against.
+ * (`backends/webgpu`, `backends/wasm-fused.ts`) and register under these names, as tfjs's own ops and
+ * kernels are split. Where no kernel is registered, `residualLayerNorm` and
+ * `rotaryHeads` fall back to their tfjs composites, which are also what their
+ * kernels are tested against.
  */
 
 /** Rotary, scale and softmax(q·kᵀ + bias)·v in one pass, with a blockwise online softmax. */
@@ -16,12 +18,22 @@ export const SWIGLU = 'NomicSwiglu';
 /** LayerNorm(x + residual) · gamma + beta over the last axis. */
 export const RESIDUAL_LAYER_NORM = 'NomicResidualLayerNorm';
 
+/** One projection's heads, rotated and scaled: [B·T, D] → [B, H, T, hd]. */
+export const ROTARY_HEADS = 'NomicRotaryHeads';
+
 export interface ResidualLayerNormAttrs {
   readonly epsilon: number;
 }
 
 export interface FusedAttentionAttrs {
   /** Applied to the queries after rotation: 1/√hd. */
+  readonly scale: number;
+}
+
+export interface RotaryHeadsAttrs {
+  readonly batch: number;
+  readonly heads: number;
+  /** Applied after rotation: 1/√hd for queries, 1 for keys. */
   readonly scale: number;
 }
 
@@ -94,4 +106,30 @@ export function residualLayerNormComposite(
  */
 export function fusedSwiglu(gate: tf.Tensor2D, up: tf.Tensor2D): tf.Tensor2D {
   return tf.engine().runKernel(SWIGLU, { gate, up }) as tf.Tensor2D;
+}
+
+/**
+ * A projection's output [B·T, D] as heads [B, H, T, hd], rotated
+ * (rotate-half, tables [R, 1, T, hd/2] with R = 1 or B) and multiplied by
+ * `scale`: the queries' and keys' way into batched or per-head attention. One
+ * pass where the backend has the kernel, instead of a transpose, two slices,
+ * six elementwise ops and a concat. The caller disposes the result.
+ */
+export function rotaryHeads(x: tf.Tensor2D, rotary: RotaryTables, batch: number, heads: number, scale: number): tf.Tensor4D {
+  if (hasFusedKernel(ROTARY_HEADS)) {
+    const attrs: RotaryHeadsAttrs = { batch, heads, scale };
+    const inputs = { x, cosines: rotary.cos, sines: rotary.sin };
+    return tf.engine().runKernel(ROTARY_HEADS, inputs as unknown as tf.NamedTensorMap, attrs as unknown as tf.NamedAttrMap) as tf.Tensor4D;
+  }
+  return rotaryHeadsComposite(x, rotary, batch, heads, scale);
+}
+
+/** The same as separate tfjs ops. */
+export function rotaryHeadsComposite(x: tf.Tensor2D, rotary: RotaryTables, batch: number, heads: number, scale: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const [N, D] = x.shape;
+    const split = tf.transpose(tf.reshape(x, [batch, N / batch, heads, D / heads]), [0, 2, 1, 3]) as tf.Tensor4D; // [B, H, T, hd]
+    const rotated = applyRotary(split, rotary);
+    return scale === 1 ? rotated : (tf.mul(rotated, scale) as tf.Tensor4D);
+  });
 }

@@ -1,6 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { fusedSwiglu, hasFusedKernel, SWIGLU } from './fused-ops.js';
-import { sampleMemory } from './memory-watermark.js';
 
 export interface MlpWeights {
   /** [D, F]: fc11, the value projection, transposed. */
@@ -21,7 +20,6 @@ export function swiglu(weights: MlpWeights, x: tf.Tensor2D): tf.Tensor2D {
     return tf.tidy(() => {
       const gate = tf.matMul(x, weights.gate) as tf.Tensor2D; // [N, F]
       const up = tf.matMul(x, weights.up) as tf.Tensor2D; // [N, F]
-      sampleMemory();
       const activated = fusedSwiglu(gate, up); // [N, F]
       gate.dispose();
       up.dispose();
@@ -35,7 +33,6 @@ export function swiglu(weights: MlpWeights, x: tf.Tensor2D): tf.Tensor2D {
     gate.dispose();
     sigmoid.dispose();
     const up = tf.matMul(x, weights.up); // [N, F]
-    sampleMemory();
     const activated = tf.mul(up, silu); // [N, F]
     up.dispose();
     silu.dispose();

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { AttentionKernel } from '../model/attention.js';
-import { takePeakMemory } from '../model/memory-watermark.js';
+import { measurePeakBytes } from '../model/memory-watermark.js';
 import type { NomicBertModel } from '../model/nomic-bert.js';
 import { pool, type Pooling } from './pooling.js';
 import { toEncoderInputs } from './tensors.js';
@@ -34,18 +34,18 @@ export async function runBatchJob(model: NomicBertModel, job: BatchJob): Promise
   const B = job.sequences.length;
   const T = job.length;
   const D = model.config.n_embd;
-  takePeakMemory();
-  const result = tf.tidy(() => {
-    const inputs = toEncoderInputs(job.sequences);
-    checkShape('tensor conversion: input_ids', inputs.inputIds.shape, [B, T]);
-    checkShape('tensor conversion: attention_mask', inputs.attentionMask.shape, [B, T]);
-    const hidden = model.forward(inputs, { queryBlock: job.queryBlock, attention: job.attention });
-    checkShape('transformer: last_hidden_state', hidden.shape, [B, T, D]);
-    const pooled = pool(hidden, inputs.attentionMask, job.pooling);
-    checkShape('pooling', pooled.shape, [B, D]);
-    return pooled;
-  });
-  const measuredPeakBytes = takePeakMemory();
+  const { result, peakBytes: measuredPeakBytes } = measurePeakBytes(() =>
+    tf.tidy(() => {
+      const inputs = toEncoderInputs(job.sequences);
+      checkShape('tensor conversion: input_ids', inputs.inputIds.shape, [B, T]);
+      checkShape('tensor conversion: attention_mask', inputs.attentionMask.shape, [B, T]);
+      const hidden = model.forward(inputs, { queryBlock: job.queryBlock, attention: job.attention });
+      checkShape('transformer: last_hidden_state', hidden.shape, [B, T, D]);
+      const pooled = pool(hidden, inputs.attentionMask, job.pooling);
+      checkShape('pooling', pooled.shape, [B, D]);
+      return pooled;
+    }),
+  );
   try {
     return { vectors: (await result.data()) as Float32Array, measuredPeakBytes };
   } finally {

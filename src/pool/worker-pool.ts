@@ -2,7 +2,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { DisposedError, WorkerError } from '../errors.js';
 import type { BatchJob, BatchOutput } from '../pipeline/batch-job.js';
-import { isOutOfMemory } from '../scheduling/out-of-memory.js';
+import { isOutOfMemory } from '../pipeline/out-of-memory.js';
 import { deserializeError } from './error-transfer.js';
 import type { BatchRunner } from './runner.js';
 import type { WorkerReply, WorkerRequest, WorkerSetup } from './worker.js';

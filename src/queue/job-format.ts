@@ -1,5 +1,5 @@
 import { NomicEmbedError } from '../errors.js';
-import type { EmbedOptions } from '../embed-options.js';
+import type { EmbedOptions } from '../pipeline/embed-options.js';
 import type { Precision } from '../pipeline/quantize.js';
 
 /**

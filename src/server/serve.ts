@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, NOMIC_V15_DIMENSIONS } from '../embed-options.js';
+import { DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, NOMIC_V15_DIMENSIONS } from '../pipeline/embed-options.js';
 import type { Embedder } from '../embedder.js';
 import { CancelledError, InputError } from '../errors.js';
 import { checkInteger, checkOptionNames } from '../options.js';

@@ -1,12 +1,12 @@
-import type { BackendChoice, BackendName } from './backends/select.js';
-import { InputError } from './errors.js';
-import { checkChoice, checkInteger, checkOptionNames, describe } from './options.js';
-import type { OutputSpec } from './pipeline/finish-vector.js';
-import { POOLINGS, type Pooling } from './pipeline/pooling.js';
-import { PRECISIONS, type Precision, type QuantizationRanges } from './pipeline/quantize.js';
-import { LONG_TEXT_MODES, TASKS, TRUNCATIONS, type LongText, type Task, type Truncation } from './pipeline/tokenizer.js';
-import type { BatchLimits } from './scheduling/batcher.js';
-import type { EmbedStats } from './scheduling/stats.js';
+import type { BackendChoice, BackendName } from '../backends/select.js';
+import { InputError } from '../errors.js';
+import { checkChoice, checkInteger, checkOptionNames, describe } from '../options.js';
+import type { OutputSpec } from './finish-vector.js';
+import { POOLINGS, type Pooling } from './pooling.js';
+import { PRECISIONS, type Precision, type QuantizationRanges } from './quantize.js';
+import { LONG_TEXT_MODES, TASKS, TRUNCATIONS, type LongText, type Task, type Truncation } from './tokenizer.js';
+import type { BatchLimits } from './batcher.js';
+import type { EmbedStats } from './stats.js';
 
 export interface LoadEmbedderOptions {
   /** Which tfjs backend to run on; `auto` takes the fastest that works here. @default 'auto' */

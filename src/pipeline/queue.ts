@@ -1,5 +1,5 @@
 import { CancelledError, OutOfMemoryError, QueueFullError, RequestTooLargeError } from '../errors.js';
-import type { Pooling } from '../pipeline/pooling.js';
+import type { Pooling } from './pooling.js';
 import { BatchPlanner, type BatchLimits, type MemoryEstimator } from './batcher.js';
 import { isOutOfMemory } from './out-of-memory.js';
 import type { StatsRecorder } from './stats.js';
