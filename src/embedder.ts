@@ -12,10 +12,11 @@ import {
   type LoadEmbedderOptions,
   type ResolvedEmbedOptions,
 } from './pipeline/embed-options.js';
-import { BackendError, NomicEmbedError, OutOfMemoryError } from './errors.js';
+import { BackendError, ConfigError, NomicEmbedError, OutOfMemoryError } from './errors.js';
 import type { AttentionKernel } from './model/attention.js';
 import { layoutNotice } from './model/load-model.js';
 import type { NomicBertModel } from './model/nomic-bert.js';
+import type { Dtype } from './model/projection.js';
 import { finishVector } from './pipeline/finish-vector.js';
 import { quantize, rangesOf, unitVectorRanges, type Precision, type QuantizationRanges, type VectorOf } from './pipeline/quantize.js';
 import { TextTokenizer } from './pipeline/tokenizer.js';
@@ -42,8 +43,15 @@ import { readConfig, weightsPath } from './weights/model-folder.js';
  */
 export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {}): Promise<Embedder> {
   checkLoadOptions(options);
-  const { backend = LOAD_DEFAULTS.backend, maxLength, rotaryScalingFactor, weightsFile = LOAD_DEFAULTS.weightsFile, layoutCache = LOAD_DEFAULTS.layoutCache } = options;
-  const modelOptions = { weightsFile, rotary_scaling_factor: rotaryScalingFactor, layoutCache };
+  const {
+    backend = LOAD_DEFAULTS.backend,
+    maxLength,
+    rotaryScalingFactor,
+    weightsFile = LOAD_DEFAULTS.weightsFile,
+    layoutCache = LOAD_DEFAULTS.layoutCache,
+    dtype = LOAD_DEFAULTS.dtype,
+  } = options;
+  const modelOptions = { weightsFile, rotary_scaling_factor: rotaryScalingFactor, layoutCache, dtype };
   const cores = availableParallelism();
   // Threads per worker: as asked, else the cores shared among the workers asked for.
   const threads = options.threads ?? Math.max(1, Math.floor(cores / (options.workers ?? 1)));
@@ -63,6 +71,8 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
     throw error;
   }
   const active = backendNamed(await starting);
+  const precisions = active.dtypes();
+  if (!precisions.supported.includes(dtype)) throw new ConfigError('dtype', dtype, `not on the ${active.name} backend: ${precisions.q8Failure}`);
   const typicalBatch = estimateMemory(config, 16, 512, { attention: active.attention(), ffnWidth: checkpoint.ffnWidth });
   const workers =
     options.workers ??
@@ -89,7 +99,7 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
     if (layoutCache !== false) runtimeLayoutFile(weightsPath(dir, weightsFile), config, layoutNotice);
     runner = await WorkerPoolRunner.start(workers, { dir, backend: active.name, modelOptions, wasmThreads, reserveBytes: typicalBatch.totalBytes });
   }
-  const embedder = new Embedder(runner, tokenizer, active.name, config, device, dir);
+  const embedder = new Embedder(runner, tokenizer, active.name, config, device, dir, dtype);
   // The first products compile shaders (WebGPU; wasm has packed its weights while loading), and the first
   // texts warm the tokenizer, pipeline and JIT up: done here, the first call is about as fast as the next
   // ones. See WARM_UP_TEXTS for why two, and which.
@@ -132,6 +142,8 @@ export class Embedder {
     readonly device?: GpuAdapterReport,
     /** The model folder it was loaded from. */
     readonly modelDir?: string,
+    /** The precision its products run in (see `LoadEmbedderOptions.dtype`). */
+    readonly dtype: Dtype = 'fp32',
   ) {
     this.engine = backendNamed(backend);
     this.attention = this.engine.attention();

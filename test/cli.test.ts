@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { readNpy } from '../src/formats/npy.js';
 import { quantize, unitVectorRanges } from '../src/pipeline/quantize.js';
-import { expectClose, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
+import { cosine, expectClose, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
 import { startHub } from './helpers/hub-server.js';
 import { tempDir } from './helpers/tmp.js';
 import { webGpuSuite } from './helpers/webgpu.js';
@@ -189,6 +189,16 @@ describe('nomic-embed command line', () => {
     expect(r.stderr).toMatch(/embedded 3 texts .* on wasm \(2 workers\)/);
     const vectors = parseJsonl(r.stdout);
     vectors.forEach((v, i) => expectClose(v, texts[i].embedding, TOLERANCE.embedding, texts[i].name));
+  });
+
+  it('embeds with int8 products under --dtype q8, and names a bad --dtype', async () => {
+    const r = await run(['embed', '--model', MODEL, '--backend', 'wasm', '--dtype', 'q8', texts[0].text, texts[1].text]);
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/embedded 2 texts .* on wasm in q8 /);
+    parseJsonl(r.stdout).forEach((v, i) => expect(cosine(v, texts[i].embedding), texts[i].name).toBeGreaterThan(0.995));
+    const bad = await run(['embed', '--model', MODEL, '--dtype', 'fp16', 'hello']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--dtype must be fp32 or q8, got "fp16"/);
   });
 
   it('exits 1 on a broken model, with a stack trace only under --verbose', async () => {

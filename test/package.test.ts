@@ -4,7 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { expectClose, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
+import { cosine, expectClose, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
 import { tempDir } from './helpers/tmp.js';
 
 const exec = promisify(execFile);
@@ -38,7 +38,7 @@ describe('the published package', () => {
   });
 
   it('holds the built code, its sources, the licence and the README, and nothing of the repository besides', () => {
-    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/cli/bin.js', 'dist/pool/worker.js', 'LICENSE', 'README.md', 'package.json']) {
+    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/cli/bin.js', 'dist/pool/worker.js', 'wasm/q8-kernels.wasm', 'wasm/q8-kernels-shared.wasm', 'LICENSE', 'README.md', 'package.json']) {
       expect(files).toContain(f);
     }
     expect(files.some((f) => f.startsWith('test/') || f.startsWith('weights/') || f.startsWith('scripts/'))).toBe(false);
@@ -103,6 +103,29 @@ describe('the published package', () => {
     const result = JSON.parse(stdout) as { workers: number; embeddings: number[][] };
     expect(result.workers).toBe(2);
     texts.forEach((t, i) => expectClose(result.embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
+  });
+
+  it('finds its own q8 kernels in the installed package, on the main thread and in workers', async () => {
+    const texts = reference('nomic-tiny').texts.slice(0, 3);
+    const script = `
+      import { loadEmbedder } from 'nomic-embed-tfjs';
+      const out = [];
+      for (const workers of [1, 2]) {
+        const embedder = await loadEmbedder(${JSON.stringify(fixtureDir('nomic-tiny'))}, { backend: 'wasm', workers, threads: 1, dtype: 'q8' });
+        const { embeddings } = await embedder.embed(${JSON.stringify(texts.map((t) => t.text))});
+        out.push({ dtype: embedder.dtype, embeddings: embeddings.map((e) => Array.from(e)) });
+        await embedder.dispose();
+      }
+      console.log(JSON.stringify(out));
+    `;
+    const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', script], { cwd: app, maxBuffer: 1 << 24 });
+    const runs = JSON.parse(stdout) as { dtype: string; embeddings: number[][] }[];
+    for (const run of runs) {
+      expect(run.dtype).toBe('q8');
+      texts.forEach((t, i) => expect(cosine(run.embeddings[i], t.embedding), t.name).toBeGreaterThan(0.995));
+    }
+    // The same kernel on either thread (batches split otherwise among the workers, which moves float32 rounding only).
+    runs[0].embeddings.forEach((e, i) => expect(cosine(e, runs[1].embeddings[i])).toBeGreaterThan(0.99999));
   });
 });
 

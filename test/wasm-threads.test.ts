@@ -10,6 +10,9 @@ import { allocateInWasmHeap, packForXnnpack, wasmHeapSlots } from '../src/backen
 import { xnnpackPacker } from '../src/backends/xnnpack-packer.js';
 import { ResidentMemory } from '../src/backends/resident-memory.js';
 import { threadsFailure } from '../src/backends/wasm-threads.js';
+import { q8MatMulReference, quantizeWeight } from '../src/backends/q8/quantize-weights.js';
+import { placeInWasmHeap } from '../src/backends/q8/wasm-q8.js';
+import { codeWords, project } from '../src/model/projection.js';
 import { NonFiniteWeightError } from '../src/errors.js';
 import { loadModel, loadModelConcurrently } from '../src/model/load-model.js';
 import { convertWeights } from '../src/weights/convert.js';
@@ -42,6 +45,26 @@ describe('the threaded WebAssembly build', () => {
     expect(embedder.threads).toBe(cores);
     expect(embedder.workers).toBe(1);
     expect(() => embedder.model).not.toThrow();
+  });
+
+  it('splits a q8 product over its threads, with the single-threaded result bit for bit', () => {
+    // Enough rows that every thread takes a share, and a count that leaves the last share short.
+    const [M, K, N] = [16 * cores * 3 + 5, 64, 48];
+    const x = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.37) * 4);
+    const w = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i * 0.11) * 0.05);
+    const weight = quantizeWeight(w, K, N);
+    const codes = placeInWasmHeap(codeWords(K, N), (target) => target.set(weight.codes));
+    const scales = tf.tensor1d(weight.scales);
+    const input = tf.tensor2d(x, [M, K]);
+    try {
+      const product = project(input, { codes, scales, inner: K });
+      const expected = q8MatMulReference(x, M, K, weight, N);
+      const actual = product.dataSync();
+      product.dispose();
+      expect([...actual].findIndex((v, i) => !Object.is(v, expected[i]))).toBe(-1);
+    } finally {
+      tf.dispose([codes, scales, input]);
+    }
   });
 
   it('starts only the pthread workers its threads need', () => {
@@ -122,7 +145,7 @@ describe('the threaded WebAssembly build', () => {
     const someTokens = () => ({ ...warmUpJob('per-head'), sequences: [Int32Array.from({ length: 9 }, (_, i) => 2000 + 37 * i)], length: 9, queryBlock: 9 });
     const memoryOffset = (t: tf.Tensor) => (tf.backend() as unknown as { getMemoryOffset(dataId: object): number }).getMemoryOffset(t.dataId);
     const projectionsOf = (model: NomicBertModel) =>
-      (model as unknown as { layers: BlockWeights[] }).layers.flatMap(({ attention: a, mlp: m }) => [a.q, a.k, a.v, a.out, m.up, m.gate, m.down]);
+      (model as unknown as { layers: BlockWeights[] }).layers.flatMap(({ attention: a, mlp: m }) => [a.q, a.k, a.v, a.out, m.up, m.gate, m.down] as tf.Tensor[]);
 
     it('reads on I/O threads, packs every projection as it arrives, and matches the upstream model', async () => {
       const asyncReads = vi.spyOn(SafetensorsFile.prototype, 'readFloat32IntoAsync');
@@ -162,7 +185,7 @@ describe('the threaded WebAssembly build', () => {
         }),
       );
       expect(holders).toEqual([0, 1, 2]);
-      for (const t of packed) t.dispose();
+      for (const t of packed) (t as tf.Tensor).dispose();
       expect(tf.memory().numTensors).toBe(before);
     });
 

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { selectBackend } from '../src/backends/select.js';
 import { webGpuAdapter } from '../src/backends/webgpu/device.js';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
-import { OutOfMemoryError } from '../src/errors.js';
+import { ConfigError, OutOfMemoryError } from '../src/errors.js';
 import { FUSED_ATTENTION, RESIDUAL_LAYER_NORM, SWIGLU } from '../src/model/fused-ops.js';
 import { loadModel } from '../src/model/load-model.js';
 import type { EncoderInputs, ForwardOptions } from '../src/model/nomic-bert.js';
@@ -71,6 +71,14 @@ suite.describe('the webgpu backend', () => {
       }
     });
   }
+
+  it('refuses dtype q8 with a ConfigError that says where q8 runs, before loading any weight', async () => {
+    const before = tf.memory().numTensors;
+    const failure = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'webgpu', dtype: 'q8' }).catch((error: unknown) => error);
+    expect(failure).toBeInstanceOf(ConfigError);
+    expect((failure as Error).message).toMatch(/"dtype" = "q8": not on the webgpu backend: .*wasm and cpu/);
+    expect(tf.memory().numTensors).toBe(before);
+  });
 
   it('keeps two batches in flight, each text getting its own vector', async () => {
     const texts = reference('nomic-tiny').texts;

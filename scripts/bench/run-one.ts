@@ -11,6 +11,7 @@ import { readConfig, weightsPath } from '../../src/weights/model-folder.js';
 import { webGpuAdapter } from '../../src/backends/webgpu/device.js';
 import { measureMatMul, rooflineShapes } from './roofline.js';
 import { loadSet, type SetName } from './sets.js';
+import type { Dtype } from '../../src/model/projection.js';
 
 const { values } = parseArgs({
   options: {
@@ -23,6 +24,7 @@ const { values } = parseArgs({
     fraction: { type: 'string' },
     roofline: { type: 'boolean' },
     concurrent: { type: 'string' },
+    dtype: { type: 'string' },
   },
 });
 const backend = values.backend as BackendName;
@@ -125,11 +127,11 @@ if (values.roofline) {
 
 /** Disposes the embedder and prints one line of JSON: the configuration, `figures` and the peak RSS. */
 async function report(embedder: Embedder, figures: Record<string, unknown>): Promise<void> {
-  const { workers, threads } = embedder;
+  const { workers, threads, dtype } = embedder;
   await embedder.dispose();
-  console.log(JSON.stringify({ backend, workers, threads, ...figures, peakRssBytes: process.resourceUsage().maxRSS * 1024 }));
+  console.log(JSON.stringify({ backend, dtype, workers, threads, ...figures, peakRssBytes: process.resourceUsage().maxRSS * 1024 }));
 }
 
 function options() {
-  return { backend, workers: Number(values.workers ?? 1), threads: Number(values.threads ?? 1) };
+  return { backend, workers: Number(values.workers ?? 1), threads: Number(values.threads ?? 1), dtype: (values.dtype ?? 'fp32') as Dtype };
 }

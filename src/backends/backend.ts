@@ -3,6 +3,10 @@ import * as tf from '@tensorflow/tfjs-core';
 import type { AttentionKernel } from '../model/attention.js';
 import { loadModel, loadModelConcurrently, type LoadModelOptions } from '../model/load-model.js';
 import type { NomicBertModel } from '../model/nomic-bert.js';
+import { DTYPES, type Dtype } from '../model/projection.js';
+import { installCpuQ8 } from './q8/cpu-q8.js';
+import { placeInJs, QuantizingPacker } from './q8/q8-packer.js';
+import { installWasmQ8, placeInWasmHeap } from './q8/wasm-q8.js';
 import type { BackendName, BackendSettings } from './select.js';
 import { allocateInWasmHeap, reserveWasmHeap, wasmHeapSlots } from './wasm-heap.js';
 import { installWasmFusedKernels } from './wasm-fused.js';
@@ -57,7 +61,9 @@ export interface Backend {
   needsWorkersForCores(): boolean;
   /** Makes room for a model and a batch before loading, where memory grows slowly piece by piece. */
   reserve(bytes: number): void;
-  /** Loads a model folder onto it, the fastest way it allows. */
+  /** The weight precisions it runs (`dtype`): fp32 everywhere, q8 where it has the kernel; with why not, if q8 is missing. */
+  dtypes(): { readonly supported: readonly Dtype[]; readonly q8Failure?: string };
+  /** Loads a model folder onto it in `options.dtype` (one of `dtypes()`), the fastest way it allows. */
   loadModel(dir: string, options: LoadModelOptions): Promise<NomicBertModel>;
   /** The device it runs on, where there is one to describe: WebGPU's adapter. */
   device(): GpuAdapterReport | undefined;
@@ -94,6 +100,7 @@ const BASE: Omit<Backend, 'name' | 'tfjsName'> = {
   threads: () => 1,
   needsWorkersForCores: () => false,
   reserve: () => undefined,
+  dtypes: () => ({ supported: ['fp32'], q8Failure: 'this backend has no q8 kernel; q8 runs on wasm and cpu' }),
   loadModel: async (dir, options) => loadModel(dir, options),
   device: () => undefined,
   describe: () => [],
@@ -112,8 +119,10 @@ const WASM: Backend = {
     warnOnce(installWasmSlice());
     warnOnce(installWasmGather(version_wasm));
     warnOnce(installWasmFusedKernels(version_wasm));
+    wasmQ8Failure = installWasmQ8(version_wasm);
     return undefined;
   },
+  dtypes: () => (wasmQ8Failure === undefined ? { supported: DTYPES } : { supported: ['fp32'], q8Failure: wasmQ8Failure }),
   // tfjs-backend-wasm sends only unbatched, untransposed products to XNNPACK: head by head, but for short batches.
   attention: (length, headDim) =>
     length !== undefined && headDim !== undefined && length * length * headDim <= SHORT_BATCH_SCORE_WORK ? 'batched' : 'per-head',
@@ -129,9 +138,10 @@ const WASM: Backend = {
    * threaded: the same, one tensor after another.
    */
   loadModel: async (dir, options) => {
+    const packer = () => (options.dtype === 'q8' ? new QuantizingPacker(placeInWasmHeap) : xnnpackPacker());
     const slots = wasmHeapSlots();
-    if (slots !== undefined) return loadModelConcurrently(dir, options, slots, xnnpackPacker());
-    return loadModel(dir, options, allocateInWasmHeap, xnnpackPacker());
+    if (slots !== undefined) return loadModelConcurrently(dir, options, slots, packer());
+    return loadModel(dir, options, allocateInWasmHeap, packer());
   },
   describe: () => [
     wasmThreadCount() > 1
@@ -139,6 +149,9 @@ const WASM: Backend = {
       : `wasm: single-threaded build${threadsFailure() === undefined ? '' : ` (${threadsFailure()})`}; embed and serve use one worker thread per core instead`,
   ],
 };
+
+/** Why the wasm backend's q8 kernel could not be registered, once it has started. */
+let wasmQ8Failure: string | undefined = 'the wasm backend has not started';
 
 /** The adapter the webgpu backend was prepared on, for `started`. */
 let preparedAdapter: GpuAdapterReport | undefined;
@@ -180,7 +193,17 @@ const BACKENDS: Readonly<Record<BackendName, Backend>> = {
   webgpu: WEBGPU,
   tensorflow: { ...BASE, name: 'tensorflow', tfjsName: 'tensorflow', package: TFJS_NODE },
   wasm: WASM,
-  cpu: { ...BASE, name: 'cpu', tfjsName: 'cpu' },
+  cpu: {
+    ...BASE,
+    name: 'cpu',
+    tfjsName: 'cpu',
+    started: () => {
+      installCpuQ8();
+      return undefined;
+    },
+    dtypes: () => ({ supported: DTYPES }),
+    loadModel: async (dir, options) => loadModel(dir, options, undefined, options.dtype === 'q8' ? new QuantizingPacker(placeInJs) : undefined),
+  },
 };
 
 /** The adapter WebGPU would run on, or why it cannot serve: no adapter, or (when `auto` picks) only a software one. */

@@ -72,17 +72,22 @@ export function residualLayerNormRows(
   width: number,
   target: Float32Array,
 ): void {
-  for (let row = 0, start = 0; row < rows; row++, start += width) {
+  for (let row = 0; row < rows; row++) {
+    const start = row * width;
     let sum = 0;
-    for (let i = start; i < start + width; i++) {
-      target[i] = x[i] + residual[i]; // float32, as the composite's add
-      sum += target[i];
+    for (let j = 0; j < width; j++) {
+      const v = Math.fround(x[start + j] + residual[start + j]); // float32, as the composite's add
+      target[start + j] = v;
+      sum += v;
     }
     const mean = sum / width;
     let squares = 0;
-    for (let i = start; i < start + width; i++) squares += (target[i] - mean) ** 2;
+    for (let j = 0; j < width; j++) {
+      const d = target[start + j] - mean;
+      squares += d * d;
+    }
     const inverse = 1 / Math.sqrt(squares / width + epsilon);
-    for (let i = start, j = 0; j < width; i++, j++) target[i] = (target[i] - mean) * inverse * gamma[j] + beta[j];
+    for (let j = 0; j < width; j++) target[start + j] = (target[start + j] - mean) * inverse * gamma[j] + beta[j];
   }
 }
 

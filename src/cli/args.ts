@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import type { ParseArgsConfig } from 'node:util';
 import { AUTO_ORDER, type BackendChoice } from '../backends/select.js';
+import { DTYPES } from '../model/projection.js';
 import type { LoadEmbedderOptions } from '../pipeline/embed-options.js';
 import { NomicEmbedError } from '../errors.js';
 export { LONG_TEXT_MODES, TASKS, TRUNCATIONS } from '../pipeline/tokenizer.js';
@@ -64,11 +65,13 @@ export const EMBEDDER_OPTIONS = {
   backend: { type: 'string' },
   workers: { type: 'string' },
   threads: { type: 'string' },
+  dtype: { type: 'string' },
 } as const;
 
 /** `loadEmbedder` options from EMBEDDER_OPTIONS (and `--max-length`, for the commands that take it). */
-export function embedderOptions(values: { backend?: string; workers?: string; threads?: string; 'max-length'?: string }): LoadEmbedderOptions {
+export function embedderOptions(values: { backend?: string; workers?: string; threads?: string; dtype?: string; 'max-length'?: string }): LoadEmbedderOptions {
   return {
+    dtype: choiceOption('dtype', values.dtype, DTYPES),
     backend: backendOption(values.backend),
     workers: integerOption('workers', values.workers),
     threads: integerOption('threads', values.threads),

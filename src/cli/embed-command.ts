@@ -160,7 +160,7 @@ async function streamEmbeddings(embedder: Embedder, source: TextSource, initial:
     const seconds = (performance.now() - started) / 1000;
     const padding = totals.paddedTokens === 0 ? 0 : 1 - totals.tokens / totals.paddedTokens;
     out.io.stderr.write(
-      `embedded ${totals.texts} texts (${totals.tokens} tokens, ${totals.truncated} truncated) in ${formatDuration(seconds)} on ${embedder.backend} (${describeParallelism(embedder)}): ` +
+      `embedded ${totals.texts} texts (${totals.tokens} tokens, ${totals.truncated} truncated) in ${formatDuration(seconds)} on ${embedder.backend}${embedder.dtype === 'fp32' ? '' : ` in ${embedder.dtype}`} (${describeParallelism(embedder)}): ` +
         `${(totals.texts / seconds).toFixed(1)} texts/s, ${(totals.tokens / seconds).toFixed(0)} tokens/s, ` +
         `${totals.batches} batches, ${(padding * 100).toFixed(1)}% padding, ${totals.retries} retries, peak tensor memory ${formatBytes(totals.peak)}\n`,
     );

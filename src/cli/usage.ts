@@ -25,6 +25,8 @@ options:
   --workers N           worker threads, each with its own model (default 1; on wasm
                         without threads, the cores, as memory allows)
   --threads N           threads of the wasm backend per worker (default: the cores)
+  --dtype fp32|q8       the products' weights: float32 (default) or int8 with a scale
+                        per column, quantized as the model loads (wasm and cpu)
   --max-batch-tokens N  padded tokens per batch (default 8192)
   --max-length N        truncate texts to N tokens (default: the model's maximum)
   --long-text MODE      truncate (default) or mean: a longer text is the token-weighted
@@ -80,6 +82,7 @@ options:
   --backend NAME            ${BACKENDS}
   --workers N               worker threads (default as for embed)
   --threads N               threads of the wasm backend per worker (default: the cores)
+  --dtype fp32|q8           the products' weights (default fp32; q8 on wasm and cpu)
   --api-key KEY             require Authorization: Bearer KEY (also NOMIC_EMBED_API_KEY)
   --served-model-name NAME  the model name clients send (default the model folder's name)
   --default-task TASK       task prefix for requests that name none: ${Object.keys(TASK_PREFIXES).join(', ')}
@@ -121,6 +124,7 @@ options:
   --workers N, --threads N   as for embed; on one machine, keep processes × threads
                         at most the cores (idle pool threads spin, and several
                         processes of two threads each on two cores ran 3× slower)
+  --dtype fp32|q8       the products' weights (default fp32; q8 on wasm and cpu)
   --max-length N        the longest sequence in tokens (default: the model's)
   --concurrency N       jobs this process runs at once (default 1)
   --lock-seconds N      how long a job stays locked without renewal: a worker that

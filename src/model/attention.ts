@@ -1,13 +1,14 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { fusedAttention, rotaryHeads } from './fused-ops.js';
+import { project, type Projection } from './projection.js';
 import type { RotaryTables } from './rotary.js';
 
 export interface AttentionWeights {
   /** [D, D] each: the q, k and v rows of Wqkv and out_proj, transposed; columns head-major. */
-  readonly q: tf.Tensor2D;
-  readonly k: tf.Tensor2D;
-  readonly v: tf.Tensor2D;
-  readonly out: tf.Tensor2D;
+  readonly q: Projection;
+  readonly k: Projection;
+  readonly v: Projection;
+  readonly out: Projection;
 }
 
 /** What every layer of one forward pass shares: built once per batch. */
@@ -50,24 +51,24 @@ export function selfAttention(weights: AttentionWeights, x: tf.Tensor2D, ctx: At
     const { batch: B, length: T, heads: H } = ctx;
     const D = x.shape[1];
     const hd = D / H;
-    const heads = (w: tf.Tensor2D, scale: number) =>
+    const rotated = (w: Projection, scale: number) =>
       tf.tidy(() => {
-        const projected = tf.matMul(x, w) as tf.Tensor2D; // [B·T, D]
+        const projected = project(x, w); // [B·T, D]
         const rotated = rotaryHeads(projected, ctx.rotary, B, H, scale); // [B, H, T, hd]
         projected.dispose();
         return rotated;
       });
     // Scaling q before the product costs T·hd multiplies instead of T².
-    const queries = heads(weights.q, 1 / Math.sqrt(hd));
-    const keys = heads(weights.k, 1);
-    const values = tf.tidy(() => tf.transpose(tf.reshape(tf.matMul(x, weights.v), [B, T, H, hd]), [0, 2, 1, 3]) as tf.Tensor4D); // [B, H, T, hd]
+    const queries = rotated(weights.q, 1 / Math.sqrt(hd));
+    const keys = rotated(weights.k, 1);
+    const values = tf.tidy(() => tf.transpose(tf.reshape(project(x, weights.v), [B, T, H, hd]), [0, 2, 1, 3]) as tf.Tensor4D); // [B, H, T, hd]
     const context = attend(queries, keys, values, ctx); // [B, H, T, hd]
     queries.dispose();
     keys.dispose();
     values.dispose();
     const merged = tf.reshape(tf.transpose(context, [0, 2, 1, 3]), [B * T, D]); // [B·T, D]
     context.dispose();
-    return tf.matMul(merged, weights.out);
+    return project(merged as tf.Tensor2D, weights.out);
   });
 }
 
@@ -96,15 +97,15 @@ function fusedSelfAttention(weights: AttentionWeights, x: tf.Tensor2D, ctx: Atte
     const { batch: B, length: T, heads: H } = ctx;
     const D = x.shape[1];
     const hd = D / H;
-    const project = (w: tf.Tensor2D) => tf.reshape(tf.matMul(x, w), [B, T, H, hd]) as tf.Tensor4D; // [B, T, H, hd]
-    const [queries, keys, values] = [weights.q, weights.k, weights.v].map(project);
+    const heads = (w: Projection) => tf.reshape(project(x, w), [B, T, H, hd]) as tf.Tensor4D; // [B, T, H, hd]
+    const [queries, keys, values] = [weights.q, weights.k, weights.v].map(heads);
     const rows = ctx.rotary.cos.shape[0];
     const table = (t: tf.Tensor4D) => tf.reshape(t, [rows, T, hd / 2]) as tf.Tensor3D; // [R, T, hd/2]
     const context = fusedAttention(queries, keys, values, { cos: table(ctx.rotary.cos), sin: table(ctx.rotary.sin) }, ctx.maskBias, 1 / Math.sqrt(hd));
     queries.dispose();
     keys.dispose();
     values.dispose();
-    return tf.matMul(tf.reshape(context, [B * T, D]), weights.out); // [B·T, D]
+    return project(tf.reshape(context, [B * T, D]) as tf.Tensor2D, weights.out); // [B·T, D]
   });
 }
 

@@ -4,6 +4,7 @@ import type { NamedTensor } from '../weights/layout.js';
 import type { TensorSource } from '../weights/load.js';
 import { runtimeNames } from '../weights/weight-table.js';
 import { NomicBertModel } from './nomic-bert.js';
+import { disposeWeight, type ModelWeight } from './projection.js';
 
 /*
  * Making a model's weights on a backend: how each tensor's memory is had
@@ -47,9 +48,9 @@ export type SlotAllocator = (shape: readonly number[]) => WeightSlot;
  * called unless the preparation has vouched for every value itself.
  */
 export interface WeightPacker {
-  pack(shape: readonly number[], fill: (target: Float32Array) => Promise<void>, checkFinite: (data: Float32Array) => void): Promise<tf.Tensor>;
+  pack(shape: readonly number[], fill: (target: Float32Array) => Promise<void>, checkFinite: (data: Float32Array) => void): Promise<ModelWeight>;
   /** The same, one weight at a time, with a `fill` that checks the values itself. */
-  packSync(shape: readonly number[], fill: (target: Float32Array) => void): tf.Tensor;
+  packSync(shape: readonly number[], fill: (target: Float32Array) => void): ModelWeight;
   /** Frees what the packer lent, once no fill is writing any more; the weights it made stay. */
   finish(): void;
 }
@@ -76,13 +77,13 @@ export function modelFromSources(
   packer?: WeightPacker,
 ): NomicBertModel {
   const projections = projectionNames(config);
-  const weights = new Map<string, tf.Tensor>();
+  const weights = new Map<string, ModelWeight>();
   try {
     for (const { name, shape, readInto } of sources) {
       weights.set(name, packer !== undefined && projections.has(name) ? packer.packSync(shape, readInto) : allocate(shape, readInto));
     }
   } catch (error) {
-    for (const t of weights.values()) t.dispose();
+    for (const weight of weights.values()) disposeWeight(weight);
     throw error;
   } finally {
     packer?.finish();
@@ -105,7 +106,7 @@ export async function modelFromSourcesConcurrently(
   packer?: WeightPacker,
 ): Promise<NomicBertModel> {
   const projections = projectionNames(config);
-  const weights = new Map<string, tf.Tensor>();
+  const weights = new Map<string, ModelWeight>();
   const reads: Promise<void>[] = [];
   let failures: unknown[] = [];
   try {
@@ -130,7 +131,7 @@ export async function modelFromSourcesConcurrently(
   for (const result of await Promise.allSettled(reads)) if (result.status === 'rejected') failures.push(result.reason);
   packer?.finish();
   if (failures.length > 0) {
-    for (const t of weights.values()) t.dispose();
+    for (const weight of weights.values()) disposeWeight(weight);
     throw failures[0];
   }
   return new NomicBertModel(config, weights);

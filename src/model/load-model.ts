@@ -4,6 +4,7 @@ import { openCheckpoint, runtimeTensorSources } from '../weights/load.js';
 import { readConfig, weightsPath } from '../weights/model-folder.js';
 import { modelFromSources, modelFromSourcesConcurrently, type SlotAllocator, type TensorAllocator, type WeightPacker } from './build-model.js';
 import type { NomicBertModel } from './nomic-bert.js';
+import type { Dtype } from './projection.js';
 
 export interface LoadModelOptions extends ConfigOverrides {
   /** Weights file inside the folder. @default 'model.safetensors' */
@@ -13,6 +14,12 @@ export interface LoadModelOptions extends ConfigOverrides {
    * next to it on first use (see `runtimeLayoutFile`). @default true
    */
   readonly layoutCache?: boolean;
+  /**
+   * The projections' precision: as the checkpoint gives them, in float32, or
+   * as int8 codes with a scale per output column, quantized as they load. The
+   * backend's `loadModel` chooses the packer that makes them. @default 'fp32'
+   */
+  readonly dtype?: Dtype;
 }
 
 /**

@@ -1,13 +1,14 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { fusedSwiglu, hasFusedKernel, SWIGLU } from './fused-ops.js';
+import { project, type Projection } from './projection.js';
 
 export interface MlpWeights {
   /** [D, F]: fc11, the value projection, transposed. */
-  readonly up: tf.Tensor2D;
+  readonly up: Projection;
   /** [D, F]: fc12, the gate, transposed. */
-  readonly gate: tf.Tensor2D;
+  readonly gate: Projection;
   /** [F, D]: fc2, transposed. */
-  readonly down: tf.Tensor2D;
+  readonly down: Projection;
 }
 
 /**
@@ -18,24 +19,24 @@ export interface MlpWeights {
 export function swiglu(weights: MlpWeights, x: tf.Tensor2D): tf.Tensor2D {
   if (hasFusedKernel(SWIGLU)) {
     return tf.tidy(() => {
-      const gate = tf.matMul(x, weights.gate) as tf.Tensor2D; // [N, F]
-      const up = tf.matMul(x, weights.up) as tf.Tensor2D; // [N, F]
+      const gate = project(x, weights.gate); // [N, F]
+      const up = project(x, weights.up); // [N, F]
       const activated = fusedSwiglu(gate, up); // [N, F]
       gate.dispose();
       up.dispose();
-      return tf.matMul(activated, weights.down);
+      return project(activated as tf.Tensor2D, weights.down);
     });
   }
   return tf.tidy(() => {
-    const gate = tf.matMul(x, weights.gate); // [N, F]
+    const gate = project(x, weights.gate); // [N, F]
     const sigmoid = tf.sigmoid(gate);
     const silu = tf.mul(gate, sigmoid); // [N, F]
     gate.dispose();
     sigmoid.dispose();
-    const up = tf.matMul(x, weights.up); // [N, F]
+    const up = project(x, weights.up); // [N, F]
     const activated = tf.mul(up, silu); // [N, F]
     up.dispose();
     silu.dispose();
-    return tf.matMul(activated, weights.down);
+    return project(activated as tf.Tensor2D, weights.down);
   });
 }

@@ -6,6 +6,7 @@ import { maskBias, type AttentionContext, type AttentionKernel } from './attenti
 import { block, type BlockWeights } from './block.js';
 import { embed, type EmbeddingWeights } from './embeddings.js';
 import { FUSED_ATTENTION, hasFusedKernel } from './fused-ops.js';
+import { disposeWeight, type ModelWeight, type Projection } from './projection.js';
 import { RotaryEmbedding } from './rotary.js';
 
 /** A right-padded batch, as produced by the pipeline's tensor conversion. */
@@ -43,15 +44,16 @@ export class NomicBertModel {
   private readonly embeddings: EmbeddingWeights;
   private readonly layers: readonly BlockWeights[];
   private readonly rotary: RotaryEmbedding;
-  private owned: tf.Tensor[];
+  private owned: ModelWeight[];
 
   /** Takes the runtime-layout weights by name (see `build-model.ts` for how they are made) and owns them. */
   constructor(
     readonly config: NomicBertConfig,
-    weights: ReadonlyMap<string, tf.Tensor>,
+    weights: ReadonlyMap<string, ModelWeight>,
   ) {
     this.owned = [...weights.values()];
     const get = <T extends tf.Tensor>(name: string) => weights.get(name) as T;
+    const projection = (name: string) => weights.get(name) as Projection;
     this.embeddings = {
       word: get(runtimeNames.word),
       tokenType: get(runtimeNames.tokenType),
@@ -61,8 +63,8 @@ export class NomicBertModel {
     this.layers = Array.from({ length: config.n_layer }, (_, i) => {
       const n = runtimeNames.layer(i);
       return {
-        attention: { q: get(n.q), k: get(n.k), v: get(n.v), out: get(n.out) },
-        mlp: { up: get(n.up), gate: get(n.gate), down: get(n.down) },
+        attention: { q: projection(n.q), k: projection(n.k), v: projection(n.v), out: projection(n.out) },
+        mlp: { up: projection(n.up), gate: projection(n.gate), down: projection(n.down) },
         norm1: { weight: get(n.norm1.weight), bias: get(n.norm1.bias) },
         norm2: { weight: get(n.norm2.weight), bias: get(n.norm2.bias) },
       };
@@ -140,7 +142,7 @@ export class NomicBertModel {
 
   /** Frees the weights and rotary tables; safe to call twice. */
   dispose(): void {
-    for (const t of this.owned) t.dispose();
+    for (const weight of this.owned) disposeWeight(weight);
     this.owned = [];
     this.rotary.dispose();
   }

@@ -252,6 +252,7 @@ function info(embedder: Embedder | undefined, name: string | undefined, state: S
     tasks: Object.keys(TASK_PREFIXES),
     default_task: settings.defaultTask ?? null,
     backend: embedder.backend,
+    dtype: embedder.dtype,
     device: embedder.device ?? null,
     workers: embedder.workers,
     version: VERSION,

@@ -67,3 +67,16 @@ export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<numbe
     );
   }
 }
+
+/** The cosine of two vectors, in float64. */
+export function cosine(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i] * b[i];
+    na += a[i] * a[i];
+    nb += b[i] * b[i];
+  }
+  return dot / Math.sqrt(na * nb);
+}

@@ -1,0 +1,34 @@
+/**
+ * Assembles the project's own WebAssembly kernels (`src/backends/q8/gemm-wat.ts`)
+ * into `wasm/`, where the kernel loader finds them from `src/` and `dist/`
+ * alike. Part of `npm run build`; vitest's global set-up runs it as well, so the
+ * tests always use kernels assembled from the current source.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import wabt from 'wabt';
+import { q8KernelWat } from '../src/backends/q8/gemm-wat.js';
+import { Q8_KERNEL_FILES } from '../src/backends/q8/kernel-files.js';
+
+export async function buildWasm(): Promise<void> {
+  const assembler = await wabt();
+  const folder = fileURLToPath(new URL('../wasm/', import.meta.url));
+  mkdirSync(folder, { recursive: true });
+  // Baseline SIMD128 and shared memory only: what Node 20 and every current browser run without flags.
+  const features = { simd: true, threads: true, sat_float_to_int: true };
+  for (const [sharedMemory, file] of [
+    [false, Q8_KERNEL_FILES.single],
+    [true, Q8_KERNEL_FILES.shared],
+  ] as const) {
+    const module = assembler.parseWat(file, q8KernelWat({ sharedMemory }), features);
+    try {
+      // wabt's validator takes the features again (its type says it takes none).
+      (module.validate as (features: object) => void)(features);
+      writeFileSync(`${folder}${file}`, module.toBinary({}).buffer);
+    } finally {
+      module.destroy();
+    }
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) await buildWasm();

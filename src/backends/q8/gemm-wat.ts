@@ -1,0 +1,170 @@
+/**
+ * The WebAssembly text of the int8 kernels (`dtype: 'q8'`), generated so that
+ * the unrolled tile stays readable as the loop that writes it. Assembled by
+ * `scripts/build-wasm.ts` at build time; nothing here runs at embed time.
+ *
+ * The module has no data segments and imports its memory, so it runs on the
+ * wasm backend's own heap (the threaded build's shared memory, or the
+ * single-threaded build's) and reads tensors where tfjs keeps them.
+ *
+ * Layouts (all little-endian, byte addresses):
+ * - activations: int16 [M, K], one row's int8 values widened as they are quantized;
+ * - weights: int8, per block of 8 output columns, per pair of input rows k, k+1,
+ *   16 bytes `w(k, c), w(k+1, c)` for c = 0..7 of the block: `[N/8][K/2][8][2]`.
+ *   `v128.load8x8_s` widens one half-block's 8 bytes to 16 bits and
+ *   `i32x4.dot_i16x8_s` multiplies it by a row's pair (a_k, a_k+1), splatted,
+ *   into the 4 columns' int32 sums;
+ * - scales: float32, one per activation row and one per output column.
+ *
+ * Sums stay exact: each dot adds at most 2·127·127, and K ≤ 65,536 keeps the
+ * total below 2³¹.
+ */
+
+/** Rows of the output computed together: 4 rows × 8 columns are 8 i32x4 accumulators. */
+export const TILE_ROWS = 4;
+/** Output columns per weight block. */
+export const TILE_COLUMNS = 8;
+/** Pairs of input rows per turn of the inner loop; K must be a multiple of twice this. */
+export const PAIRS_PER_STEP = 4;
+/** Activation rows whose int16 values stay in cache while every weight block passes over them. */
+export const ROW_BLOCK = 64;
+
+export interface KernelModuleOptions {
+  /** The threaded build's heap is a shared memory; an import must say so. */
+  readonly sharedMemory: boolean;
+}
+
+export function q8KernelWat({ sharedMemory }: KernelModuleOptions): string {
+  const memory = sharedMemory ? '(memory 1 65536 shared)' : '(memory 1)';
+  return `(module
+  (import "env" "memory" ${memory})
+${quantizeRows()}
+${gemm()}
+)
+`;
+}
+
+/**
+ * quantize_rows(x, rows, k, codes, scales): each float32 row of x [rows, k]
+ * (k a multiple of 8) to int16 codes round(x · 127 / max|x|), ties to even,
+ * with its scale max|x| / 127 (0 for a row of zeros, whose codes are 0).
+ */
+function quantizeRows(): string {
+  return `  (func (export "quantize_rows") (param $x i32) (param $rows i32) (param $k i32) (param $codes i32) (param $scales i32)
+    (local $row i32) (local $p i32) (local $end i32) (local $max v128) (local $inverse v128) (local $m f32)
+    (local.set $row (i32.const 0))
+    (block $done (loop $rows
+      (br_if $done (i32.ge_u (local.get $row) (local.get $rows)))
+      ;; max |x| of the row
+      (local.set $p (i32.add (local.get $x) (i32.mul (local.get $row) (i32.shl (local.get $k) (i32.const 2)))))
+      (local.set $end (i32.add (local.get $p) (i32.shl (local.get $k) (i32.const 2))))
+      (local.set $max (f32x4.splat (f32.const 0)))
+      (block $maxed (loop $scan
+        (br_if $maxed (i32.ge_u (local.get $p) (local.get $end)))
+        (local.set $max (f32x4.max (local.get $max) (f32x4.abs (v128.load align=4 (local.get $p)))))
+        (local.set $p (i32.add (local.get $p) (i32.const 16)))
+        (br $scan)))
+      (local.set $m (f32.max
+        (f32.max (f32x4.extract_lane 0 (local.get $max)) (f32x4.extract_lane 1 (local.get $max)))
+        (f32.max (f32x4.extract_lane 2 (local.get $max)) (f32x4.extract_lane 3 (local.get $max)))))
+      (f32.store (i32.add (local.get $scales) (i32.shl (local.get $row) (i32.const 2)))
+        (f32.div (local.get $m) (f32.const 127)))
+      (local.set $inverse (f32x4.splat
+        (select (f32.div (f32.const 127) (local.get $m)) (f32.const 0) (f32.gt (local.get $m) (f32.const 0)))))
+      ;; codes, 8 at a time
+      (local.set $p (i32.sub (local.get $p) (i32.shl (local.get $k) (i32.const 2))))
+      (block $coded (loop $code
+        (br_if $coded (i32.ge_u (local.get $p) (local.get $end)))
+        (v128.store align=2 (local.get $codes)
+          (i16x8.narrow_i32x4_s
+            (i32x4.trunc_sat_f32x4_s (f32x4.nearest (f32x4.mul (v128.load align=4 (local.get $p)) (local.get $inverse))))
+            (i32x4.trunc_sat_f32x4_s (f32x4.nearest (f32x4.mul (v128.load offset=16 align=4 (local.get $p)) (local.get $inverse))))))
+        (local.set $codes (i32.add (local.get $codes) (i32.const 16)))
+        (local.set $p (i32.add (local.get $p) (i32.const 32)))
+        (br $code)))
+      (local.set $row (i32.add (local.get $row) (i32.const 1)))
+      (br $rows)))
+  )`;
+}
+
+/**
+ * gemm(codes, rowScales, m, k, weights, columnScales, n, out, rowBegin, rowEnd):
+ * out[r, c] = float(Σ_k codes[r, k] · w[k, c]) · (columnScales[c] · rowScales[r])
+ * for rows rowBegin..rowEnd-1 of the [m, n] output (n a multiple of 8, k of 8),
+ * so that threads can share one product by rows. Each step rounds to float32.
+ */
+function gemm(): string {
+  const rows = Array.from({ length: TILE_ROWS }, (_, r) => r);
+  const halves = ['lo', 'hi'];
+  const accumulators = rows.flatMap((r) => halves.map((h) => `$acc${r}${h}`));
+  const locals = [
+    ...accumulators.map((a) => `(local ${a} v128)`),
+    ...rows.map((r) => `(local $a${r} i32)`),
+    '(local $wlo v128) (local $whi v128) (local $pair v128) (local $scale v128)',
+    '(local $blockStart i32) (local $blockEnd i32) (local $column i32) (local $row i32) (local $kp i32) (local $w i32) (local $wBlock i32)',
+    '(local $rowBytes i32) (local $last i32) (local $dest i32) (local $cs i32)',
+  ].join(' ');
+  // PAIRS_PER_STEP pairs of input rows per loop turn, at constant offsets: for each pair two widened
+  // half-blocks of weights, each row's pair splatted, eight dots; the pointers move once per turn.
+  const step = Array.from({ length: PAIRS_PER_STEP }, (_, p) => [
+    `(local.set $wlo (v128.load8x8_s offset=${p * 16} (local.get $w)))`,
+    `(local.set $whi (v128.load8x8_s offset=${p * 16 + 8} (local.get $w)))`,
+    ...rows.flatMap((r) => [
+      `(local.set $pair (v128.load32_splat offset=${p * 4} (local.get $a${r})))`,
+      `(local.set $acc${r}lo (i32x4.add (local.get $acc${r}lo) (i32x4.dot_i16x8_s (local.get $pair) (local.get $wlo))))`,
+      `(local.set $acc${r}hi (i32x4.add (local.get $acc${r}hi) (i32x4.dot_i16x8_s (local.get $pair) (local.get $whi))))`,
+    ]),
+  ]).flat();
+  step.push(
+    ...rows.map((r) => `(local.set $a${r} (i32.add (local.get $a${r}) (i32.const ${PAIRS_PER_STEP * 4})))`),
+    `(local.set $w (i32.add (local.get $w) (i32.const ${PAIRS_PER_STEP * 16})))`,
+  );
+  // Rows past the end read the last row again (never out of bounds) and are not stored.
+  const rowPointers = rows.map(
+    (r) =>
+      `(local.set $a${r} (i32.add (local.get $codes) (i32.mul (select (i32.add (local.get $row) (i32.const ${r})) (local.get $last) ` +
+      `(i32.lt_u (i32.add (local.get $row) (i32.const ${r})) (local.get $m))) (local.get $rowBytes))))`,
+  );
+  const stores = rows.map(
+    (r) => `(if (i32.lt_u (i32.add (local.get $row) (i32.const ${r})) (local.get $rowEnd)) (then
+          (local.set $scale (f32x4.splat (f32.load (i32.add (local.get $rowScales) (i32.shl (i32.add (local.get $row) (i32.const ${r})) (i32.const 2))))))
+          (local.set $dest (i32.add (local.get $out) (i32.shl (i32.add (i32.mul (i32.add (local.get $row) (i32.const ${r})) (local.get $n)) (local.get $column)) (i32.const 2))))
+          (v128.store align=4 (local.get $dest) (f32x4.mul (f32x4.convert_i32x4_s (local.get $acc${r}lo)) (f32x4.mul (v128.load align=4 (local.get $cs)) (local.get $scale))))
+          (v128.store offset=16 align=4 (local.get $dest) (f32x4.mul (f32x4.convert_i32x4_s (local.get $acc${r}hi)) (f32x4.mul (v128.load offset=16 align=4 (local.get $cs)) (local.get $scale))))))`,
+  );
+  return `  (func (export "gemm") (param $codes i32) (param $rowScales i32) (param $m i32) (param $k i32) (param $weights i32) (param $columnScales i32) (param $n i32) (param $out i32) (param $rowBegin i32) (param $rowEnd i32)
+    ${locals}
+    (local.set $rowBytes (i32.shl (local.get $k) (i32.const 1)))
+    (local.set $last (i32.sub (local.get $m) (i32.const 1)))
+    (local.set $blockStart (local.get $rowBegin))
+    (block $blocksDone (loop $blocks
+      (br_if $blocksDone (i32.ge_u (local.get $blockStart) (local.get $rowEnd)))
+      (local.set $blockEnd (select (i32.add (local.get $blockStart) (i32.const ${ROW_BLOCK})) (local.get $rowEnd)
+        (i32.lt_u (i32.add (local.get $blockStart) (i32.const ${ROW_BLOCK})) (local.get $rowEnd))))
+      (local.set $column (i32.const 0))
+      (local.set $wBlock (local.get $weights))
+      (block $columnsDone (loop $columns
+        (br_if $columnsDone (i32.ge_u (local.get $column) (local.get $n)))
+        (local.set $cs (i32.add (local.get $columnScales) (i32.shl (local.get $column) (i32.const 2))))
+        (local.set $row (local.get $blockStart))
+        (block $tilesDone (loop $tiles
+          (br_if $tilesDone (i32.ge_u (local.get $row) (local.get $blockEnd)))
+          ${accumulators.map((a) => `(local.set ${a} (v128.const i32x4 0 0 0 0))`).join('\n          ')}
+          ${rowPointers.join('\n          ')}
+          (local.set $w (local.get $wBlock))
+          (local.set $kp (i32.div_u (local.get $k) (i32.const ${2 * PAIRS_PER_STEP})))
+          (block $pairsDone (loop $pairs
+            (br_if $pairsDone (i32.eqz (local.get $kp)))
+            ${step.join('\n            ')}
+            (local.set $kp (i32.sub (local.get $kp) (i32.const 1)))
+            (br $pairs)))
+          ${stores.join('\n          ')}
+          (local.set $row (i32.add (local.get $row) (i32.const ${TILE_ROWS})))
+          (br $tiles)))
+        (local.set $wBlock (i32.add (local.get $wBlock) (i32.shl (local.get $k) (i32.const 3))))
+        (local.set $column (i32.add (local.get $column) (i32.const ${TILE_COLUMNS})))
+        (br $columns)))
+      (local.set $blockStart (local.get $blockEnd))
+      (br $blocks)))
+  )`;
+}

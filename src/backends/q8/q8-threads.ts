@@ -1,0 +1,94 @@
+import { Worker } from 'node:worker_threads';
+import type { Q8Kernels, WasmMemory } from './kernel-module.js';
+
+/**
+ * The q8 product on every core: threads of our own that share the threaded
+ * wasm build's memory, each with the kernel module instantiated on it, split
+ * a product by rows with the calling thread. They are woken and waited for
+ * with `Atomics` on a small shared control block, no messages: a wake-up costs
+ * microseconds, against milliseconds for a product worth splitting.
+ *
+ * Control block (int32): slot 0 the generation (negative: stop); for helper
+ * i, 16 slots from 16·(i+1): the 10 arguments of `gemm`, then at +15 the
+ * generation it last finished.
+ */
+const SLOTS = 16;
+const DONE = 15;
+
+/** Below this many rows per thread, waking a helper costs more than it saves. */
+export const MIN_ROWS_PER_THREAD = 16;
+
+/** The helper's whole program; an eval'd worker, so that it loads from `src/` and `dist/` alike. */
+const HELPER = `
+const { workerData } = require('node:worker_threads');
+const { module, memory, control, index } = workerData;
+const { gemm } = new WebAssembly.Instance(module, { env: { memory } }).exports;
+const c = new Int32Array(control);
+const base = ${SLOTS} * (index + 1);
+let seen = 0;
+for (;;) {
+  Atomics.wait(c, 0, seen);
+  const generation = Atomics.load(c, 0);
+  if (generation < 0) break;
+  if (generation === seen) continue;
+  seen = generation;
+  gemm(c[base], c[base + 1], c[base + 2], c[base + 3], c[base + 4], c[base + 5], c[base + 6], c[base + 7], c[base + 8], c[base + 9]);
+  Atomics.store(c, base + ${DONE}, generation);
+  Atomics.notify(c, base + ${DONE});
+}
+`;
+
+export class Q8ThreadPool {
+  private readonly control: Int32Array;
+  private readonly workers: Worker[];
+  private generation = 0;
+
+  /** `helpers` threads besides the caller's, on `memory` (shared; none needed without helpers), running `module`. */
+  constructor(
+    module: object,
+    memory: WasmMemory | undefined,
+    helpers: number,
+    private readonly kernels: Q8Kernels,
+  ) {
+    this.control = new Int32Array(new SharedArrayBuffer((helpers + 1) * SLOTS * 4));
+    this.workers = Array.from({ length: helpers }, (_, index) => {
+      const worker = new Worker(HELPER, { eval: true, workerData: { module, memory, control: this.control.buffer, index } });
+      // Idle helpers wait on the control block; they must not keep the process alive.
+      worker.unref();
+      return worker;
+    });
+  }
+
+  get threads(): number {
+    return this.workers.length + 1;
+  }
+
+  /** `kernels.gemm` over all rows, split by rows over the helpers and the calling thread. */
+  gemm(codes: number, rowScales: number, m: number, k: number, weights: number, columnScales: number, n: number, out: number): void {
+    const parts = Math.max(1, Math.min(this.threads, Math.floor(m / MIN_ROWS_PER_THREAD)));
+    if (parts === 1) return this.kernels.gemm(codes, rowScales, m, k, weights, columnScales, n, out, 0, m);
+    // Whole tiles of 4 rows per part, the caller's last (it may be short).
+    const share = Math.ceil(m / parts / 4) * 4;
+    const generation = ++this.generation;
+    const helpers = parts - 1;
+    for (let i = 0; i < helpers; i++) {
+      this.control.set([codes, rowScales, m, k, weights, columnScales, n, out, Math.min(m, i * share), Math.min(m, (i + 1) * share)], SLOTS * (i + 1));
+    }
+    // Helpers without a share this time get an empty range, and answer at once.
+    for (let i = helpers; i < this.workers.length; i++) this.control.set([0, 0], SLOTS * (i + 1) + 8);
+    Atomics.store(this.control, 0, generation);
+    Atomics.notify(this.control, 0);
+    this.kernels.gemm(codes, rowScales, m, k, weights, columnScales, n, out, Math.min(m, helpers * share), m);
+    for (let i = 0; i < this.workers.length; i++) {
+      const done = SLOTS * (i + 1) + DONE;
+      while (Atomics.load(this.control, done) !== generation) Atomics.wait(this.control, done, Atomics.load(this.control, done));
+    }
+  }
+
+  /** Stops the helpers. */
+  close(): void {
+    Atomics.store(this.control, 0, -1);
+    Atomics.notify(this.control, 0);
+    for (const worker of this.workers) void worker.terminate();
+  }
+}

@@ -1,0 +1,107 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { Q8_MATMUL } from '../../model/projection.js';
+import { WASM_SLICE_FOR_VERSION } from '../wasm-slice.js';
+import { wasmThreadCount } from '../wasm-threads.js';
+import { instantiateQ8Kernels, q8KernelModule, type Q8Kernels, type WasmMemory } from './kernel-module.js';
+import { Q8ThreadPool } from './q8-threads.js';
+import type { CodePlacer } from './q8-packer.js';
+
+/**
+ * The q8 product on the wasm backend: our kernel module (`gemm-wat.ts`)
+ * instantiated on tfjs-backend-wasm's own memory, reading its inputs where
+ * tfjs keeps them and writing into the output tensor it allocates, with no
+ * copies. That reads tfjs 4.22's internals: the Emscripten module's memory
+ * (`wasmMemory` on the threaded build, `asm.memory` on the other), `_malloc`
+ * and `_free`, and each tensor's `memoryOffset`.
+ */
+export const WASM_Q8_FOR_VERSION = WASM_SLICE_FOR_VERSION;
+
+interface EmscriptenModule {
+  _malloc(bytes: number): number;
+  _free(pointer: number): void;
+  HEAPU8: Uint8Array;
+  wasmMemory?: WasmMemory;
+  asm?: { memory?: WasmMemory };
+}
+
+interface WasmBackendInternals {
+  wasm: EmscriptenModule;
+  dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
+  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
+}
+
+const ALIGNMENT = 64;
+const align = (address: number) => Math.ceil(address / ALIGNMENT) * ALIGNMENT;
+
+let kernels: Q8Kernels | undefined;
+/** On the threaded build, helpers that split each product with the calling thread; made at the first q8 product. */
+let pool: Q8ThreadPool | undefined;
+let threadedMemory: WasmMemory | undefined;
+
+function backendInternals(): WasmBackendInternals {
+  return tf.findBackend('wasm') as unknown as WasmBackendInternals;
+}
+
+function memoryOf(backend: WasmBackendInternals): WasmMemory | undefined {
+  return backend.wasm.wasmMemory ?? backend.wasm.asm?.memory;
+}
+
+/**
+ * Registers the q8 kernel once per process on the release whose internals it
+ * reads; call after the wasm backend has started. Returns why `dtype: 'q8'`
+ * cannot run here, or undefined.
+ */
+export function installWasmQ8(wasmVersion: string): string | undefined {
+  if (kernels !== undefined) return undefined;
+  if (wasmVersion !== WASM_Q8_FOR_VERSION) return `q8 needs @tensorflow/tfjs-backend-wasm ${WASM_Q8_FOR_VERSION}, whose memory its kernel reads; this is ${wasmVersion}`;
+  const backend = backendInternals();
+  const memory = backend === null ? undefined : memoryOf(backend);
+  if (memory === undefined) return 'the wasm backend has not started, or its memory is not where tfjs 4.22 keeps it';
+  kernels = instantiateQ8Kernels(memory);
+  if (typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer) threadedMemory = memory;
+  tf.registerKernel({ kernelName: Q8_MATMUL, backendName: 'wasm', kernelFunc: q8MatMul as unknown as tf.KernelFunc });
+  return undefined;
+}
+
+function q8MatMul({ inputs, backend }: { inputs: { x: tf.TensorInfo; codes: tf.TensorInfo; scales: tf.TensorInfo }; backend: WasmBackendInternals }): tf.TensorInfo {
+  const [M, K] = inputs.x.shape;
+  const N = inputs.scales.shape[0];
+  const out = backend.makeOutput([M, N], 'float32');
+  const offset = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId)!.memoryOffset;
+  // Each row's codes and scale, aligned as the weights are.
+  const scratch = backend.wasm._malloc(M * K * 2 + M * 4 + 2 * ALIGNMENT);
+  try {
+    const codes = align(scratch);
+    const rowScales = align(codes + M * K * 2);
+    kernels!.quantize_rows(offset(inputs.x), M, K, codes, rowScales);
+    productPool().gemm(codes, rowScales, M, K, align(offset(inputs.codes)), offset(inputs.scales), N, offset(out));
+  } finally {
+    backend.wasm._free(scratch);
+  }
+  return out;
+}
+
+/** The thread pool for the backend's threads (one thread, the caller alone, on the single-threaded build). */
+function productPool(): Q8ThreadPool {
+  if (pool === undefined) {
+    const helpers = threadedMemory === undefined ? 0 : wasmThreadCount() - 1;
+    pool = new Q8ThreadPool(q8KernelModule(threadedMemory !== undefined), threadedMemory, helpers, kernels!);
+  }
+  return pool;
+}
+
+/** Codes in the wasm heap, from the tensor's first 64-byte boundary, where the kernel reads them. */
+export const placeInWasmHeap: CodePlacer = (words, write) => {
+  const backend = backendInternals();
+  const info = backend.makeOutput([words], 'int32');
+  const start = align(backend.dataIdMap.get(info.dataId)!.memoryOffset);
+  const tensor = tf.engine().makeTensorFromTensorInfo(info) as tf.Tensor1D;
+  // The view is taken after the allocation, which may have grown (and so replaced) the heap, and used before the next.
+  try {
+    write(new Int8Array(backend.wasm.HEAPU8.buffer, start, (words - 16) * 4));
+  } catch (error) {
+    tensor.dispose();
+    throw error;
+  }
+  return tensor;
+};

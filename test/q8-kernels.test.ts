@@ -1,0 +1,126 @@
+import { describe, expect, it } from 'vitest';
+import { instantiateQ8Kernels, type WasmMemory } from '../src/backends/q8/kernel-module.js';
+import { packedIndex, q8MatMulReference, quantizeRows, quantizeWeight, roundHalfEven } from '../src/backends/q8/quantize-weights.js';
+
+/** A deterministic generator, so that a failure names inputs that can be remade. */
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 2 ** 32;
+  };
+}
+
+function matrix(rows: number, columns: number, seed: number, spread = 1): Float32Array {
+  const next = random(seed);
+  return Float32Array.from({ length: rows * columns }, () => (next() * 2 - 1) * spread);
+}
+
+/** Lays out arrays 64-byte aligned in a fresh memory and runs the kernels on it. */
+function onMemory(shared: boolean) {
+  const Memory = (globalThis as unknown as { WebAssembly: { Memory: new (d: object) => WasmMemory } }).WebAssembly.Memory;
+  const memory = new Memory({ initial: 64, maximum: 65536, shared });
+  const kernels = instantiateQ8Kernels(memory);
+  let next = 64;
+  const place = (bytes: number) => {
+    const at = next;
+    next = Math.ceil((next + bytes) / 64) * 64;
+    if (next > memory.buffer.byteLength) memory.grow(Math.ceil((next - memory.buffer.byteLength) / 65536));
+    return at;
+  };
+  return { memory, kernels, place };
+}
+
+describe.each([false, true])('q8 kernels (shared memory: %s)', (shared) => {
+  it.each([
+    [4, 16, 8],
+    [7, 64, 64],
+    [33, 256, 64],
+    [130, 768, 72],
+  ])('gemm of [%i, %i] × [%i, N] equals the exact integer reference bit for bit', (M, K, N) => {
+    const { memory, kernels, place } = onMemory(shared);
+    const x = matrix(M, K, M * 31 + K, 3);
+    const weight = quantizeWeight(matrix(K, N, K * 7 + N, 0.05), K, N);
+    const [xAt, codesAt, rowScalesAt, weightsAt, scalesAt, outAt] = [M * K * 4, M * K * 2, M * 4, K * N, N * 4, M * N * 4].map(place);
+    new Float32Array(memory.buffer, xAt, M * K).set(x);
+    new Int8Array(memory.buffer, weightsAt, K * N).set(weight.codes);
+    new Float32Array(memory.buffer, scalesAt, N).set(weight.scales);
+    kernels.quantize_rows(xAt, M, K, codesAt, rowScalesAt);
+    const rows = quantizeRows(x, M, K);
+    expect([...new Int16Array(memory.buffer, codesAt, M * K)]).toEqual([...rows.codes]);
+    expect([...new Float32Array(memory.buffer, rowScalesAt, M)]).toEqual([...rows.scales]);
+    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, 0, M);
+    const expected = q8MatMulReference(x, M, K, weight, N);
+    const actual = new Float32Array(memory.buffer, outAt, M * N);
+    const wrong = [...actual].findIndex((v, i) => !Object.is(v, expected[i]));
+    expect(wrong, wrong < 0 ? '' : `first mismatch at ${wrong}: ${actual[wrong]} against ${expected[wrong]}`).toBe(-1);
+  });
+
+  it('computes only the rows asked for, so that threads can split a product by rows', () => {
+    const [M, K, N] = [21, 32, 16];
+    const { memory, kernels, place } = onMemory(shared);
+    const x = matrix(M, K, 5);
+    const weight = quantizeWeight(matrix(K, N, 6), K, N);
+    const [xAt, codesAt, rowScalesAt, weightsAt, scalesAt, outAt] = [M * K * 4, M * K * 2, M * 4, K * N, N * 4, M * N * 4].map(place);
+    new Float32Array(memory.buffer, xAt, M * K).set(x);
+    new Int8Array(memory.buffer, weightsAt, K * N).set(weight.codes);
+    new Float32Array(memory.buffer, scalesAt, N).set(weight.scales);
+    new Float32Array(memory.buffer, outAt, M * N).fill(-1);
+    kernels.quantize_rows(xAt, M, K, codesAt, rowScalesAt);
+    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, 6, 13);
+    const expected = q8MatMulReference(x, M, K, weight, N);
+    const actual = new Float32Array(memory.buffer, outAt, M * N);
+    for (let m = 0; m < M; m++) {
+      const row = [...actual.subarray(m * N, (m + 1) * N)];
+      expect(row, `row ${m}`).toEqual(m >= 6 && m < 13 ? [...expected.subarray(m * N, (m + 1) * N)] : new Array(N).fill(-1));
+    }
+  });
+
+  it('sums without overflow or saturation at the largest codes over a long row', () => {
+    const [M, K, N] = [4, 3072, 8];
+    const { memory, kernels, place } = onMemory(shared);
+    // Every activation and weight at ±full scale: each column's sum is ±127²·K, far beyond int16.
+    const x = Float32Array.from({ length: M * K }, (_, i) => (i % 3 === 0 ? -2 : 2));
+    const w = Float32Array.from({ length: K * N }, (_, i) => (Math.floor(i / N) % 3 === 0 ? -0.5 : 0.5) * (i % N === 0 ? -1 : 1));
+    const weight = quantizeWeight(w, K, N);
+    const [xAt, codesAt, rowScalesAt, weightsAt, scalesAt, outAt] = [M * K * 4, M * K * 2, M * 4, K * N, N * 4, M * N * 4].map(place);
+    new Float32Array(memory.buffer, xAt, M * K).set(x);
+    new Int8Array(memory.buffer, weightsAt, K * N).set(weight.codes);
+    new Float32Array(memory.buffer, scalesAt, N).set(weight.scales);
+    kernels.quantize_rows(xAt, M, K, codesAt, rowScalesAt);
+    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, 0, M);
+    const out = new Float32Array(memory.buffer, outAt, M * N);
+    // x·w is exactly representable here: every product is ±1, K of them.
+    for (let n = 0; n < N; n++) expect(out[n]).toBeCloseTo((n === 0 ? -1 : 1) * K, 2);
+  });
+});
+
+describe('q8 quantization in JavaScript', () => {
+  it('rounds halves to even, as f32x4.nearest does', () => {
+    expect([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4999, -2.5001].map((v) => roundHalfEven(v) + 0)).toEqual([0, 2, 2, 0, -2, -2, 2, -3]);
+  });
+
+  it('packs w(k, n) into 8-column blocks of K-pairs', () => {
+    const [K, N] = [4, 16];
+    const seen = new Set<number>();
+    for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) seen.add(packedIndex(k, n, K));
+    expect(seen.size).toBe(K * N);
+    expect(Math.max(...seen)).toBe(K * N - 1);
+    expect([packedIndex(0, 0, K), packedIndex(1, 0, K), packedIndex(0, 1, K), packedIndex(2, 0, K), packedIndex(0, 8, K)]).toEqual([0, 1, 2, 16, 32]);
+  });
+
+  it('keeps each column within half a step of its float value, and a zero column at zero', () => {
+    const [K, N] = [64, 16];
+    const w = matrix(K, N, 9, 0.1);
+    for (let k = 0; k < K; k++) w[k * N + 3] = 0;
+    const { codes, scales } = quantizeWeight(w, K, N);
+    expect(scales[3]).toBe(0);
+    for (let k = 0; k < K; k++) {
+      for (let n = 0; n < N; n++) {
+        const c = codes[packedIndex(k, n, K)];
+        expect(Math.abs(c)).toBeLessThanOrEqual(127);
+        expect(Math.abs(c * scales[n] - w[k * N + n])).toBeLessThanOrEqual(scales[n] / 2 + 1e-9);
+      }
+    }
+  });
+});
