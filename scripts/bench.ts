@@ -1,12 +1,14 @@
 /**
- * npm run bench [-- --backend(s) wasm,webgpu --sets a,b,c,d --configs 1x1,2x1,1x2 --fraction 0.25 --startups 5]
+ * npm run bench [-- --backend(s) wasm,webgpu --sets a,b,c,d --configs 1x1,2x1,1x2 --dtypes fp32,q8 --fraction 0.25 --startups 5]
  *
  * Measures the model per backend on a full-size random checkpoint (built once
  * under weights/bench-random): throughput per benchmark set next to the
  * backend's raw matMul rate measured in the same run (the roofline), and
  * start-up: the time to read the weights file, to load, the first call, the
  * median single-text latency and resident memory. On wasm each runs per
- * configuration of worker threads × wasm threads. Start-up figures move by
+ * configuration of worker threads × wasm threads, in each weight precision
+ * (`--dtypes`, on wasm fp32 and q8, with q8's fidelity against fp32 on the
+ * first set and its speed as ratios). Start-up figures move by
  * ±10% from one process to the next on a shared machine: `--startups N` runs
  * N start-ups per configuration and reports each figure's median, and the
  * median of each run's ratios. Then `--concurrent-calls N` (32) single-text
@@ -24,6 +26,7 @@ import { webGpuAdapter } from '../src/backends/webgpu/device.js';
 import { ensureRandomCheckpoint } from './bench/random-checkpoint.js';
 import { benchSearch } from './bench/search.js';
 import { flopsPerToken, SETS, type SetName } from './bench/sets.js';
+import type { Dtype } from '../src/model/projection.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const cores = availableParallelism();
@@ -36,6 +39,7 @@ const { values } = parseArgs({
     configs: { type: 'string', default: [...new Set(['1x1', `${cores}x1`, `1x${cores}`])].join(',') },
     fraction: { type: 'string', default: '1' },
     startups: { type: 'string', default: '1' },
+    dtypes: { type: 'string', default: 'fp32,q8' },
     'concurrent-calls': { type: 'string', default: '32' },
   },
 });
@@ -45,6 +49,7 @@ if (!Number.isInteger(startups) || startups < 1) throw new Error(`--startups mus
 const model = ensureRandomCheckpoint(`${ROOT}weights/bench-random`, `${ROOT}test/fixtures/nomic-embed-text-v1.5/tokenizer.json`);
 const backends = ((values.backends ?? values.backend)?.split(',') as BackendName[] | undefined) ?? (await availableBackends());
 const sets = values.sets!.split(',').filter((s) => s !== '') as SetName[];
+const dtypes = values.dtypes!.split(',') as Dtype[];
 const configs = values.configs!.split(',').map((c) => {
   const [workers, threads] = c.split('x').map(Number);
   return { workers, threads, label: `${workers}w×${threads}t` };
@@ -72,9 +77,9 @@ function child(args: string[]): Record<string, unknown> {
 }
 
 const results: Record<string, unknown>[] = [];
-const rows: string[][] = [['backend', 'workers × threads', 'input', 'tokens/s', 'texts/s', 'roofline tok/s', 'of roofline', 'peak RSS', 'peak tensors']];
+const rows: string[][] = [['backend', 'dtype', 'workers × threads', 'input', 'tokens/s', 'texts/s', 'roofline tok/s', 'of roofline', 'peak RSS', 'peak tensors']];
 const startupRows: string[][] = [
-  ['backend', 'workers × threads', 'file read', 'load', 'load / read', 'first call', 'second call', 'first / second', 'one text (median)', 'RSS after warm-up', 'peak RSS'],
+  ['backend', 'dtype', 'workers × threads', 'file read', 'load', 'load / read', 'first call', 'second call', 'first / second', 'one text (median)', 'RSS after warm-up', 'peak RSS'],
 ];
 const gib = (bytes: number) => `${(bytes / 2 ** 30).toFixed(2)} GiB`;
 const median = (xs: number[]) => {
@@ -96,15 +101,20 @@ for (const backend of backends) {
   const where = adapter === undefined ? 'on one thread' : `on ${adapter.description}${adapter.software ? ' (software)' : ''}`;
   console.error(`${backend}: raw matMul ${matmulGflops.toFixed(1)} GFLOP/s ${where}`);
   // Threads and worker threads are how wasm uses several cores; the other backends do it themselves.
-  for (const config of backend === 'wasm' ? configs : [{ workers: 1, threads: 1, label: '1w×1t' }]) {
-    const args = ['--model', model, '--backend', backend, '--workers', String(config.workers), '--threads', String(config.threads)];
-    console.error(`${backend}, ${config.label}: start-up${startups > 1 ? ` ×${startups}` : ''}...`);
+  const runsOf =
+    backend === 'wasm'
+      ? configs.flatMap((config) => dtypes.map((dtype) => ({ config, dtype })))
+      : [{ config: { workers: 1, threads: 1, label: '1w×1t' }, dtype: 'fp32' as Dtype }];
+  for (const { config, dtype } of runsOf) {
+    const args = ['--model', model, '--backend', backend, '--workers', String(config.workers), '--threads', String(config.threads), '--dtype', dtype];
+    console.error(`${backend}, ${dtype}, ${config.label}: start-up${startups > 1 ? ` ×${startups}` : ''}...`);
     const runs = Array.from({ length: startups }, () => child([...args, '--startup']) as Record<string, number>);
     const s = medianOf(runs);
-    results.push({ ...s, kind: 'startup', config: config.label, runs });
+    results.push({ ...s, kind: 'startup', config: config.label, dtype, runs });
     const ratio = (a: string, b: string) => `${median(runs.map((r) => r[a] / r[b])).toFixed(2)}×${startups > 1 ? ` (${range(runs.map((r) => r[a] / r[b]))})` : ''}`;
     startupRows.push([
       backend,
+      dtype,
       config.label,
       `${s.readMs.toFixed(0)} ms`,
       `${(s.loadMs / 1000).toFixed(2)} s`,
@@ -117,15 +127,16 @@ for (const backend of backends) {
       gib(s.peakRssBytes),
     ]);
     for (const set of sets) {
-      console.error(`${backend}, ${config.label}, ${SETS[set].label}...`);
+      console.error(`${backend}, ${dtype}, ${config.label}, ${SETS[set].label}...`);
       const r = child([...args, '--set', set, '--fraction', values.fraction!]);
       const roofline = (matmulGflops * 1e9) / flopsPerToken(SETS[set].tokens);
       // On wasm the roofline is one thread's: the run is held to it times the cores it used.
       const used = backend === 'wasm' ? config.workers * config.threads : 1;
       const fraction = (r.tokensPerSecond as number) / (roofline * used);
-      results.push({ ...r, config: config.label, kind: 'model', rooflineTokensPerSecond: roofline, fractionOfRoofline: fraction });
+      results.push({ ...r, config: config.label, dtype, kind: 'model', rooflineTokensPerSecond: roofline, fractionOfRoofline: fraction });
       rows.push([
         backend,
+        dtype,
         config.label,
         SETS[set].label,
         (r.tokensPerSecond as number).toFixed(1),
@@ -147,8 +158,8 @@ console.log(table(rows));
 console.log();
 console.log(table(startupRows));
 // The threaded build against the worker pool, on the same cores.
-const pick = (label: string, kind: string, set?: string) =>
-  results.find((r) => r.backend === 'wasm' && r.config === label && (r.kind ?? 'model') === kind && (set === undefined || r.set === set));
+const pick = (label: string, kind: string, set?: string, dtype: Dtype = 'fp32') =>
+  results.find((r) => r.backend === 'wasm' && r.config === label && r.dtype === dtype && (r.kind ?? 'model') === kind && (set === undefined || r.set === set));
 const pool = `${cores}w×1t`;
 const threaded = `1w×${cores}t`;
 if (cores > 1 && pick(pool, 'startup') && pick(threaded, 'startup')) {
@@ -159,6 +170,33 @@ if (cores > 1 && pick(pool, 'startup') && pick(threaded, 'startup')) {
   }
   const [ts, ps] = [pick(threaded, 'startup')!, pick(pool, 'startup')!];
   console.log(`wasm: threads take ${ratio(ts.rssAfterWarmUpBytes, ps.rssAfterWarmUpBytes)}× the RSS after warm-up and ${ratio(ts.singleTextMs, ps.singleTextMs)}× the single-text latency of the pool`);
+}
+// q8 against fp32 in each configuration: speed as ratios of the same run, then fidelity on the first set.
+if (backends.includes('wasm') && dtypes.includes('q8') && dtypes.includes('fp32')) {
+  const ratio = (a: unknown, b: unknown) => ((a as number) / (b as number)).toFixed(2);
+  for (const { label } of configs) {
+    for (const set of sets) {
+      const [q, f] = [pick(label, 'model', set, 'q8'), pick(label, 'model', set, 'fp32')];
+      if (q && f) console.log(`wasm ${label} ${SETS[set].label}: q8 gives ${ratio(q.tokensPerSecond, f.tokensPerSecond)}× fp32's tokens/s`);
+    }
+    const [q, f] = [pick(label, 'startup', undefined, 'q8'), pick(label, 'startup', undefined, 'fp32')];
+    if (q && f) {
+      console.log(
+        `wasm ${label}: q8 takes ${ratio(q.singleTextMs, f.singleTextMs)}× fp32's single-text latency (${(q.singleTextMs as number).toFixed(0)} ms), ` +
+          `${ratio(q.rssAfterWarmUpBytes, f.rssAfterWarmUpBytes)}× its RSS after warm-up, and loads in ${ratio(q.loadMs, q.readMs)}× reading the file`,
+      );
+    }
+  }
+  if (sets.length > 0) {
+    const last = configs[configs.length - 1];
+    console.error(`wasm, q8 against fp32 on ${SETS[sets[0]].label}...`);
+    const fidelity = child(['--model', model, '--backend', 'wasm', '--workers', String(last.workers), '--threads', String(last.threads), '--fidelity', '--set', sets[0], '--fraction', values.fraction!]);
+    results.push(fidelity);
+    console.log(
+      `wasm q8 against fp32, ${fidelity.texts as number} texts of ${SETS[sets[0]].label}: cosine ${(fidelity.meanCosine as number).toFixed(5)} on average, ` +
+        `${(fidelity.worstCosine as number).toFixed(5)} at worst; ${((fidelity.meanTop10Overlap as number) * 100).toFixed(1)}% of each text's top-10 neighbours the same`,
+    );
+  }
 }
 const concurrentCalls = Number(values['concurrent-calls']);
 if (concurrentCalls > 0) {

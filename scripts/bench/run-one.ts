@@ -25,6 +25,7 @@ const { values } = parseArgs({
     roofline: { type: 'boolean' },
     concurrent: { type: 'string' },
     dtype: { type: 'string' },
+    fidelity: { type: 'boolean' },
   },
 });
 const backend = values.backend as BackendName;
@@ -67,6 +68,34 @@ if (values.roofline) {
     secondCallMs,
     singleTextMs: later.sort((a, b) => a - b)[later.length >> 1],
     rssAfterWarmUpBytes: rssAfterWarmUp,
+  });
+} else if (values.fidelity) {
+  // q8 against float32 on the same texts and backend: per-text cosine of the normalised embeddings, and how
+  // many of each text's 10 nearest neighbours among the others (by cosine) both find.
+  const texts = loadSet(values.set as SetName, Number(values.fraction ?? 1));
+  const [fp32, q8] = [await loadEmbedder(values.model!, { ...options(), dtype: 'fp32' }), await loadEmbedder(values.model!, { ...options(), dtype: 'q8' })];
+  const exact = (await fp32.embed(texts, { maxBatchTokens: 8192 })).embeddings;
+  const quantized = (await q8.embed(texts, { maxBatchTokens: 8192 })).embeddings;
+  await fp32.dispose();
+  const dot = (a: Float32Array, b: Float32Array) => a.reduce((sum, x, i) => sum + x * b[i], 0);
+  const cosines = exact.map((v, i) => dot(v, quantized[i]));
+  const nearest = (vectors: Float32Array[], i: number) =>
+    vectors
+      .map((v, j) => ({ j, score: j === i ? -Infinity : dot(vectors[i], v) }))
+      .sort((a, b) => b.score - a.score)
+      .slice(0, 10)
+      .map((n) => n.j);
+  const overlaps = exact.map((_, i) => {
+    const mine = new Set(nearest(exact, i));
+    return nearest(quantized, i).filter((j) => mine.has(j)).length / 10;
+  });
+  await report(q8, {
+    kind: 'fidelity',
+    set: values.set,
+    texts: texts.length,
+    meanCosine: cosines.reduce((a, b) => a + b, 0) / cosines.length,
+    worstCosine: Math.min(...cosines),
+    meanTop10Overlap: overlaps.reduce((a, b) => a + b, 0) / overlaps.length,
   });
 } else if (values.concurrent !== undefined) {
   // N single-text calls awaited one after another, against the same N calls made at once (which the embedder's
