@@ -79,15 +79,18 @@ if (values.roofline) {
   await fp32.dispose();
   const dot = (a: Float32Array, b: Float32Array) => a.reduce((sum, x, i) => sum + x * b[i], 0);
   const cosines = exact.map((v, i) => dot(v, quantized[i]));
+  // Ten neighbours, or all the others where there are fewer.
+  const k = Math.min(10, texts.length - 1);
   const nearest = (vectors: Float32Array[], i: number) =>
     vectors
-      .map((v, j) => ({ j, score: j === i ? -Infinity : dot(vectors[i], v) }))
+      .map((v, j) => ({ j, score: dot(vectors[i], v) }))
+      .filter((n) => n.j !== i)
       .sort((a, b) => b.score - a.score)
-      .slice(0, 10)
+      .slice(0, k)
       .map((n) => n.j);
   const overlaps = exact.map((_, i) => {
     const mine = new Set(nearest(exact, i));
-    return nearest(quantized, i).filter((j) => mine.has(j)).length / 10;
+    return nearest(quantized, i).filter((j) => mine.has(j)).length / k;
   });
   await report(q8, {
     kind: 'fidelity',
