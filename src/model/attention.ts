@@ -54,9 +54,9 @@ export function selfAttention(weights: AttentionWeights, x: tf.Tensor2D, ctx: At
     const rotated = (w: Projection, scale: number) =>
       tf.tidy(() => {
         const projected = project(x, w); // [B·T, D]
-        const rotated = rotaryHeads(projected, ctx.rotary, B, H, scale); // [B, H, T, hd]
+        const heads = rotaryHeads(projected, ctx.rotary, B, H, scale); // [B, H, T, hd]
         projected.dispose();
-        return rotated;
+        return heads;
       });
     // Scaling q before the product costs T·hd multiplies instead of T².
     const queries = rotated(weights.q, 1 / Math.sqrt(hd));

@@ -5,10 +5,10 @@ import { applyRotary, type RotaryTables } from './rotary.js';
 /**
  * Operations that a backend may run as one fused kernel of its own. The ops
  * live here, with the model; the kernels live with their backend
- * (`backends/webgpu`, `backends/wasm-fused.ts`) and register under these names, as tfjs's own ops and
- * kernels are split. Where no kernel is registered, `residualLayerNorm` and
- * `rotaryHeads` fall back to their tfjs composites, which are also what their
- * kernels are tested against.
+ * (`backends/webgpu`, `backends/wasm-fused.ts`) and register under these
+ * names, as tfjs's own ops and kernels are split. Where no kernel is
+ * registered, `residualLayerNorm` and `rotaryHeads` fall back to their tfjs
+ * composites, which are also what their kernels are tested against.
  */
 
 /** Rotary, scale and softmax(q·kᵀ + bias)·v in one pass, with a blockwise online softmax. */
