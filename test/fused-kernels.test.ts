@@ -16,7 +16,7 @@ import {
   SWIGLU,
 } from '../src/model/fused-ops.js';
 import { MASKED_SCORE } from '../src/model/attention.js';
-import { applyRotary, rotaryTable } from '../src/model/rotary.js';
+import { applyRotary, stackedRotaryTables } from '../src/model/rotary.js';
 import { isOutOfMemory } from '../src/pipeline/out-of-memory.js';
 import { expectClose } from './helpers/fixtures.js';
 import { webGpuSuite } from './helpers/webgpu.js';
@@ -48,13 +48,7 @@ function compositeAttention(
 /** Rotary tables [R, T, hd/2]: one per row when `perRow`, each with its own base, as NTK scaling makes them. */
 function tables(B: number, T: number, hd: number, perRow: boolean) {
   const rows = perRow ? B : 1;
-  const cos = new Float32Array(rows * T * (hd / 2));
-  const sin = new Float32Array(rows * T * (hd / 2));
-  for (let r = 0; r < rows; r++) {
-    const table = rotaryTable(1000 * (r + 1), hd, T);
-    cos.set(table.cos, r * table.cos.length);
-    sin.set(table.sin, r * table.sin.length);
-  }
+  const { cos, sin } = stackedRotaryTables(Array.from({ length: rows }, (_, r) => 1000 * (r + 1)), hd, T);
   return { cos: tf.tensor3d(cos, [rows, T, hd / 2]), sin: tf.tensor3d(sin, [rows, T, hd / 2]) };
 }
 

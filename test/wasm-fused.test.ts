@@ -9,7 +9,7 @@ import {
   rotaryHeads,
   rotaryHeadsComposite,
 } from '../src/model/fused-ops.js';
-import { rotaryTable, type RotaryTables } from '../src/model/rotary.js';
+import { stackedRotaryTables, type RotaryTables } from '../src/model/rotary.js';
 import { useBackend } from './helpers/backend.js';
 import { expectClose, maxAbsDiff } from './helpers/fixtures.js';
 
@@ -27,13 +27,7 @@ function layerNormFloat64(x: Float32Array, residual: Float32Array, gamma: Float3
 
 /** Tables [R, 1, T, hd/2], each row with its own base when R > 1, as NTK scaling makes them. */
 function tables(rows: number, T: number, hd: number): RotaryTables {
-  const cos = new Float32Array(rows * T * (hd / 2));
-  const sin = new Float32Array(rows * T * (hd / 2));
-  for (let r = 0; r < rows; r++) {
-    const table = rotaryTable(1000 * (r + 1), hd, T);
-    cos.set(table.cos, r * table.cos.length);
-    sin.set(table.sin, r * table.sin.length);
-  }
+  const { cos, sin } = stackedRotaryTables(Array.from({ length: rows }, (_, r) => 1000 * (r + 1)), hd, T);
   return { cos: tf.tensor4d(cos, [rows, 1, T, hd / 2]), sin: tf.tensor4d(sin, [rows, 1, T, hd / 2]) };
 }
 

@@ -5,7 +5,7 @@ import {
   type ResidualLayerNormAttrs,
   type RotaryHeadsAttrs,
 } from '../model/fused-ops.js';
-import { WASM_SLICE_FOR_VERSION } from './wasm-slice.js';
+import { WASM_INTERNALS_VERSION, type WasmBackendInternals } from './wasm-internals.js';
 
 /**
  * The model's fused ops as wasm-backend kernels written in JavaScript over
@@ -22,12 +22,7 @@ import { WASM_SLICE_FOR_VERSION } from './wasm-slice.js';
  * composite's float32 sums.
  */
 
-interface WasmBackendLike {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(info: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-}
-
-type KernelArgs<I extends string, A> = { inputs: Record<I, tf.TensorInfo>; attrs: A; backend: WasmBackendLike };
+type KernelArgs<I extends string, A> = { inputs: Record<I, tf.TensorInfo>; attrs: A; backend: WasmBackendInternals };
 
 let installed = false;
 
@@ -37,7 +32,7 @@ let installed = false;
  * Returns why they were not registered, or undefined when they are.
  */
 export function installWasmFusedKernels(wasmVersion: string): string | undefined {
-  if (wasmVersion !== WASM_SLICE_FOR_VERSION) return `@tensorflow/tfjs-backend-wasm ${wasmVersion}: LayerNorm and rotary run as tfjs composites`;
+  if (wasmVersion !== WASM_INTERNALS_VERSION) return `@tensorflow/tfjs-backend-wasm ${wasmVersion}: LayerNorm and rotary run as tfjs composites`;
   if (installed) return undefined;
   if (tf.findBackend('wasm') === null) return 'the wasm backend is not registered';
   tf.registerKernel({

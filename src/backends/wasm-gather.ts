@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { replaceWasmKernel, WASM_SLICE_FOR_VERSION } from './wasm-slice.js';
+import { WASM_INTERNALS_VERSION, type WasmBackendInternals } from './wasm-internals.js';
+import { replaceWasmKernel } from './wasm-slice.js';
 
 /**
  * A faster path for the wasm backend's GatherV2 (tfjs 4.22) where the model
@@ -13,12 +14,7 @@ import { replaceWasmKernel, WASM_SLICE_FOR_VERSION } from './wasm-slice.js';
  * dimensions, strings) goes to the original kernel.
  */
 
-interface WasmBackendLike {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(info: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-}
-
-type GatherArgs = { inputs: { x: tf.TensorInfo; indices: tf.TensorInfo }; attrs: { axis: number; batchDims: number }; backend: WasmBackendLike };
+type GatherArgs = { inputs: { x: tf.TensorInfo; indices: tf.TensorInfo }; attrs: { axis: number; batchDims: number }; backend: WasmBackendInternals };
 
 let installed = false;
 
@@ -28,7 +24,7 @@ let installed = false;
  * wasm backend is registered. Returns why it was not installed, or undefined.
  */
 export function installWasmGather(wasmVersion: string): string | undefined {
-  if (wasmVersion !== WASM_SLICE_FOR_VERSION) return `@tensorflow/tfjs-backend-wasm ${wasmVersion}: its own GatherV2 kernel stays`;
+  if (wasmVersion !== WASM_INTERNALS_VERSION) return `@tensorflow/tfjs-backend-wasm ${wasmVersion}: its own GatherV2 kernel stays`;
   if (installed) return undefined;
   const failure = replaceWasmKernel<GatherArgs>('GatherV2', (args, original) => {
     const { x, indices } = args.inputs;

@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { version_wasm } from '@tensorflow/tfjs-backend-wasm';
+import { WASM_INTERNALS_VERSION, type WasmBackendInternals } from './wasm-internals.js';
 
 /**
  * A replacement for the wasm backend's Slice kernel (tfjs 4.22).
@@ -13,12 +14,7 @@ import { version_wasm } from '@tensorflow/tfjs-backend-wasm';
  * original kernel.
  */
 
-interface WasmBackendLike {
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-  typedArrayFromHeap(info: tf.TensorInfo): Float32Array | Int32Array | Uint8Array;
-}
-
-type SliceArgs = { inputs: { x: tf.TensorInfo }; attrs: { begin: number | number[]; size?: number | number[] }; backend: WasmBackendLike };
+type SliceArgs = { inputs: { x: tf.TensorInfo }; attrs: { begin: number | number[]; size?: number | number[] }; backend: WasmBackendInternals };
 
 let installed = false;
 
@@ -27,7 +23,7 @@ let installed = false;
  * backend's heap through `typedArrayFromHeap` and allocates with `makeOutput`,
  * internals another release may change. Any other version keeps its own kernel.
  */
-export const WASM_SLICE_FOR_VERSION = '4.22.0';
+export const WASM_SLICE_FOR_VERSION = WASM_INTERNALS_VERSION;
 
 /**
  * Installs the kernel once per process; call after the wasm backend is

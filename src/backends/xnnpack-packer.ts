@@ -2,7 +2,8 @@ import * as tf from '@tensorflow/tfjs-core';
 import { version_wasm } from '@tensorflow/tfjs-backend-wasm';
 import { BackendError } from '../errors.js';
 import type { WeightPacker } from '../model/build-model.js';
-import { packedCopyBytes, ResidentMemory, type HeapOwner } from './resident-memory.js';
+import { packedCopyBytes, ResidentMemory } from './resident-memory.js';
+import { WASM_INTERNALS_VERSION, type WasmBackendInternals } from './wasm-internals.js';
 import { allocateInWasmHeap, packForXnnpack, wasmHeapSlots } from './wasm-heap.js';
 
 /**
@@ -12,7 +13,7 @@ import { allocateInWasmHeap, packForXnnpack, wasmHeapSlots } from './wasm-heap.j
  * tensor frees the memory its `memoryOffset` names. Another release keeps
  * every weight's own memory.
  */
-export const PACKED_ONLY_FOR_VERSION = '4.22.0';
+export const PACKED_ONLY_FOR_VERSION = WASM_INTERNALS_VERSION;
 
 /** Copies of the projections a wasm model holds: XNNPACK's packed one, and on another release tfjs's as well. */
 export function wasmWeightCopies(wasmVersion: string = version_wasm): number {
@@ -21,12 +22,6 @@ export function wasmWeightCopies(wasmVersion: string = version_wasm): number {
 
 /** Staging buffers: as many reads in flight as Node has I/O threads by default. */
 const STAGING_BUFFERS = 4;
-
-interface WasmBackendInternals {
-  wasm: HeapOwner;
-  dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
-  makeOutput(shape: number[], dtype: 'float32', memoryOffset?: number): tf.TensorInfo;
-}
 
 /**
  * The projections' packer on the wasm backend. XNNPACK keeps its own packed

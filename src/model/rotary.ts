@@ -44,6 +44,19 @@ export function rotaryTable(base: number, headDim: number, positions: number): {
   return { cos, sin };
 }
 
+/** One table per base, stacked: cos and sin [bases, positions, d/2] row-major. */
+export function stackedRotaryTables(bases: readonly number[], headDim: number, positions: number): { cos: Float32Array; sin: Float32Array } {
+  const size = positions * (headDim / 2);
+  const cos = new Float32Array(bases.length * size);
+  const sin = new Float32Array(bases.length * size);
+  bases.forEach((base, row) => {
+    const table = rotaryTable(base, headDim, positions);
+    cos.set(table.cos, row * size);
+    sin.set(table.sin, row * size);
+  });
+  return { cos, sin };
+}
+
 export interface RotaryTables {
   /** [B or 1, 1, T, d/2]; broadcast over heads. */
   readonly cos: tf.Tensor4D;
@@ -71,20 +84,14 @@ export class RotaryEmbedding {
    */
   tables(lengths: readonly number[], T: number): RotaryTables {
     const half = this.settings.headDim / 2;
-    const scaled = lengths.some((length) => rotaryBase(this.settings, length) !== this.settings.base);
-    if (!scaled) {
+    const bases = lengths.map((length) => rotaryBase(this.settings, length));
+    if (bases.every((base) => base === this.settings.base)) {
       const plain = this.plainTable(T);
       const window = (table: tf.Tensor2D) =>
         tf.tidy(() => tf.reshape(tf.slice(table, [0, 0], [T, half]), [1, 1, T, half]) as tf.Tensor4D);
       return { cos: window(plain.cos), sin: window(plain.sin) };
     }
-    const cos = new Float32Array(lengths.length * T * half);
-    const sin = new Float32Array(lengths.length * T * half);
-    lengths.forEach((length, row) => {
-      const table = rotaryTable(rotaryBase(this.settings, length), this.settings.headDim, T);
-      cos.set(table.cos, row * T * half);
-      sin.set(table.sin, row * T * half);
-    });
+    const { cos, sin } = stackedRotaryTables(bases, this.settings.headDim, T);
     return {
       cos: tf.tensor4d(cos, [lengths.length, 1, T, half]),
       sin: tf.tensor4d(sin, [lengths.length, 1, T, half]),

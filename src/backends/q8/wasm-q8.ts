@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { Q8_MATMUL } from '../../model/projection.js';
-import { WASM_SLICE_FOR_VERSION } from '../wasm-slice.js';
+import { CODE_ALIGNMENT_BYTES, Q8_MATMUL } from '../../model/projection.js';
+import { WASM_INTERNALS_VERSION, type WasmBackendInternals } from '../wasm-internals.js';
 import { wasmThreadCount } from '../wasm-threads.js';
 import { instantiateQ8Kernels, q8KernelModule, type Q8Kernels, type WasmMemory } from './kernel-module.js';
 import { Q8ThreadPool } from './q8-threads.js';
@@ -14,23 +14,7 @@ import type { CodePlacer } from './q8-packer.js';
  * (`wasmMemory` on the threaded build, `asm.memory` on the other), `_malloc`
  * and `_free`, and each tensor's `memoryOffset`.
  */
-export const WASM_Q8_FOR_VERSION = WASM_SLICE_FOR_VERSION;
-
-interface EmscriptenModule {
-  _malloc(bytes: number): number;
-  _free(pointer: number): void;
-  HEAPU8: Uint8Array;
-  wasmMemory?: WasmMemory;
-  asm?: { memory?: WasmMemory };
-}
-
-interface WasmBackendInternals {
-  wasm: EmscriptenModule;
-  dataIdMap: { get(dataId: object): { memoryOffset: number } | undefined };
-  makeOutput(shape: number[], dtype: tf.DataType): tf.TensorInfo;
-}
-
-const ALIGNMENT = 64;
+const ALIGNMENT = CODE_ALIGNMENT_BYTES;
 const align = (address: number) => Math.ceil(address / ALIGNMENT) * ALIGNMENT;
 
 let kernels: Q8Kernels | undefined;
@@ -53,7 +37,7 @@ function memoryOf(backend: WasmBackendInternals): WasmMemory | undefined {
  */
 export function installWasmQ8(wasmVersion: string): string | undefined {
   if (kernels !== undefined) return undefined;
-  if (wasmVersion !== WASM_Q8_FOR_VERSION) return `q8 needs @tensorflow/tfjs-backend-wasm ${WASM_Q8_FOR_VERSION}, whose memory its kernel reads; this is ${wasmVersion}`;
+  if (wasmVersion !== WASM_INTERNALS_VERSION) return `q8 needs @tensorflow/tfjs-backend-wasm ${WASM_INTERNALS_VERSION}, whose memory its kernel reads; this is ${wasmVersion}`;
   const backend = backendInternals();
   const memory = backend === null ? undefined : memoryOf(backend);
   if (memory === undefined) return 'the wasm backend has not started, or its memory is not where tfjs 4.22 keeps it';
@@ -98,7 +82,7 @@ export const placeInWasmHeap: CodePlacer = (words, write) => {
   const tensor = tf.engine().makeTensorFromTensorInfo(info) as tf.Tensor1D;
   // The view is taken after the allocation, which may have grown (and so replaced) the heap, and used before the next.
   try {
-    write(new Int8Array(backend.wasm.HEAPU8.buffer, start, (words - 16) * 4));
+    write(new Int8Array(backend.wasm.HEAPU8.buffer, start, words * 4 - CODE_ALIGNMENT_BYTES));
   } catch (error) {
     tensor.dispose();
     throw error;
