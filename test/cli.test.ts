@@ -159,6 +159,7 @@ describe('nomic-embed command line', () => {
     [['embed', 'x'], /no model at weights\/nomic-embed-text-v1\.5; run `nomic-embed pull`/],
     [['frobnicate'], /unknown command "frobnicate"/],
     [['convert', MODEL], /convert needs SOURCE_DIR and OUT_DIR/],
+    [['convert', MODEL, 'out', '--dtype', 'int4'], /--dtype must be float32, float16, q8; got "int4"/],
     [['embed', '--model', MODEL, '--workers', '0', 'x'], /--workers must be an integer of at least 1/],
   ])('exits 2 with a message for bad arguments: %j', async (args, message) => {
     const r = await run(args as string[]);
@@ -217,6 +218,16 @@ describe('nomic-embed command line', () => {
     expect(c.stderr).toMatch(/wrote 26 tensors \(float32\)/);
     const r = await run(['embed', '--model', out, '--quiet', texts[3].text]);
     expectClose(parseJsonl(r.stdout)[0], texts[3].embedding, TOLERANCE.embedding, 'converted');
+  });
+
+  it('converts to q8, which embeds with --dtype q8', async () => {
+    const out = join(work, 'converted-q8');
+    const c = await run(['convert', MODEL, out, '--dtype', 'q8']);
+    expect(c.code).toBe(0);
+    expect(c.stderr).toMatch(/wrote 26 tensors \(q8\)/);
+    const r = await run(['embed', '--model', out, '--dtype', 'q8', '--quiet', texts[3].text]);
+    expect(r.code).toBe(0);
+    expect(cosine(Float32Array.from(parseJsonl(r.stdout)[0]), Float32Array.from(texts[3].embedding))).toBeGreaterThan(0.995);
   });
 
   it('npm run convert -- runs the same conversion', async () => {

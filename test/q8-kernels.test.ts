@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { instantiateQ8Kernels, type WasmMemory } from '../src/backends/q8/kernel-module.js';
-import { packedIndex, q8MatMulReference, quantizeRows, quantizeWeight, roundHalfEven } from '../src/backends/q8/quantize-weights.js';
+import { packedIndex, q8MatMulReference, quantizeRows, quantizeWeight, roundHalfEven } from '../src/weights/q8-codes.js';
 
 /** A deterministic generator, so that a failure names inputs that can be remade. */
 function random(seed: number): () => number {

@@ -10,7 +10,7 @@ import { allocateInWasmHeap, packForXnnpack, wasmHeapSlots } from '../src/backen
 import { xnnpackPacker } from '../src/backends/xnnpack-packer.js';
 import { ResidentMemory } from '../src/backends/resident-memory.js';
 import { threadsFailure } from '../src/backends/wasm-threads.js';
-import { q8MatMulReference, quantizeWeight } from '../src/backends/q8/quantize-weights.js';
+import { q8MatMulReference, quantizeWeight } from '../src/weights/q8-codes.js';
 import { placeInWasmHeap } from '../src/backends/q8/wasm-q8.js';
 import { codeWords, project } from '../src/model/projection.js';
 import { NonFiniteWeightError } from '../src/errors.js';
@@ -146,6 +146,23 @@ describe('the threaded WebAssembly build', () => {
     const memoryOffset = (t: tf.Tensor) => (tf.backend() as unknown as { getMemoryOffset(dataId: object): number }).getMemoryOffset(t.dataId);
     const projectionsOf = (model: NomicBertModel) =>
       (model as unknown as { layers: BlockWeights[] }).layers.flatMap(({ attention: a, mlp: m }) => [a.q, a.k, a.v, a.out, m.up, m.gate, m.down] as tf.Tensor[]);
+
+    it("takes a q8 checkpoint's codes as they are, and embeds as quantizing at load does", async () => {
+      const q8 = join(work, 'q8');
+      convertWeights(fixtureDir('nomic-tiny'), q8, { dtype: 'q8' });
+      const codeReads = vi.spyOn(SafetensorsFile.prototype, 'readInt8Into');
+      const [fromCodes, fromFloats] = [await loadEmbedder(q8, { backend: 'wasm', dtype: 'q8' }), await loadEmbedder(converted, { backend: 'wasm', dtype: 'q8' })];
+      try {
+        // q, k, v, out, up, gate and down of both layers.
+        expect(codeReads).toHaveBeenCalledTimes(14);
+        const texts = reference('nomic-tiny').texts.map((t) => t.text);
+        const [a, b] = [(await fromCodes.embed(texts)).embeddings, (await fromFloats.embed(texts)).embeddings];
+        a.forEach((v, i) => expect(v, texts[i]).toEqual(b[i]));
+      } finally {
+        await fromCodes.dispose();
+        await fromFloats.dispose();
+      }
+    });
 
     it('reads on I/O threads, packs every projection as it arrives, and matches the upstream model', async () => {
       const asyncReads = vi.spyOn(SafetensorsFile.prototype, 'readFloat32IntoAsync');

@@ -5,7 +5,7 @@ import { backendNamed } from '../backends/backend.js';
 import { selectBackend } from '../backends/select.js';
 import { pull } from '../download/pull.js';
 import { estimateMemory } from '../pipeline/memory.js';
-import { convertWeights, type ConvertDtype } from '../weights/convert.js';
+import { CONVERT_DTYPES, convertWeights, type ConvertDtype } from '../weights/convert.js';
 import { readConfig } from '../weights/model-folder.js';
 import { parameterCount, weightTable } from '../weights/weight-table.js';
 import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
@@ -44,7 +44,7 @@ export function convertCommand(args: readonly string[], io: CliIo): number {
   const { values, positionals } = parseArgs(argsConfig(args, { dtype: { type: 'string' }, quiet: { type: 'boolean' } }));
   if (positionals.length !== 2) throw new UsageError('convert needs SOURCE_DIR and OUT_DIR');
   const dtype = (values.dtype ?? 'float32') as ConvertDtype;
-  if (dtype !== 'float32' && dtype !== 'float16') throw new UsageError(`--dtype must be float32 or float16, got "${values.dtype}"`);
+  if (!CONVERT_DTYPES.includes(dtype)) throw new UsageError(`--dtype must be ${CONVERT_DTYPES.join(', ')}; got "${values.dtype}"`);
   const [source, out] = positionals;
   if (!existsSync(source)) throw new UsageError(`${source}: no such folder`);
   const bar = !values.quiet && io.stderr.isTTY === true ? new ProgressBar(io.stderr, 'converting', 'tensors') : undefined;

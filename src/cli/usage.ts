@@ -55,8 +55,9 @@ Converts a Hugging Face checkpoint folder to the runtime layout (matrices
 transposed, q/k/v split), with its config and tokenizer files.
 
 options:
-  --dtype float32|float16   storage type (default float32)
-  --quiet                   no progress`,
+  --dtype float32|float16|q8  storage type (default float32); q8 stores the
+                              projections as int8 for loads with --dtype q8
+  --quiet                     no progress`,
   info: `usage: nomic-embed info [options]
 
 Prints the backend (and its GPU adapter), the model's config and parameters,

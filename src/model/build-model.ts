@@ -1,8 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { NomicBertConfig } from '../weights/config.js';
 import type { NamedTensor } from '../weights/layout.js';
-import type { TensorSource } from '../weights/load.js';
-import { runtimeNames } from '../weights/weight-table.js';
+import type { Q8TensorSource, TensorSource } from '../weights/load.js';
+import { projectionNames } from '../weights/weight-table.js';
 import { NomicBertModel } from './nomic-bert.js';
 import { disposeWeight, type ModelWeight } from './projection.js';
 
@@ -51,6 +51,8 @@ export interface WeightPacker {
   pack(shape: readonly number[], fill: (target: Float32Array) => Promise<void>, checkFinite: (data: Float32Array) => void): Promise<ModelWeight>;
   /** The same, one weight at a time, with a `fill` that checks the values itself. */
   packSync(shape: readonly number[], fill: (target: Float32Array) => void): ModelWeight;
+  /** Where the packer's form is q8 codes: takes a q8 checkpoint's codes and scales as they are, with no quantization pass. */
+  packQ8?(shape: readonly number[], source: Q8TensorSource): ModelWeight;
   /** Frees what the packer lent, once no fill is writing any more; the weights it made stay. */
   finish(): void;
 }
@@ -72,15 +74,16 @@ export function modelFromTensors(config: NomicBertConfig, tensors: Iterable<Name
  */
 export function modelFromSources(
   config: NomicBertConfig,
-  sources: Iterable<Pick<TensorSource, 'name' | 'shape' | 'readInto'>>,
+  sources: Iterable<Pick<TensorSource, 'name' | 'shape' | 'readInto' | 'q8'>>,
   allocate: TensorAllocator = allocateInJs,
   packer?: WeightPacker,
 ): NomicBertModel {
-  const projections = projectionNames(config);
+  const projections = projectionNames(config.n_layer);
   const weights = new Map<string, ModelWeight>();
   try {
-    for (const { name, shape, readInto } of sources) {
-      weights.set(name, packer !== undefined && projections.has(name) ? packer.packSync(shape, readInto) : allocate(shape, readInto));
+    for (const { name, shape, readInto, q8 } of sources) {
+      if (q8 !== undefined && packer?.packQ8 !== undefined) weights.set(name, packer.packQ8(shape, q8));
+      else weights.set(name, packer !== undefined && projections.has(name) ? packer.packSync(shape, readInto) : allocate(shape, readInto));
     }
   } catch (error) {
     for (const weight of weights.values()) disposeWeight(weight);
@@ -101,16 +104,21 @@ export function modelFromSources(
  */
 export async function modelFromSourcesConcurrently(
   config: NomicBertConfig,
-  sources: Iterable<Pick<TensorSource, 'name' | 'shape' | 'readIntoAsync' | 'checkFinite'>>,
+  sources: Iterable<Pick<TensorSource, 'name' | 'shape' | 'readIntoAsync' | 'checkFinite' | 'q8'>>,
   allocate: SlotAllocator,
   packer?: WeightPacker,
 ): Promise<NomicBertModel> {
-  const projections = projectionNames(config);
+  const projections = projectionNames(config.n_layer);
   const weights = new Map<string, ModelWeight>();
   const reads: Promise<void>[] = [];
   let failures: unknown[] = [];
   try {
-    for (const { name, shape, readIntoAsync, checkFinite } of sources) {
+    for (const { name, shape, readIntoAsync, checkFinite, q8 } of sources) {
+      // Codes read as they are: a copy from the file, no quicker on an I/O thread than the promise it would take.
+      if (q8 !== undefined && packer?.packQ8 !== undefined) {
+        weights.set(name, packer.packQ8(shape, q8));
+        continue;
+      }
       if (packer !== undefined && projections.has(name)) {
         reads.push(packer.pack(shape, (target) => readIntoAsync(target, false), checkFinite).then((tensor) => void weights.set(name, tensor)));
         continue;
@@ -137,7 +145,3 @@ export async function modelFromSourcesConcurrently(
   return new NomicBertModel(config, weights);
 }
 
-/** The matrices every product multiplies by: q, k, v, out, up, gate and down of each layer. */
-function projectionNames(config: NomicBertConfig): Set<string> {
-  return new Set(Array.from({ length: config.n_layer }, (_, i) => runtimeNames.layer(i)).flatMap((n) => [n.q, n.k, n.v, n.out, n.up, n.gate, n.down]));
-}

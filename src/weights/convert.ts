@@ -2,15 +2,23 @@ import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs
 import { basename, join, resolve } from 'node:path';
 import { ModelFilesError, SafetensorsError } from '../errors.js';
 import type { NomicBertConfig } from './config.js';
-import { CONVERTED_FORMAT, CONVERTED_FORMAT_VERSION, openCheckpoint, runtimeTensors, type CheckedCheckpoint } from './load.js';
+import { CONVERTED_FORMAT, CONVERTED_FORMAT_VERSION, openCheckpoint, Q8_CHECKPOINT_DTYPE, runtimeTensors, type CheckedCheckpoint } from './load.js';
 import { CONFIG_FILE, DEFAULT_WEIGHTS_FILE, readConfig, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, weightsPath } from './model-folder.js';
-import { writeSafetensorsStream, type FloatDtype } from './safetensors.js';
-import { weightTable } from './weight-table.js';
+import { quantizeWeight } from './q8-codes.js';
+import { writeSafetensorsStream, type FloatDtype, type TensorSpec } from './safetensors.js';
+import { projectionNames, q8Table, weightTable } from './weight-table.js';
 
-export type ConvertDtype = 'float32' | 'float16';
+export type ConvertDtype = 'float32' | 'float16' | 'q8';
+
+export const CONVERT_DTYPES: readonly ConvertDtype[] = ['float32', 'float16', 'q8'];
 
 export interface ConvertOptions {
-  /** Storage type of the converted weights; float16 halves the file. @default 'float32' */
+  /**
+   * Storage type of the converted weights: float16 halves the file; q8 stores
+   * the projections as int8 codes with a float32 scale per output column, as
+   * `dtype: 'q8'` loads them with no quantization pass (other backends load
+   * them as `code · scale`), and the rest in float32. @default 'float32'
+   */
   readonly dtype?: ConvertDtype;
   /** Recorded as `source` in the file's metadata. @default the source folder's name */
   readonly source?: string;
@@ -31,13 +39,13 @@ const LARGEST_F16 = 65504;
  */
 export function convertWeights(sourceDir: string, outDir: string, options: ConvertOptions = {}): { path: string; tensors: number } {
   const { dtype = 'float32', source = basename(resolve(sourceDir)), onProgress } = options;
-  if (dtype !== 'float32' && dtype !== 'float16') {
-    throw new ModelFilesError(sourceDir, `unknown dtype ${JSON.stringify(dtype)}; use float32 or float16`);
+  if (!CONVERT_DTYPES.includes(dtype)) {
+    throw new ModelFilesError(sourceDir, `unknown dtype ${JSON.stringify(dtype)}; use ${CONVERT_DTYPES.join(', ')}`);
   }
   if (resolve(sourceDir) === resolve(outDir)) throw new ModelFilesError(outDir, 'the output folder must differ from the source');
   const config = readConfig(sourceDir);
   const checkpoint = openCheckpoint(weightsPath(sourceDir), config);
-  const storage: FloatDtype = dtype === 'float16' ? 'F16' : 'F32';
+  const storage: RuntimeStorage = dtype === 'float16' ? 'F16' : dtype === 'q8' ? 'q8' : 'F32';
   try {
     if (checkpoint.layout !== 'hf') {
       throw new SafetensorsError(checkpoint.file.path, 'already converted; convert the original Hugging Face checkpoint');
@@ -54,6 +62,9 @@ export function convertWeights(sourceDir: string, outDir: string, options: Conve
   }
 }
 
+/** Every tensor as one float type, or the projections as q8 codes and scales and the rest as float32. */
+export type RuntimeStorage = FloatDtype | typeof Q8_CHECKPOINT_DTYPE;
+
 /**
  * Writes a checkpoint's tensors in the runtime layout, with the format
  * version, dtype and `metadata` in its `__metadata__`. The file is written
@@ -64,15 +75,29 @@ export function writeRuntimeLayout(
   checkpoint: CheckedCheckpoint,
   config: NomicBertConfig,
   target: string,
-  storage: FloatDtype,
+  storage: RuntimeStorage,
   metadata: Readonly<Record<string, string>>,
   onProgress?: (done: number, total: number) => void,
 ): number {
-  const specs = [...weightTable(config, 'runtime', checkpoint.ffnWidth)].map(([name, shape]) => ({ name, shape, dtype: storage }));
+  const table = weightTable(config, 'runtime', checkpoint.ffnWidth);
+  const projections = storage === Q8_CHECKPOINT_DTYPE ? projectionNames(config.n_layer) : new Set<string>();
+  const specs: TensorSpec[] = [...q8Table(table, projections)].map(([name, shape]) => ({
+    name,
+    shape,
+    dtype: storage !== Q8_CHECKPOINT_DTYPE ? storage : projections.has(name) ? 'I8' : 'F32',
+  }));
   const partial = `${target}.${process.pid}.partial`;
   let done = 0;
   function* checked() {
     for (const tensor of runtimeTensors(checkpoint, config)) {
+      if (projections.has(tensor.name)) {
+        const [K, N] = tensor.shape;
+        const { codes, scales } = quantizeWeight(tensor.data, K, N);
+        yield codes;
+        onProgress?.(++done, table.size);
+        yield scales;
+        continue;
+      }
       if (storage === 'F16') {
         const overflow = tensor.data.findIndex((x) => Math.abs(x) > LARGEST_F16);
         if (overflow >= 0) {
@@ -84,7 +109,7 @@ export function writeRuntimeLayout(
         }
       }
       yield tensor.data;
-      onProgress?.(++done, specs.length);
+      onProgress?.(++done, table.size);
     }
   }
   try {
@@ -99,5 +124,5 @@ export function writeRuntimeLayout(
     rmSync(partial, { force: true });
     throw error;
   }
-  return specs.length;
+  return table.size;
 }

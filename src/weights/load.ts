@@ -1,18 +1,23 @@
 import { NonFiniteWeightError, SafetensorsError, WeightsError } from '../errors.js';
 import type { NomicBertConfig } from './config.js';
 import { hfToRuntimeRecipes, type NamedTensor } from './layout.js';
+import { dequantizeWeight } from './q8-codes.js';
 import { SafetensorsFile } from './safetensors.js';
-import { ffnWidthOf, weightTable, type WeightLayout, type WeightTable } from './weight-table.js';
+import { ffnWidthOf, projectionNames, q8ScalesName, q8Table, runtimeNames, weightTable, type WeightLayout, type WeightTable } from './weight-table.js';
 
 /** `__metadata__.format` of files written by the converter. */
 export const CONVERTED_FORMAT = 'nomic-embed-tfjs';
 /** Bumped whenever the runtime layout changes; older converted files are refused. */
 export const CONVERTED_FORMAT_VERSION = '1';
+/** `__metadata__.dtype` of a converted file whose projections are q8 codes (see `q8Table`). */
+export const Q8_CHECKPOINT_DTYPE = 'q8';
 
 export interface CheckedCheckpoint {
   readonly file: SafetensorsFile;
   readonly layout: WeightLayout;
   readonly ffnWidth: number;
+  /** The projections are stored as q8 codes and scales (a converted file of dtype q8). */
+  readonly quantized: boolean;
 }
 
 /**
@@ -23,10 +28,17 @@ export function openCheckpoint(path: string, config: NomicBertConfig): CheckedCh
   const file = SafetensorsFile.open(path);
   try {
     const layout = detectLayout(file);
+    const quantized = layout === 'runtime' && file.metadata.dtype === Q8_CHECKPOINT_DTYPE;
     const shapeOf = (name: string) => file.tensors.get(name)?.shape;
-    const ffnWidth = ffnWidthOf(layout, shapeOf) ?? config.ffnWidth;
-    checkAgainstTable(path, file, weightTable(config, layout, ffnWidth));
-    return { file, layout, ffnWidth };
+    const ffnWidth = (quantized ? q8FfnWidth(shapeOf) : ffnWidthOf(layout, shapeOf)) ?? config.ffnWidth;
+    const table = weightTable(config, layout, ffnWidth);
+    if (!quantized) checkAgainstTable(path, file, table);
+    else {
+      const projections = projectionNames(config.n_layer);
+      checkAgainstTable(path, file, q8Table(table, projections));
+      checkQ8Dtypes(file, projections);
+    }
+    return { file, layout, ffnWidth, quantized };
   } catch (error) {
     file.close();
     throw error;
@@ -44,6 +56,22 @@ function detectLayout(file: SafetensorsFile): WeightLayout {
     );
   }
   return 'runtime';
+}
+
+/** A q8 checkpoint's down projection is stored as [N/8, K/2, 16] codes, K the SwiGLU width. */
+function q8FfnWidth(shapeOf: (name: string) => readonly number[] | undefined): number | undefined {
+  const codes = shapeOf(runtimeNames.layer(0).down);
+  return codes === undefined ? undefined : codes[1] * 2;
+}
+
+/** Codes must be int8 and scales float32 before any is read: a file of other types was not written by the converter. */
+function checkQ8Dtypes(file: SafetensorsFile, projections: ReadonlySet<string>): void {
+  for (const name of projections) {
+    for (const [tensor, dtype] of [[name, 'I8'], [q8ScalesName(name), 'F32']] as const) {
+      const actual = file.tensors.get(tensor)!.dtype;
+      if (actual !== dtype) throw new SafetensorsError(file.path, `a q8 checkpoint stores this tensor as ${dtype}, not ${actual}`, tensor);
+    }
+  }
 }
 
 function checkAgainstTable(path: string, file: SafetensorsFile, table: WeightTable): void {
@@ -75,6 +103,20 @@ export interface TensorSource {
   readIntoAsync(target: Float32Array, checked?: boolean): Promise<void>;
   /** Throws a `NonFiniteWeightError` naming the first NaN or infinity of this tensor's values, if any. */
   checkFinite(data: Float32Array): void;
+  /**
+   * Present for a projection of a q8 checkpoint, whose codes a q8 backend
+   * takes as they are; `readInto` gives their float32 values (`code · scale`)
+   * to any other.
+   */
+  readonly q8?: Q8TensorSource;
+}
+
+/** A projection stored as q8 codes in the kernels' packed layout, with its column scales. */
+export interface Q8TensorSource {
+  /** Reads the packed codes (K · N bytes) into `target`. */
+  readCodesInto(target: Int8Array): void;
+  /** The column scales, each checked to be finite and not negative. */
+  readScales(): Float32Array;
 }
 
 /**
@@ -91,8 +133,13 @@ export function* runtimeTensorSources(checkpoint: CheckedCheckpoint, config: Nom
     return data;
   };
   const runtimeTable = weightTable(config, 'runtime', ffnWidth);
+  const projections = checkpoint.quantized ? projectionNames(config.n_layer) : new Set<string>();
   if (layout === 'runtime') {
     for (const [name, shape] of runtimeTable) {
+      if (projections.has(name)) {
+        yield q8Source(file, name, shape);
+        continue;
+      }
       yield {
         name,
         source: name,
@@ -116,6 +163,39 @@ export function* runtimeTensorSources(checkpoint: CheckedCheckpoint, config: Nom
     const checkFinite = (data: Float32Array) => void check(name, data);
     yield { name, source: recipe.sources.join(' + '), shape: runtimeTable.get(name)!, readInto, readIntoAsync: async (target) => readInto(target), checkFinite };
   }
+}
+
+/** A q8 checkpoint's projection: its codes for a q8 backend, `code · scale` for any other. */
+function q8Source(file: SafetensorsFile, name: string, shape: readonly number[]): TensorSource {
+  const [K, N] = shape;
+  const scalesName = q8ScalesName(name);
+  const q8: Q8TensorSource = {
+    readCodesInto: (target) => file.readInt8Into(name, target),
+    readScales: () => {
+      const scales = file.readFloat32(scalesName);
+      const bad = scales.findIndex((x) => !(x >= 0) || x === Infinity);
+      if (bad >= 0) {
+        if (Number.isFinite(scales[bad])) throw new SafetensorsError(file.path, `scale ${scales[bad]} of column ${bad} is negative`, scalesName);
+        throw new NonFiniteWeightError(file.path, scalesName, bad, scales[bad]);
+      }
+      return scales;
+    },
+  };
+  const readInto = (target: Float32Array) => {
+    const codes = new Int8Array(K * N);
+    q8.readCodesInto(codes);
+    dequantizeWeight({ codes, scales: q8.readScales() }, K, N, target);
+  };
+  return {
+    name,
+    source: `${name} + ${scalesName}`,
+    shape,
+    readInto,
+    readIntoAsync: async (target) => readInto(target),
+    // Finite codes times finite scales are finite: the scales were checked as they were read.
+    checkFinite: () => {},
+    q8,
+  };
 }
 
 /**

@@ -1,8 +1,9 @@
 /**
  * Weights and activations in int8, as the q8 kernels take them. These are the
- * JavaScript forms: weights are quantized once at load, and the reference
- * product (`q8MatMulReference`) is what the kernels are tested against and
- * what the `cpu` backend runs.
+ * JavaScript forms: weights are quantized once, as they load or by the
+ * converter (a q8 checkpoint holds the packed codes as the kernels read them),
+ * and the reference product (`q8MatMulReference`) is what the kernels are
+ * tested against and what the `cpu` backend runs.
  */
 
 /** Largest code: symmetric int8 without -128, so that a code's negation is a code. */
@@ -65,6 +66,14 @@ export function quantizeWeight(weight: Float32Array, K: number, N: number, codes
 /** Where w(k, n) sits in the packed layout. */
 export function packedIndex(k: number, n: number, K: number): number {
   return ((n >> 3) * (K >> 1) + (k >> 1)) * 16 + (n & 7) * 2 + (k & 1);
+}
+
+/** The float32 [K, N] weight that packed codes and their column scales stand for: `code · scale`. */
+export function dequantizeWeight({ codes, scales }: QuantizedMatrix, K: number, N: number, target: Float32Array = new Float32Array(K * N)): Float32Array {
+  for (let k = 0; k < K; k++) {
+    for (let n = 0; n < N; n++) target[k * N + n] = codes[packedIndex(k, n, K)] * scales[n];
+  }
+  return target;
 }
 
 /** Each row of x [M, K] as codes (int16, values in -127..127) and one scale, as the kernel's `quantize_rows`. */

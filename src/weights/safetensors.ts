@@ -10,7 +10,7 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './half-float.js';
  * fresh, aligned typed array, so a 550 MB checkpoint never sits in memory twice.
  */
 
-/** Bytes per element of every dtype the format defines; only the float ones are readable. */
+/** Bytes per element of every dtype the format defines; the float ones and I8 (q8 codes) are readable. */
 const DTYPE_SIZES: Readonly<Record<string, number>> = {
   BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1,
   I16: 2, U16: 2, F16: 2, BF16: 2,
@@ -19,6 +19,8 @@ const DTYPE_SIZES: Readonly<Record<string, number>> = {
 };
 
 export type FloatDtype = 'F32' | 'F16' | 'BF16';
+/** What the writer stores: floats from float32 data, or int8 codes as they are. */
+export type StorageDtype = FloatDtype | 'I8';
 
 export interface TensorInfo {
   readonly name: string;
@@ -103,7 +105,31 @@ export class SafetensorsFile {
   async readFloat32IntoAsync(name: string, target: Float32Array): Promise<void> {
     const info = this.tensors.get(name);
     if (info?.dtype !== 'F32') return this.readFloat32Into(name, target);
-    const bytes = this.bytesOfTarget(info, target);
+    await this.readBytesAsync(info, this.bytesOfTarget(info, target));
+  }
+
+  /** Reads an I8 tensor (q8 codes) into `target`, which holds exactly its bytes. */
+  readInt8Into(name: string, target: Int8Array): void {
+    this.readBytes(this.int8Info(name, target), new Uint8Array(target.buffer, target.byteOffset, target.byteLength));
+  }
+
+  /** As {@link readInt8Into}, on one of Node's I/O threads; `target` must stay valid until the promise settles. */
+  async readInt8IntoAsync(name: string, target: Int8Array): Promise<void> {
+    await this.readBytesAsync(this.int8Info(name, target), new Uint8Array(target.buffer, target.byteOffset, target.byteLength));
+  }
+
+  private int8Info(name: string, target: Int8Array): TensorInfo {
+    const info = this.tensors.get(name);
+    if (info === undefined) throw new SafetensorsError(this.path, 'no such tensor', name);
+    if (info.dtype !== 'I8') throw new SafetensorsError(this.path, `dtype ${info.dtype} where int8 codes (I8) were expected`, name);
+    if (target.byteLength !== info.end - info.begin) {
+      throw new SafetensorsError(this.path, `holds ${info.end - info.begin} codes, the target ${target.length}`, name);
+    }
+    return info;
+  }
+
+  private async readBytesAsync(info: TensorInfo, bytes: Uint8Array): Promise<void> {
+    const { name } = info;
     let done = 0;
     while (done < bytes.length) {
       if (this.fd === undefined) throw new SafetensorsError(this.path, 'file already closed', name);
@@ -231,7 +257,7 @@ function checkNoOverlap(path: string, infos: TensorInfo[]): void {
 
 export interface TensorSpec {
   readonly name: string;
-  readonly dtype: FloatDtype;
+  readonly dtype: StorageDtype;
   readonly shape: readonly number[];
 }
 
@@ -255,7 +281,7 @@ export function writeSafetensors(
 export function writeSafetensorsStream(
   path: string,
   specs: readonly TensorSpec[],
-  data: Iterable<Float32Array>,
+  data: Iterable<Float32Array | Int8Array>,
   metadata: Readonly<Record<string, string>> = {},
 ): void {
   const header: Record<string, unknown> = { __metadata__: metadata };
@@ -281,6 +307,10 @@ export function writeSafetensorsStream(
       if (spec === undefined || values.length !== expected) {
         throw new SafetensorsError(path, `data for tensor ${index - 1} does not match its header entry`, spec?.name);
       }
+      // Codes are stored as they are and floats converted: neither is ever taken for the other.
+      if ((spec.dtype === 'I8') !== values instanceof Int8Array) {
+        throw new SafetensorsError(path, `data for ${spec.dtype} must be ${spec.dtype === 'I8' ? 'an Int8Array' : 'a Float32Array'}`, spec.name);
+      }
       const encoded = encode(spec.dtype, values);
       writeSync(fd, new Uint8Array(encoded.buffer, encoded.byteOffset, encoded.byteLength));
     }
@@ -290,7 +320,8 @@ export function writeSafetensorsStream(
   }
 }
 
-function encode(dtype: FloatDtype, data: Float32Array): Float32Array | Uint16Array {
+function encode(dtype: StorageDtype, data: Float32Array | Int8Array): Float32Array | Uint16Array | Int8Array {
+  if (data instanceof Int8Array) return data;
   switch (dtype) {
     case 'F32':
       return data;
@@ -298,5 +329,7 @@ function encode(dtype: FloatDtype, data: Float32Array): Float32Array | Uint16Arr
       return f32ToF16(data);
     case 'BF16':
       return f32ToBf16(data);
+    case 'I8':
+      throw new TypeError('unreachable: I8 data is checked to be an Int8Array');
   }
 }

@@ -101,6 +101,37 @@ export const runtimeNames = {
   },
 } as const;
 
+/** The matrices every product multiplies by (runtime names): q, k, v, out, up, gate and down of each layer. */
+export function projectionNames(layers: number): ReadonlySet<string> {
+  return new Set(Array.from({ length: layers }, (_, i) => runtimeNames.layer(i)).flatMap((n) => [n.q, n.k, n.v, n.out, n.up, n.gate, n.down]));
+}
+
+/** The tensor of a q8 checkpoint that holds a projection's float32 scales, one per output column. */
+export function q8ScalesName(projection: string): string {
+  return `${projection}.scales`;
+}
+
+/**
+ * The tensors of a q8 checkpoint (runtime layout, written by the converter
+ * with `dtype: 'q8'`): each [K, N] projection as its int8 codes in the q8
+ * kernels' packed layout, [N/8, K/2, 16] (see `q8-codes.ts`), and its N
+ * scales; every other tensor as in `table`. The packing is part of the
+ * runtime layout: changing it bumps `CONVERTED_FORMAT_VERSION`.
+ */
+export function q8Table(table: WeightTable, projections: ReadonlySet<string>): WeightTable {
+  const q8 = new Map<string, readonly number[]>();
+  for (const [name, shape] of table) {
+    if (!projections.has(name)) {
+      q8.set(name, shape);
+      continue;
+    }
+    const [K, N] = shape;
+    q8.set(name, [N / 8, K / 2, 16]);
+    q8.set(q8ScalesName(name), [N]);
+  }
+  return q8;
+}
+
 /** Where the SwiGLU width can be read off a checkpoint of each layout. */
 export function ffnWidthOf(layout: WeightLayout, shapeOf: (name: string) => readonly number[] | undefined) {
   if (layout === 'hf') return shapeOf(hfNames.layer(0).fc11)?.[0];

@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { Q8_MATMUL } from '../../model/projection.js';
-import { q8MatMulReference } from './quantize-weights.js';
+import { q8MatMulReference } from '../../weights/q8-codes.js';
 
 interface CpuBackendLike {
   readSync(dataId: object): ArrayLike<number> & { buffer: ArrayBufferLike; byteOffset: number };

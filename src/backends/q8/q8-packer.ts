@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import type { WeightPacker } from '../../model/build-model.js';
+import type { Q8TensorSource } from '../../weights/load.js';
 import { codeWords, type QuantizedProjection } from '../../model/projection.js';
-import { quantizeWeight } from './quantize-weights.js';
+import { quantizeWeight } from '../../weights/q8-codes.js';
 
 /**
  * Makes a codes tensor of `words` int32 words on the active backend and has
@@ -52,6 +53,18 @@ export class QuantizingPacker implements WeightPacker {
       return this.quantize(shape, target);
     } finally {
       this.free.push(buffer);
+    }
+  }
+
+  /** A q8 checkpoint's codes straight from the file into the backend's tensor. */
+  packQ8([K, N]: readonly number[], source: Q8TensorSource): QuantizedProjection {
+    const scales = source.readScales();
+    const codes = this.place(codeWords(K, N), (target) => source.readCodesInto(target.subarray(0, K * N)));
+    try {
+      return { codes, scales: tf.tensor1d(scales), inner: K };
+    } catch (error) {
+      codes.dispose();
+      throw error;
     }
   }
 
