@@ -7,8 +7,9 @@
  * start-up: the time to read the weights file, to load, the first call, the
  * median single-text latency and resident memory. On wasm each runs per
  * configuration of worker threads × wasm threads, in each weight precision
- * (`--dtypes`, on wasm fp32 and q8, with q8's fidelity against fp32 on the
- * first set and its speed as ratios). Start-up figures move by
+ * (`--dtypes`, on wasm fp32 and q8, q8 from the converter's q8 checkpoint of
+ * the same weights, with q8's fidelity against fp32 on the first set and its
+ * speed as ratios). Start-up figures move by
  * ±10% from one process to the next on a shared machine: `--startups N` runs
  * N start-ups per configuration and reports each figure's median, and the
  * median of each run's ratios. Then `--concurrent-calls N` (32) single-text
@@ -23,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { AUTO_ORDER, selectBackend, type BackendName } from '../src/backends/select.js';
 import { webGpuAdapter } from '../src/backends/webgpu/device.js';
-import { ensureRandomCheckpoint } from './bench/random-checkpoint.js';
+import { ensureQ8Checkpoint, ensureRandomCheckpoint } from './bench/random-checkpoint.js';
 import { benchSearch } from './bench/search.js';
 import { flopsPerToken, SETS, type SetName } from './bench/sets.js';
 import type { Dtype } from '../src/model/projection.js';
@@ -50,6 +51,8 @@ const model = ensureRandomCheckpoint(`${ROOT}weights/bench-random`, `${ROOT}test
 const backends = ((values.backends ?? values.backend)?.split(',') as BackendName[] | undefined) ?? (await availableBackends());
 const sets = values.sets!.split(',').filter((s) => s !== '') as SetName[];
 const dtypes = values.dtypes!.split(',') as Dtype[];
+// q8 runs load the converter's q8 checkpoint of the same weights: the same codes as quantizing at load, read as they are.
+const modelFor = (dtype: Dtype) => (dtype === 'q8' ? ensureQ8Checkpoint(model, `${ROOT}weights/bench-random-q8`) : model);
 const configs = values.configs!.split(',').map((c) => {
   const [workers, threads] = c.split('x').map(Number);
   return { workers, threads, label: `${workers}w×${threads}t` };
@@ -106,7 +109,7 @@ for (const backend of backends) {
       ? configs.flatMap((config) => dtypes.map((dtype) => ({ config, dtype })))
       : [{ config: { workers: 1, threads: 1, label: '1w×1t' }, dtype: 'fp32' as Dtype }];
   for (const { config, dtype } of runsOf) {
-    const args = ['--model', model, '--backend', backend, '--workers', String(config.workers), '--threads', String(config.threads), '--dtype', dtype];
+    const args = ['--model', modelFor(dtype), '--backend', backend, '--workers', String(config.workers), '--threads', String(config.threads), '--dtype', dtype];
     console.error(`${backend}, ${dtype}, ${config.label}: start-up${startups > 1 ? ` ×${startups}` : ''}...`);
     const runs = Array.from({ length: startups }, () => child([...args, '--startup']) as Record<string, number>);
     const s = medianOf(runs);

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { instantiateQ8Kernels, type WasmMemory } from '../src/backends/q8/kernel-module.js';
+import { MIN_COLUMNS_PER_THREAD, MIN_ROWS_PER_THREAD, productShares } from '../src/backends/q8/q8-threads.js';
 import { packedIndex, q8MatMulReference, quantizeRows, quantizeWeight, roundHalfEven } from '../src/weights/q8-codes.js';
 
 /** A deterministic generator, so that a failure names inputs that can be remade. */
@@ -49,7 +50,7 @@ describe.each([false, true])('q8 kernels (shared memory: %s)', (shared) => {
     const rows = quantizeRows(x, M, K);
     expect([...new Int16Array(memory.buffer, codesAt, M * K)]).toEqual([...rows.codes]);
     expect([...new Float32Array(memory.buffer, rowScalesAt, M)]).toEqual([...rows.scales]);
-    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, 0, M);
+    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, 0, M, 0, N);
     const expected = q8MatMulReference(x, M, K, weight, N);
     const actual = new Float32Array(memory.buffer, outAt, M * N);
     const wrong = [...actual].findIndex((v, i) => !Object.is(v, expected[i]));
@@ -67,12 +68,31 @@ describe.each([false, true])('q8 kernels (shared memory: %s)', (shared) => {
     new Float32Array(memory.buffer, scalesAt, N).set(weight.scales);
     new Float32Array(memory.buffer, outAt, M * N).fill(-1);
     kernels.quantize_rows(xAt, M, K, codesAt, rowScalesAt);
-    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, 6, 13);
+    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, 6, 13, 0, N);
     const expected = q8MatMulReference(x, M, K, weight, N);
     const actual = new Float32Array(memory.buffer, outAt, M * N);
     for (let m = 0; m < M; m++) {
       const row = [...actual.subarray(m * N, (m + 1) * N)];
       expect(row, `row ${m}`).toEqual(m >= 6 && m < 13 ? [...expected.subarray(m * N, (m + 1) * N)] : new Array(N).fill(-1));
+    }
+  });
+
+  it('computes only the columns asked for, so that threads can split a product of few rows by columns', () => {
+    const [M, K, N] = [5, 32, 40];
+    const { memory, kernels, place } = onMemory(shared);
+    const x = matrix(M, K, 7);
+    const weight = quantizeWeight(matrix(K, N, 8), K, N);
+    const [xAt, codesAt, rowScalesAt, weightsAt, scalesAt, outAt] = [M * K * 4, M * K * 2, M * 4, K * N, N * 4, M * N * 4].map(place);
+    new Float32Array(memory.buffer, xAt, M * K).set(x);
+    new Int8Array(memory.buffer, weightsAt, K * N).set(weight.codes);
+    new Float32Array(memory.buffer, scalesAt, N).set(weight.scales);
+    new Float32Array(memory.buffer, outAt, M * N).fill(-1);
+    kernels.quantize_rows(xAt, M, K, codesAt, rowScalesAt);
+    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, 0, M, 16, 32);
+    const expected = q8MatMulReference(x, M, K, weight, N);
+    const actual = new Float32Array(memory.buffer, outAt, M * N);
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) expect(actual[m * N + n], `(${m}, ${n})`).toBe(n >= 16 && n < 32 ? expected[m * N + n] : -1);
     }
   });
 
@@ -88,10 +108,34 @@ describe.each([false, true])('q8 kernels (shared memory: %s)', (shared) => {
     new Int8Array(memory.buffer, weightsAt, K * N).set(weight.codes);
     new Float32Array(memory.buffer, scalesAt, N).set(weight.scales);
     kernels.quantize_rows(xAt, M, K, codesAt, rowScalesAt);
-    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, 0, M);
+    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, 0, M, 0, N);
     const out = new Float32Array(memory.buffer, outAt, M * N);
     // x·w is exactly representable here: every product is ±1, K of them.
     for (let n = 0; n < N; n++) expect(out[n]).toBeCloseTo((n === 0 ? -1 : 1) * K, 2);
+  });
+});
+
+describe('q8 products shared between threads', () => {
+  it('split by whole 4-row tiles where each thread gets at least MIN_ROWS_PER_THREAD rows', () => {
+    expect(productShares(99, 64, 2)).toEqual([
+      [0, 52, 0, 64],
+      [52, 99, 0, 64],
+    ]);
+    expect(productShares(2 * MIN_ROWS_PER_THREAD - 1, 768, 2).every(([r0, r1]) => r0 === 0 && r1 === 2 * MIN_ROWS_PER_THREAD - 1)).toBe(true);
+  });
+
+  it('split one short query by whole 8-column blocks instead, and not at all where the columns are few', () => {
+    expect(productShares(12, 3072, 2)).toEqual([
+      [0, 12, 0, 1536],
+      [0, 12, 1536, 3072],
+    ]);
+    expect(productShares(12, 200, 3)).toEqual([
+      [0, 12, 0, 72],
+      [0, 12, 72, 144],
+      [0, 12, 144, 200],
+    ]);
+    expect(productShares(12, 2 * MIN_COLUMNS_PER_THREAD - 8, 2)).toEqual([[0, 12, 0, 2 * MIN_COLUMNS_PER_THREAD - 8]]);
+    expect(productShares(12, 768, 1)).toEqual([[0, 12, 0, 768]]);
   });
 });
 

@@ -47,9 +47,12 @@ describe('the threaded WebAssembly build', () => {
     expect(() => embedder.model).not.toThrow();
   });
 
-  it('splits a q8 product over its threads, with the single-threaded result bit for bit', () => {
+  it.each([
     // Enough rows that every thread takes a share, and a count that leaves the last share short.
-    const [M, K, N] = [16 * cores * 3 + 5, 64, 48];
+    ['rows', 16 * cores * 3 + 5, 64, 48],
+    // One short query: too few rows to share, so the columns are, the last share short again.
+    ['columns', 5, 64, 64 * cores + 8],
+  ])('splits a q8 product over its threads by %s, with the single-threaded result bit for bit', (_, M, K, N) => {
     const x = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.37) * 4);
     const w = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i * 0.11) * 0.05);
     const weight = quantizeWeight(w, K, N);

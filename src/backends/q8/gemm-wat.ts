@@ -94,10 +94,12 @@ function quantizeRows(): string {
 }
 
 /**
- * gemm(codes, rowScales, m, k, weights, columnScales, n, out, rowBegin, rowEnd):
+ * gemm(codes, rowScales, m, k, weights, columnScales, n, out, rowBegin, rowEnd, columnBegin, columnEnd):
  * out[r, c] = float(Σ_k codes[r, k] · w[k, c]) · (columnScales[c] · rowScales[r])
- * for rows rowBegin..rowEnd-1 of the [m, n] output (n a multiple of 8, k of 8),
- * so that threads can share one product by rows. Each step rounds to float32.
+ * for rows rowBegin..rowEnd-1 and columns columnBegin..columnEnd-1 of the
+ * [m, n] output (n and the column bounds multiples of 8, k of 8), so that
+ * threads can share one product by rows, or by columns where it has few rows.
+ * Each step rounds to float32.
  */
 function gemm(): string {
   const rows = Array.from({ length: TILE_ROWS }, (_, r) => r);
@@ -138,7 +140,7 @@ function gemm(): string {
           (v128.store align=4 (local.get $dest) (f32x4.mul (f32x4.convert_i32x4_s (local.get $acc${r}lo)) (f32x4.mul (v128.load align=4 (local.get $cs)) (local.get $scale))))
           (v128.store offset=16 align=4 (local.get $dest) (f32x4.mul (f32x4.convert_i32x4_s (local.get $acc${r}hi)) (f32x4.mul (v128.load offset=16 align=4 (local.get $cs)) (local.get $scale))))))`,
   );
-  return `  (func (export "gemm") (param $codes i32) (param $rowScales i32) (param $m i32) (param $k i32) (param $weights i32) (param $columnScales i32) (param $n i32) (param $out i32) (param $rowBegin i32) (param $rowEnd i32)
+  return `  (func (export "gemm") (param $codes i32) (param $rowScales i32) (param $m i32) (param $k i32) (param $weights i32) (param $columnScales i32) (param $n i32) (param $out i32) (param $rowBegin i32) (param $rowEnd i32) (param $columnBegin i32) (param $columnEnd i32)
     ${locals}
     (local.set $rowBytes (i32.shl (local.get $k) (i32.const 1)))
     (local.set $last (i32.sub (local.get $m) (i32.const 1)))
@@ -147,10 +149,11 @@ function gemm(): string {
       (br_if $blocksDone (i32.ge_u (local.get $blockStart) (local.get $rowEnd)))
       (local.set $blockEnd (select (i32.add (local.get $blockStart) (i32.const ${ROW_BLOCK})) (local.get $rowEnd)
         (i32.lt_u (i32.add (local.get $blockStart) (i32.const ${ROW_BLOCK})) (local.get $rowEnd))))
-      (local.set $column (i32.const 0))
-      (local.set $wBlock (local.get $weights))
+      ;; A block of 8 columns is k pairs' worth of 8 bytes: column c's block starts c · k bytes in.
+      (local.set $column (local.get $columnBegin))
+      (local.set $wBlock (i32.add (local.get $weights) (i32.mul (local.get $columnBegin) (local.get $k))))
       (block $columnsDone (loop $columns
-        (br_if $columnsDone (i32.ge_u (local.get $column) (local.get $n)))
+        (br_if $columnsDone (i32.ge_u (local.get $column) (local.get $columnEnd)))
         (local.set $cs (i32.add (local.get $columnScales) (i32.shl (local.get $column) (i32.const 2))))
         (local.set $row (local.get $blockStart))
         (block $tilesDone (loop $tiles

@@ -4,7 +4,20 @@ import { KERNEL_FOLDER, Q8_KERNEL_FILES } from './kernel-files.js';
 /** The exports of the q8 kernel module; every argument is a byte address in the memory it was given, or a count. */
 export interface Q8Kernels {
   quantize_rows(x: number, rows: number, k: number, codes: number, scales: number): void;
-  gemm(codes: number, rowScales: number, m: number, k: number, weights: number, columnScales: number, n: number, out: number, rowBegin: number, rowEnd: number): void;
+  gemm(
+    codes: number,
+    rowScales: number,
+    m: number,
+    k: number,
+    weights: number,
+    columnScales: number,
+    n: number,
+    out: number,
+    rowBegin: number,
+    rowEnd: number,
+    columnBegin: number,
+    columnEnd: number,
+  ): void;
 }
 
 /**

@@ -4,19 +4,22 @@ import type { Q8Kernels, WasmMemory } from './kernel-module.js';
 /**
  * The q8 product on every core: threads of our own that share the threaded
  * wasm build's memory, each with the kernel module instantiated on it, split
- * a product by rows with the calling thread. They are woken and waited for
+ * a product with the calling thread: by rows, or by columns where it has too
+ * few rows (one short query's products). They are woken and waited for
  * with `Atomics` on a small shared control block, no messages: a wake-up costs
  * microseconds, against milliseconds for a product worth splitting.
  *
  * Control block (int32): slot 0 the generation (negative: stop); for helper
- * i, 16 slots from 16·(i+1): the 10 arguments of `gemm`, then at +15 the
+ * i, 16 slots from 16·(i+1): the 12 arguments of `gemm`, then at +15 the
  * generation it last finished.
  */
 const SLOTS = 16;
 const DONE = 15;
 
-/** Below this many rows per thread, waking a helper costs more than it saves. */
+/** Below this many rows per thread, a split by rows leaves the threads too little to do; columns are split instead. */
 export const MIN_ROWS_PER_THREAD = 16;
+/** Below this many columns per thread (a product of a few rows is then microseconds), waking a helper costs more than it saves. */
+export const MIN_COLUMNS_PER_THREAD = 64;
 
 /** The helper's whole program; an eval'd worker, so that it loads from `src/` and `dist/` alike. */
 const HELPER = `
@@ -32,11 +35,28 @@ for (;;) {
   if (generation < 0) break;
   if (generation === seen) continue;
   seen = generation;
-  gemm(c[base], c[base + 1], c[base + 2], c[base + 3], c[base + 4], c[base + 5], c[base + 6], c[base + 7], c[base + 8], c[base + 9]);
+  gemm(c[base], c[base + 1], c[base + 2], c[base + 3], c[base + 4], c[base + 5], c[base + 6], c[base + 7], c[base + 8], c[base + 9], c[base + 10], c[base + 11]);
   Atomics.store(c, base + ${DONE}, generation);
   Atomics.notify(c, base + ${DONE});
 }
 `;
+
+/**
+ * Each thread's [rowBegin, rowEnd, columnBegin, columnEnd] of an [m, n]
+ * product, the caller's last (it may be short): whole tiles of 4 rows where
+ * there are enough rows, else whole blocks of 8 columns; one share where
+ * neither is worth a wake-up.
+ */
+export function productShares(m: number, n: number, threads: number): [number, number, number, number][] {
+  const byRows = Math.min(threads, Math.floor(m / MIN_ROWS_PER_THREAD));
+  if (byRows > 1) {
+    const share = Math.ceil(m / byRows / 4) * 4;
+    return Array.from({ length: byRows }, (_, i) => [Math.min(m, i * share), i === byRows - 1 ? m : Math.min(m, (i + 1) * share), 0, n]);
+  }
+  const byColumns = Math.max(1, Math.min(threads, Math.floor(n / MIN_COLUMNS_PER_THREAD)));
+  const share = Math.ceil(n / byColumns / 8) * 8;
+  return Array.from({ length: byColumns }, (_, i) => [0, m, Math.min(n, i * share), i === byColumns - 1 ? n : Math.min(n, (i + 1) * share)]);
+}
 
 export class Q8ThreadPool {
   private readonly control: Int32Array;
@@ -63,22 +83,18 @@ export class Q8ThreadPool {
     return this.workers.length + 1;
   }
 
-  /** `kernels.gemm` over all rows, split by rows over the helpers and the calling thread. */
+  /** `kernels.gemm` over the whole output, split over the helpers and the calling thread. */
   gemm(codes: number, rowScales: number, m: number, k: number, weights: number, columnScales: number, n: number, out: number): void {
-    const parts = Math.max(1, Math.min(this.threads, Math.floor(m / MIN_ROWS_PER_THREAD)));
-    if (parts === 1) return this.kernels.gemm(codes, rowScales, m, k, weights, columnScales, n, out, 0, m);
-    // Whole tiles of 4 rows per part, the caller's last (it may be short).
-    const share = Math.ceil(m / parts / 4) * 4;
+    const parts = productShares(m, n, this.threads);
+    if (parts.length === 1) return this.kernels.gemm(codes, rowScales, m, k, weights, columnScales, n, out, 0, m, 0, n);
     const generation = ++this.generation;
-    const helpers = parts - 1;
-    for (let i = 0; i < helpers; i++) {
-      this.control.set([codes, rowScales, m, k, weights, columnScales, n, out, Math.min(m, i * share), Math.min(m, (i + 1) * share)], SLOTS * (i + 1));
-    }
+    const helpers = parts.length - 1;
+    for (let i = 0; i < helpers; i++) this.control.set([codes, rowScales, m, k, weights, columnScales, n, out, ...parts[i]], SLOTS * (i + 1));
     // Helpers without a share this time get an empty range, and answer at once.
-    for (let i = helpers; i < this.workers.length; i++) this.control.set([0, 0], SLOTS * (i + 1) + 8);
+    for (let i = helpers; i < this.workers.length; i++) this.control.set([0, 0, 0, 0], SLOTS * (i + 1) + 8);
     Atomics.store(this.control, 0, generation);
     Atomics.notify(this.control, 0);
-    this.kernels.gemm(codes, rowScales, m, k, weights, columnScales, n, out, Math.min(m, helpers * share), m);
+    this.kernels.gemm(codes, rowScales, m, k, weights, columnScales, n, out, ...parts[helpers]);
     for (let i = 0; i < this.workers.length; i++) {
       const done = SLOTS * (i + 1) + DONE;
       while (Atomics.load(this.control, done) !== generation) Atomics.wait(this.control, done, Atomics.load(this.control, done));
