@@ -70,6 +70,28 @@ describe('the threaded WebAssembly build', () => {
     }
   });
 
+  it('finishes every one of many small shared products, by rows and by columns', { timeout: 60_000 }, () => {
+    // A helper that answers between the caller's check and its wait must still wake it: a lost wake-up hangs here.
+    const [K, N] = [64, 64 * cores + 8];
+    const weight = quantizeWeight(Float32Array.from({ length: K * N }, (_, i) => Math.cos(i * 0.11) * 0.05), K, N);
+    const codes = placeInWasmHeap(codeWords(K, N), (target) => target.set(weight.codes));
+    const scales = tf.tensor1d(weight.scales);
+    try {
+      for (const M of [5, 16 * cores]) {
+        const input = tf.tensor2d(Float32Array.from({ length: M * K }, (_, i) => Math.sin(i)), [M, K]);
+        const first = project(input, { codes, scales, inner: K });
+        const expected = first.dataSync();
+        first.dispose();
+        for (let i = 0; i < 10_000; i++) project(input, { codes, scales, inner: K }).dispose();
+        const last = project(input, { codes, scales, inner: K });
+        expect(last.dataSync()).toEqual(expected);
+        tf.dispose([last, input]);
+      }
+    } finally {
+      tf.dispose([codes, scales]);
+    }
+  });
+
   it('starts only the pthread workers its threads need', () => {
     // Emscripten's generated start-up would load the module into 8 workers whatever the thread count.
     const { PThread } = (tf.backend() as unknown as { wasm: { PThread: { unusedWorkers: unknown[]; runningWorkers: unknown[] } } }).wasm;

@@ -87,7 +87,8 @@ export class Q8ThreadPool {
   gemm(codes: number, rowScales: number, m: number, k: number, weights: number, columnScales: number, n: number, out: number): void {
     const parts = productShares(m, n, this.threads);
     if (parts.length === 1) return this.kernels.gemm(codes, rowScales, m, k, weights, columnScales, n, out, 0, m, 0, n);
-    const generation = ++this.generation;
+    // Positive int32 always: a negative generation tells the helpers to stop.
+    const generation = (this.generation = (this.generation % 0x7fffffff) + 1);
     const helpers = parts.length - 1;
     for (let i = 0; i < helpers; i++) this.control.set([codes, rowScales, m, k, weights, columnScales, n, out, ...parts[i]], SLOTS * (i + 1));
     // Helpers without a share this time get an empty range, and answer at once.
@@ -97,7 +98,8 @@ export class Q8ThreadPool {
     this.kernels.gemm(codes, rowScales, m, k, weights, columnScales, n, out, ...parts[helpers]);
     for (let i = 0; i < this.workers.length; i++) {
       const done = SLOTS * (i + 1) + DONE;
-      while (Atomics.load(this.control, done) !== generation) Atomics.wait(this.control, done, Atomics.load(this.control, done));
+      // Wait on the very value compared: loading it again for the wait could read the helper's answer and sleep on it for ever.
+      for (let seen = Atomics.load(this.control, done); seen !== generation; seen = Atomics.load(this.control, done)) Atomics.wait(this.control, done, seen);
     }
   }
 
