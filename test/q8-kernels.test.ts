@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { instantiateQ8Kernels, type WasmMemory } from '../src/backends/q8/kernel-module.js';
+import { packF32Weight } from '../src/backends/q8/q8-packer.js';
+import { f32MatMulReference } from './helpers/products.js';
 import { MIN_COLUMNS_PER_THREAD, MIN_ROWS_PER_THREAD, productShares } from '../src/backends/q8/q8-threads.js';
 import { packedIndex, q8MatMulReference, quantizeRows, quantizeWeight, roundHalfEven } from '../src/weights/q8-codes.js';
 
@@ -113,6 +115,55 @@ describe.each([false, true])('q8 kernels (shared memory: %s)', (shared) => {
     // x·w is exactly representable here: every product is ±1, K of them.
     for (let n = 0; n < N; n++) expect(out[n]).toBeCloseTo((n === 0 ? -1 : 1) * K, 2);
   });
+});
+
+describe.each([false, true])('the float32 kernel (shared memory: %s)', (shared) => {
+  it.each([
+    [4, 16, 8],
+    [7, 64, 64],
+    [33, 256, 64],
+    [130, 768, 72],
+    [5, 3072, 16],
+  ])('gemm_f32 of [%i, %i] × [%i, N] adds in the order of k, bit for bit', (M, K, N) => {
+    const { memory, kernels, place } = onMemory(shared);
+    const x = matrix(M, K, M * 13 + K, 2);
+    const w = matrix(K, N, K * 3 + N, 0.1);
+    const [xAt, weightsAt, outAt] = [M * K * 4, K * N * 4, M * N * 4].map(place);
+    new Float32Array(memory.buffer, xAt, M * K).set(x);
+    packF32Weight(w, K, N, new Float32Array(memory.buffer, weightsAt, K * N));
+    kernels.gemm_f32(xAt, M, K, weightsAt, N, outAt, 0, M, 0, N);
+    const expected = f32MatMulReference(x, M, K, w, N);
+    const actual = new Float32Array(memory.buffer, outAt, M * N);
+    const wrong = [...actual].findIndex((v, i) => !Object.is(v, expected[i]));
+    expect(wrong, wrong < 0 ? '' : `first mismatch at ${wrong}: ${actual[wrong]} against ${expected[wrong]}`).toBe(-1);
+  });
+
+  it('computes only the rows and columns asked for', () => {
+    const [M, K, N] = [21, 32, 40];
+    const { memory, kernels, place } = onMemory(shared);
+    const x = matrix(M, K, 11);
+    const w = matrix(K, N, 12);
+    const [xAt, weightsAt, outAt] = [M * K * 4, K * N * 4, M * N * 4].map(place);
+    new Float32Array(memory.buffer, xAt, M * K).set(x);
+    packF32Weight(w, K, N, new Float32Array(memory.buffer, weightsAt, K * N));
+    new Float32Array(memory.buffer, outAt, M * N).fill(-1);
+    kernels.gemm_f32(xAt, M, K, weightsAt, N, outAt, 6, 13, 8, 24);
+    const expected = f32MatMulReference(x, M, K, w, N);
+    const actual = new Float32Array(memory.buffer, outAt, M * N);
+    for (let m = 0; m < M; m++) {
+      for (let n = 0; n < N; n++) expect(actual[m * N + n], `(${m}, ${n})`).toBe(m >= 6 && m < 13 && n >= 8 && n < 24 ? expected[m * N + n] : -1);
+    }
+  });
+});
+
+it('packs a float32 weight as [N/8][K][8]', () => {
+  const [K, N] = [3, 16];
+  const w = Float32Array.from({ length: K * N }, (_, i) => i);
+  const packed = packF32Weight(w, K, N);
+  // Block 0: rows 0..2 of columns 0..7, then block 1: columns 8..15.
+  expect([...packed.subarray(0, 8)]).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+  expect([...packed.subarray(8, 16)]).toEqual([16, 17, 18, 19, 20, 21, 22, 23]);
+  expect([...packed.subarray(24, 32)]).toEqual([8, 9, 10, 11, 12, 13, 14, 15]);
 });
 
 describe('q8 products shared between threads', () => {

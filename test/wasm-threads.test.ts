@@ -12,7 +12,9 @@ import { ResidentMemory } from '../src/backends/resident-memory.js';
 import { threadsFailure } from '../src/backends/wasm-threads.js';
 import { q8MatMulReference, quantizeWeight } from '../src/weights/q8-codes.js';
 import { placeInWasmHeap } from '../src/backends/q8/wasm-q8.js';
-import { codeWords, project } from '../src/model/projection.js';
+import { codeWords, packedWords, project } from '../src/model/projection.js';
+import { packF32Weight } from '../src/backends/q8/q8-packer.js';
+import { f32MatMulReference } from './helpers/products.js';
 import { NonFiniteWeightError } from '../src/errors.js';
 import { loadModel, loadModelConcurrently } from '../src/model/load-model.js';
 import { convertWeights } from '../src/weights/convert.js';
@@ -67,6 +69,37 @@ describe('the threaded WebAssembly build', () => {
       expect([...actual].findIndex((v, i) => !Object.is(v, expected[i]))).toBe(-1);
     } finally {
       tf.dispose([codes, scales, input]);
+    }
+  });
+
+  it.each([
+    ['rows', 16 * cores * 3 + 5, 64, 48],
+    ['columns', 5, 64, 64 * cores + 8],
+  ])('splits a float32 product of our kernel over its threads by %s, bit for bit', (_, M, K, N) => {
+    const x = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.37) * 4);
+    const w = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i * 0.11) * 0.05);
+    const packed = placeInWasmHeap(packedWords(K, N), (bytes) => packF32Weight(w, K, N, new Float32Array(bytes.buffer, bytes.byteOffset, K * N)));
+    const input = tf.tensor2d(x, [M, K]);
+    try {
+      const product = project(input, { packed, inner: K, columns: N });
+      const expected = f32MatMulReference(x, M, K, w, N);
+      const actual = product.dataSync();
+      product.dispose();
+      expect([...actual].findIndex((v, i) => !Object.is(v, expected[i]))).toBe(-1);
+    } finally {
+      tf.dispose([packed, input]);
+    }
+  });
+
+  it('holds float32 projections packed for our kernel only, by default', async () => {
+    const embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm' });
+    try {
+      const { layers } = embedder.model as unknown as { layers: BlockWeights[] };
+      const { q, down } = { q: layers[0].attention.q, down: layers[1].mlp.down } as unknown as Record<string, { packed?: tf.Tensor; inner: number; columns: number }>;
+      expect(q.packed?.size).toBe(packedWords(64, 64));
+      expect([down.inner, down.columns]).toEqual([256, 64]);
+    } finally {
+      await embedder.dispose();
     }
   });
 

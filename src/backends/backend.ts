@@ -5,8 +5,8 @@ import { loadModel, loadModelConcurrently, type LoadModelOptions } from '../mode
 import type { NomicBertModel } from '../model/nomic-bert.js';
 import { DTYPES, type Dtype } from '../model/projection.js';
 import { installCpuQ8 } from './q8/cpu-q8.js';
-import { placeInJs, QuantizingPacker } from './q8/q8-packer.js';
-import { installWasmQ8, placeInWasmHeap } from './q8/wasm-q8.js';
+import { F32Packer, placeInJs, QuantizingPacker } from './q8/q8-packer.js';
+import { installWasmQ8, placeInWasmHeap, wasmProductKernelsInstalled } from './q8/wasm-q8.js';
 import type { BackendName, BackendSettings } from './select.js';
 import { allocateInWasmHeap, reserveWasmHeap, wasmHeapSlots } from './wasm-heap.js';
 import { installWasmFusedKernels } from './wasm-fused.js';
@@ -138,7 +138,12 @@ const WASM: Backend = {
    * threaded: the same, one tensor after another.
    */
   loadModel: async (dir, options) => {
-    const packer = () => (options.dtype === 'q8' ? new QuantizingPacker(placeInWasmHeap) : xnnpackPacker());
+    const packer = () =>
+      options.dtype === 'q8'
+        ? new QuantizingPacker(placeInWasmHeap)
+        : wasmProductKernelsInstalled()
+          ? new F32Packer(placeInWasmHeap, (shape, weight) => allocateInWasmHeap(shape, (target) => target.set(weight)))
+          : xnnpackPacker();
     const slots = wasmHeapSlots();
     if (slots !== undefined) return loadModelConcurrently(dir, options, slots, packer());
     return loadModel(dir, options, allocateInWasmHeap, packer());

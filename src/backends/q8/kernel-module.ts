@@ -18,6 +18,7 @@ export interface Q8Kernels {
     columnBegin: number,
     columnEnd: number,
   ): void;
+  gemm_f32(x: number, m: number, k: number, weights: number, n: number, out: number, rowBegin: number, rowEnd: number, columnBegin: number, columnEnd: number): void;
 }
 
 /**

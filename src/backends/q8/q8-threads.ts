@@ -2,7 +2,7 @@ import { Worker } from 'node:worker_threads';
 import type { Q8Kernels, WasmMemory } from './kernel-module.js';
 
 /**
- * The q8 product on every core: threads of our own that share the threaded
+ * Our products (q8 and float32) on every core: threads of our own that share the threaded
  * wasm build's memory, each with the kernel module instantiated on it, split
  * a product with the calling thread: by rows, or by columns where it has too
  * few rows (one short query's products). They are woken and waited for
@@ -10,11 +10,16 @@ import type { Q8Kernels, WasmMemory } from './kernel-module.js';
  * microseconds, against milliseconds for a product worth splitting.
  *
  * Control block (int32): slot 0 the generation (negative: stop); for helper
- * i, 16 slots from 16·(i+1): the 12 arguments of `gemm`, then at +15 the
- * generation it last finished.
+ * i, 16 slots from 16·(i+1): the kernel's arguments (its leading ones, then
+ * the row and column range), at +14 which kernel (see {@link Q8ThreadPool.run}),
+ * at +15 the generation it last finished.
  */
 const SLOTS = 16;
+const KERNEL = 14;
 const DONE = 15;
+/** The kernels a helper runs, by the number in its KERNEL slot. */
+export const PRODUCT_KERNELS = ['gemm', 'gemm_f32'] as const;
+export type ProductKernel = (typeof PRODUCT_KERNELS)[number];
 
 /** Below this many rows per thread, a split by rows leaves the threads too little to do; columns are split instead. */
 export const MIN_ROWS_PER_THREAD = 16;
@@ -25,7 +30,7 @@ export const MIN_COLUMNS_PER_THREAD = 64;
 const HELPER = `
 const { workerData } = require('node:worker_threads');
 const { module, memory, control, index } = workerData;
-const { gemm } = new WebAssembly.Instance(module, { env: { memory } }).exports;
+const { gemm, gemm_f32 } = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const c = new Int32Array(control);
 const base = ${SLOTS} * (index + 1);
 let seen = 0;
@@ -35,7 +40,8 @@ for (;;) {
   if (generation < 0) break;
   if (generation === seen) continue;
   seen = generation;
-  gemm(c[base], c[base + 1], c[base + 2], c[base + 3], c[base + 4], c[base + 5], c[base + 6], c[base + 7], c[base + 8], c[base + 9], c[base + 10], c[base + 11]);
+  if (c[base + ${KERNEL}] === 0) gemm(c[base], c[base + 1], c[base + 2], c[base + 3], c[base + 4], c[base + 5], c[base + 6], c[base + 7], c[base + 8], c[base + 9], c[base + 10], c[base + 11]);
+  else gemm_f32(c[base], c[base + 1], c[base + 2], c[base + 3], c[base + 4], c[base + 5], c[base + 6], c[base + 7], c[base + 8], c[base + 9]);
   Atomics.store(c, base + ${DONE}, generation);
   Atomics.notify(c, base + ${DONE});
 }
@@ -70,7 +76,9 @@ export class Q8ThreadPool {
     helpers: number,
     private readonly kernels: Q8Kernels,
   ) {
-    this.control = new Int32Array(new SharedArrayBuffer((helpers + 1) * SLOTS * 4));
+    // Without helpers nothing is shared, and a runtime without SharedArrayBuffer runs the kernels too.
+    const bytes = (helpers + 1) * SLOTS * 4;
+    this.control = new Int32Array(helpers > 0 ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
     this.workers = Array.from({ length: helpers }, (_, index) => {
       const worker = new Worker(HELPER, { eval: true, workerData: { module, memory, control: this.control.buffer, index } });
       // Idle helpers wait on the control block; they must not keep the process alive.
@@ -83,19 +91,28 @@ export class Q8ThreadPool {
     return this.workers.length + 1;
   }
 
-  /** `kernels.gemm` over the whole output, split over the helpers and the calling thread. */
-  gemm(codes: number, rowScales: number, m: number, k: number, weights: number, columnScales: number, n: number, out: number): void {
+  /**
+   * `kernel` over the whole [m, n] output, split over the helpers and the
+   * calling thread: `leading` are its arguments before the row and column
+   * range (`gemm`: codes, rowScales, m, k, weights, columnScales, n, out;
+   * `gemm_f32`: x, m, k, weights, n, out).
+   */
+  run(kernel: ProductKernel, leading: readonly number[], m: number, n: number): void {
     const parts = productShares(m, n, this.threads);
-    if (parts.length === 1) return this.kernels.gemm(codes, rowScales, m, k, weights, columnScales, n, out, 0, m, 0, n);
+    const call = (range: readonly number[]) => (this.kernels[kernel] as (...args: number[]) => void)(...leading, ...range);
+    if (parts.length === 1) return call(parts[0]);
     // Positive int32 always: a negative generation tells the helpers to stop.
     const generation = (this.generation = (this.generation % 0x7fffffff) + 1);
     const helpers = parts.length - 1;
-    for (let i = 0; i < helpers; i++) this.control.set([codes, rowScales, m, k, weights, columnScales, n, out, ...parts[i]], SLOTS * (i + 1));
-    // Helpers without a share this time get an empty range, and answer at once.
-    for (let i = helpers; i < this.workers.length; i++) this.control.set([0, 0, 0, 0], SLOTS * (i + 1) + 8);
+    for (let i = 0; i < this.workers.length; i++) {
+      const base = SLOTS * (i + 1);
+      // Helpers without a share this time get an empty range, and answer at once.
+      this.control.set([...leading, ...(i < helpers ? parts[i] : [0, 0, 0, 0])], base);
+      this.control[base + KERNEL] = PRODUCT_KERNELS.indexOf(kernel);
+    }
     Atomics.store(this.control, 0, generation);
     Atomics.notify(this.control, 0);
-    this.kernels.gemm(codes, rowScales, m, k, weights, columnScales, n, out, ...parts[helpers]);
+    call(parts[helpers]);
     for (let i = 0; i < this.workers.length; i++) {
       const done = SLOTS * (i + 1) + DONE;
       // Wait on the very value compared: loading it again for the wait could read the helper's answer and sleep on it for ever.

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { CODE_ALIGNMENT_BYTES, Q8_MATMUL } from '../../model/projection.js';
+import { CODE_ALIGNMENT_BYTES, F32_MATMUL, Q8_MATMUL } from '../../model/projection.js';
 import { WASM_INTERNALS_VERSION, type WasmBackendInternals } from '../wasm-internals.js';
 import { wasmThreadCount } from '../wasm-threads.js';
 import { instantiateQ8Kernels, q8KernelModule, type Q8Kernels, type WasmMemory } from './kernel-module.js';
@@ -7,7 +7,7 @@ import { Q8ThreadPool } from './q8-threads.js';
 import type { CodePlacer } from './q8-packer.js';
 
 /**
- * The q8 product on the wasm backend: our kernel module (`gemm-wat.ts`)
+ * Our products on the wasm backend, q8 and float32: our kernel module (`gemm-wat.ts`)
  * instantiated on tfjs-backend-wasm's own memory, reading its inputs where
  * tfjs keeps them and writing into the output tensor it allocates, with no
  * copies. That reads tfjs 4.22's internals: the Emscripten module's memory
@@ -31,9 +31,10 @@ function memoryOf(backend: WasmBackendInternals): WasmMemory | undefined {
 }
 
 /**
- * Registers the q8 kernel once per process on the release whose internals it
- * reads; call after the wasm backend has started. Returns why `dtype: 'q8'`
- * cannot run here, or undefined.
+ * Registers our product kernels once per process on the release whose
+ * internals they read; call after the wasm backend has started. Returns why
+ * they cannot run here (then `dtype: 'q8'` cannot, and float32 products are
+ * XNNPACK's), or undefined.
  */
 export function installWasmQ8(wasmVersion: string): string | undefined {
   if (kernels !== undefined) return undefined;
@@ -44,7 +45,22 @@ export function installWasmQ8(wasmVersion: string): string | undefined {
   kernels = instantiateQ8Kernels(memory);
   if (typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer) threadedMemory = memory;
   tf.registerKernel({ kernelName: Q8_MATMUL, backendName: 'wasm', kernelFunc: q8MatMul as unknown as tf.KernelFunc });
+  tf.registerKernel({ kernelName: F32_MATMUL, backendName: 'wasm', kernelFunc: f32MatMul as unknown as tf.KernelFunc });
   return undefined;
+}
+
+/** Whether our kernels are registered: float32 projections are then packed for ours rather than XNNPACK's. */
+export function wasmProductKernelsInstalled(): boolean {
+  return kernels !== undefined;
+}
+
+function f32MatMul({ inputs, attrs, backend }: { inputs: { x: tf.TensorInfo; packed: tf.TensorInfo }; attrs: { columns: number }; backend: WasmBackendInternals }): tf.TensorInfo {
+  const [M, K] = inputs.x.shape;
+  const N = attrs.columns;
+  const out = backend.makeOutput([M, N], 'float32');
+  const offset = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId)!.memoryOffset;
+  productPool().run('gemm_f32', [offset(inputs.x), M, K, align(offset(inputs.packed)), N, offset(out)], M, N);
+  return out;
 }
 
 function q8MatMul({ inputs, backend }: { inputs: { x: tf.TensorInfo; codes: tf.TensorInfo; scales: tf.TensorInfo }; backend: WasmBackendInternals }): tf.TensorInfo {
@@ -58,7 +74,7 @@ function q8MatMul({ inputs, backend }: { inputs: { x: tf.TensorInfo; codes: tf.T
     const codes = align(scratch);
     const rowScales = align(codes + M * K * 2);
     kernels!.quantize_rows(offset(inputs.x), M, K, codes, rowScales);
-    productPool().gemm(codes, rowScales, M, K, align(offset(inputs.codes)), offset(inputs.scales), N, offset(out));
+    productPool().run('gemm', [codes, rowScales, M, K, align(offset(inputs.codes)), offset(inputs.scales), N, offset(out)], M, N);
   } finally {
     backend.wasm._free(scratch);
   }
