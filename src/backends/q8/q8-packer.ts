@@ -5,9 +5,9 @@ import type { Q8TensorSource } from '../../weights/load.js';
 import { quantizeWeight } from '../../weights/q8-codes.js';
 
 /**
- * Makes a codes tensor of `words` int32 words on the active backend and has
- * `write` put a weight's packed codes into its memory, where the backend's
- * q8 kernel reads them.
+ * Makes a tensor of `words` int32 words on the active backend and has
+ * `write` put a weight's kernel form (q8 codes, or packed float32 values, as
+ * bytes) into its memory, where the backend's kernel reads it.
  */
 export type CodePlacer = (words: number, write: (codes: Int8Array) => void) => tf.Tensor1D;
 
