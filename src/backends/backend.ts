@@ -133,9 +133,10 @@ const WASM: Backend = {
   reserve: (bytes) => reserveWasmHeap(bytes),
   /**
    * Threaded: the weights read straight into the shared heap on Node's I/O
-   * threads while this thread packs the projections already read for
-   * XNNPACK, keeping only the packed copy (see `xnnpackPacker`). Single
-   * threaded: the same, one tensor after another.
+   * threads while this thread makes the projections already read into our
+   * kernels' forms (packed float32, or q8 codes), keeping only those; into
+   * XNNPACK's packed copy where our kernels cannot be installed (see
+   * `xnnpackPacker`). Single threaded: the same, one tensor after another.
    */
   loadModel: async (dir, options) => {
     const packer = () =>
