@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { instantiateQ8Kernels, type WasmMemory } from '../src/backends/q8/kernel-module.js';
-import { packF32Weight } from '../src/backends/q8/q8-packer.js';
+import * as tf from '@tensorflow/tfjs-core';
+import { F32Packer, packF32Weight, placeInJs } from '../src/backends/q8/q8-packer.js';
+import { disposeWeight } from '../src/model/projection.js';
+import { useBackend } from './helpers/backend.js';
 import { f32MatMulReference } from './helpers/products.js';
 import { MIN_COLUMNS_PER_THREAD, MIN_ROWS_PER_THREAD, productShares } from '../src/backends/q8/q8-threads.js';
 import { packedIndex, q8MatMulReference, quantizeRows, quantizeWeight, roundHalfEven } from '../src/weights/q8-codes.js';
@@ -164,6 +167,22 @@ it('packs a float32 weight as [N/8][K][8]', () => {
   expect([...packed.subarray(0, 8)]).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
   expect([...packed.subarray(8, 16)]).toEqual([16, 17, 18, 19, 20, 21, 22, 23]);
   expect([...packed.subarray(24, 32)]).toEqual([8, 9, 10, 11, 12, 13, 14, 15]);
+});
+
+it('leaves a float32 weight whose output width is not a multiple of 8 to a plain tensor, and packs the rest', async () => {
+  await useBackend('cpu');
+  const plain: number[][] = [];
+  const packer = new F32Packer(placeInJs, (shape, weight) => (plain.push([...shape]), tf.tensor2d(weight, [shape[0], shape[1]])));
+  const odd = packer.packSync([4, 12], (target) => target.fill(1));
+  const even = packer.packSync([4, 16], (target) => target.fill(1));
+  try {
+    expect(odd).toBeInstanceOf(tf.Tensor);
+    expect(plain).toEqual([[4, 12]]);
+    expect(even).toMatchObject({ inner: 4, columns: 16 });
+  } finally {
+    disposeWeight(odd);
+    disposeWeight(even);
+  }
 });
 
 describe('q8 products shared between threads', () => {
