@@ -80,7 +80,7 @@ function child(args: string[]): Record<string, unknown> {
 }
 
 const results: Record<string, unknown>[] = [];
-const rows: string[][] = [['backend', 'dtype', 'workers × threads', 'input', 'tokens/s', 'texts/s', 'roofline tok/s', 'of roofline', 'peak RSS', 'peak tensors']];
+const rows: string[][] = [['backend', 'dtype', 'workers × threads', 'input', 'tokens/s', 'texts/s', 'roofline tok/s', 'of roofline', 'RSS after the call', 'peak RSS', 'peak tensors']];
 const startupRows: string[][] = [
   ['backend', 'dtype', 'workers × threads', 'file read', 'load', 'load / read', 'first call', 'second call', 'first / second', 'one text (median)', 'RSS after warm-up', 'peak RSS'],
 ];
@@ -146,6 +146,7 @@ for (const backend of backends) {
         (r.textsPerSecond as number).toPrecision(3),
         roofline.toFixed(1),
         `${(fraction * 100).toFixed(0)}%${used > 1 ? ` of ${used}×` : ''}`,
+        gib(r.rssAfterCallBytes as number),
         gib(r.peakRssBytes as number),
         gib(r.peakTensorBytes as number),
       ]);

@@ -145,7 +145,10 @@ if (values.roofline) {
   const texts = loadSet(values.set as SetName, Number(values.fraction ?? 1));
   const embedder = await loadEmbedder(values.model!, options());
   const { stats } = await embedder.embed(texts, { maxBatchTokens: 8192 });
+  // What the process holds once the call is over: the wasm heap keeps the largest batch's activations.
+  const rssAfterCallBytes = process.memoryUsage().rss;
   await report(embedder, {
+    rssAfterCallBytes,
     set: values.set,
     texts: stats.texts,
     tokens: stats.tokens,
