@@ -62,42 +62,25 @@ describe.each([false, true])('q8 kernels (shared memory: %s)', (shared) => {
     expect(wrong, wrong < 0 ? '' : `first mismatch at ${wrong}: ${actual[wrong]} against ${expected[wrong]}`).toBe(-1);
   });
 
-  it('computes only the rows asked for, so that threads can split a product by rows', () => {
-    const [M, K, N] = [21, 32, 16];
+  it.each([
+    ['rows', 'a product by rows', [21, 32, 16], [6, 13, 0, 16]],
+    ['columns', 'a product of few rows by columns', [5, 32, 40], [0, 5, 16, 32]],
+  ] as const)('computes only the %s asked for, so that threads can split %s', (_, __, [M, K, N], [rowBegin, rowEnd, columnBegin, columnEnd]) => {
     const { memory, kernels, place } = onMemory(shared);
-    const x = matrix(M, K, 5);
-    const weight = quantizeWeight(matrix(K, N, 6), K, N);
+    const x = matrix(M, K, 5 + N);
+    const weight = quantizeWeight(matrix(K, N, 6 + N), K, N);
     const [xAt, codesAt, rowScalesAt, weightsAt, scalesAt, outAt] = [M * K * 4, M * K * 2, M * 4, K * N, N * 4, M * N * 4].map(place);
     new Float32Array(memory.buffer, xAt, M * K).set(x);
     new Int8Array(memory.buffer, weightsAt, K * N).set(weight.codes);
     new Float32Array(memory.buffer, scalesAt, N).set(weight.scales);
     new Float32Array(memory.buffer, outAt, M * N).fill(-1);
     kernels.quantize_rows(xAt, M, K, codesAt, rowScalesAt);
-    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, 6, 13, 0, N);
+    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, rowBegin, rowEnd, columnBegin, columnEnd);
     const expected = q8MatMulReference(x, M, K, weight, N);
     const actual = new Float32Array(memory.buffer, outAt, M * N);
+    const asked = (m: number, n: number) => m >= rowBegin && m < rowEnd && n >= columnBegin && n < columnEnd;
     for (let m = 0; m < M; m++) {
-      const row = [...actual.subarray(m * N, (m + 1) * N)];
-      expect(row, `row ${m}`).toEqual(m >= 6 && m < 13 ? [...expected.subarray(m * N, (m + 1) * N)] : new Array(N).fill(-1));
-    }
-  });
-
-  it('computes only the columns asked for, so that threads can split a product of few rows by columns', () => {
-    const [M, K, N] = [5, 32, 40];
-    const { memory, kernels, place } = onMemory(shared);
-    const x = matrix(M, K, 7);
-    const weight = quantizeWeight(matrix(K, N, 8), K, N);
-    const [xAt, codesAt, rowScalesAt, weightsAt, scalesAt, outAt] = [M * K * 4, M * K * 2, M * 4, K * N, N * 4, M * N * 4].map(place);
-    new Float32Array(memory.buffer, xAt, M * K).set(x);
-    new Int8Array(memory.buffer, weightsAt, K * N).set(weight.codes);
-    new Float32Array(memory.buffer, scalesAt, N).set(weight.scales);
-    new Float32Array(memory.buffer, outAt, M * N).fill(-1);
-    kernels.quantize_rows(xAt, M, K, codesAt, rowScalesAt);
-    kernels.gemm(codesAt, rowScalesAt, M, K, weightsAt, scalesAt, N, outAt, 0, M, 16, 32);
-    const expected = q8MatMulReference(x, M, K, weight, N);
-    const actual = new Float32Array(memory.buffer, outAt, M * N);
-    for (let m = 0; m < M; m++) {
-      for (let n = 0; n < N; n++) expect(actual[m * N + n], `(${m}, ${n})`).toBe(n >= 16 && n < 32 ? expected[m * N + n] : -1);
+      for (let n = 0; n < N; n++) expect(actual[m * N + n], `(${m}, ${n})`).toBe(asked(m, n) ? expected[m * N + n] : -1);
     }
   });
 
