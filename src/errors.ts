@@ -185,8 +185,8 @@ export class DownloadError extends NomicEmbedError {
 /** The embedder was disposed before or while the call ran. */
 export class DisposedError extends NomicEmbedError {
   override name = 'DisposedError';
-  constructor() {
-    super('the embedder was disposed; load a new one with loadEmbedder');
+  constructor(subject = 'the embedder', remedy = 'load a new one with loadEmbedder') {
+    super(`${subject} was disposed; ${remedy}`);
   }
 }
 

@@ -256,6 +256,12 @@ describe('worker pool', () => {
     expect(started.every((t) => t.threadId === -1)).toBe(true);
     await expect(embedder.embed(['hello'])).rejects.toThrow(/disposed/);
   });
+
+  it('says so as well when the model ran in this thread', async () => {
+    const embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm', workers: 1 });
+    await embedder.dispose();
+    await expect(embedder.embed(['hello'])).rejects.toBeInstanceOf(DisposedError);
+  });
 });
 
 describe('default worker count', () => {

@@ -1,4 +1,5 @@
 import type { BatchGuard } from '../backends/backend.js';
+import { DisposedError } from '../errors.js';
 import type { NomicBertModel } from '../model/nomic-bert.js';
 import { runBatchJob, type BatchJob, type BatchOutput } from '../pipeline/batch-job.js';
 import type { BatchRunner } from './runner.js';
@@ -11,6 +12,7 @@ import type { BatchRunner } from './runner.js';
  */
 export class LocalRunner implements BatchRunner {
   readonly concurrency = 1;
+  private disposed = false;
 
   constructor(
     readonly model: NomicBertModel,
@@ -20,10 +22,12 @@ export class LocalRunner implements BatchRunner {
   ) {}
 
   run(job: BatchJob): Promise<BatchOutput> {
+    if (this.disposed) return Promise.reject(new DisposedError());
     return this.guard(() => runBatchJob(this.model, job));
   }
 
   async dispose(): Promise<void> {
+    this.disposed = true;
     this.model.dispose();
   }
 }
