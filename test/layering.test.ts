@@ -18,7 +18,7 @@ const LAYERS: readonly string[][] = [
   ['pool'],
   ['embedder.ts', 'download'],
   ['server', 'queue'],
-  ['index.ts', 'cli'],
+  ['index.ts', 'cli', 'adapters'],
 ];
 
 function layerOf(path: string): number {
@@ -61,6 +61,18 @@ describe('dependencies point one way', () => {
     };
     for (const file of files) visit(file, []);
     expect(cycles).toEqual([]);
+  });
+
+  it('only the adapters import a framework, and nothing imports the adapters: the main entry needs none installed', () => {
+    const framework = /from '(@langchain\/|@llamaindex\/|llamaindex|ai'|@ai-sdk\/)/;
+    for (const file of sources(SRC)) {
+      const source = readFileSync(file, 'utf8');
+      const inAdapters = relative(SRC, file).startsWith('adapters/');
+      if (!inAdapters) {
+        expect(framework.test(source), `${relative(SRC, file)} imports a framework`).toBe(false);
+        expect(/from '[^']*adapters\//.test(source), `${relative(SRC, file)} imports an adapter`).toBe(false);
+      }
+    }
   });
 
   it.each(sources(SRC).map((f) => [relative(SRC, f), f]))('%s imports only from its layer or earlier ones', (_, file) => {

@@ -25,8 +25,11 @@ describe('the published package', () => {
     files = packed.files.map((f) => f.path);
     mkdirSync(app);
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', version: '1.0.0', private: true, type: 'module' }));
-    // The registry is reachable, but the packages are in npm's cache already.
-    await exec('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', join(work, packed.filename)], { cwd: app, maxBuffer: 1 << 26 });
+    // The registry is reachable, but the packages are in npm's cache already. One framework beside it,
+    // as a LangChain user has: the adapters' other frameworks are optional peers, so none comes with it.
+    const { devDependencies } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> };
+    const langchain = `@langchain/core@${devDependencies['@langchain/core']}`;
+    await exec('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', join(work, packed.filename), langchain], { cwd: app, maxBuffer: 1 << 26 });
     installed = join(app, 'node_modules', 'nomic-embed-tfjs');
   }, 300_000);
 
@@ -38,7 +41,7 @@ describe('the published package', () => {
   });
 
   it('holds the built code, its sources, the licence and the README, and nothing of the repository besides', () => {
-    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/cli/bin.js', 'dist/pool/worker.js', 'wasm/q8-kernels.wasm', 'wasm/q8-kernels-shared.wasm', 'LICENSE', 'README.md', 'package.json']) {
+    for (const f of ['dist/index.js', 'dist/index.d.ts', 'dist/cli/bin.js', 'dist/pool/worker.js', 'dist/adapters/langchain.js', 'dist/adapters/llamaindex.js', 'dist/adapters/ai-sdk.js', 'wasm/q8-kernels.wasm', 'wasm/q8-kernels-shared.wasm', 'LICENSE', 'README.md', 'package.json']) {
       expect(files).toContain(f);
     }
     expect(files.some((f) => f.startsWith('test/') || f.startsWith('weights/') || f.startsWith('scripts/'))).toBe(false);
@@ -82,6 +85,30 @@ describe('the published package', () => {
     const service = /(^|\/node_modules\/)(fastify|@fastify\/cors|prom-client|bullmq|ioredis)(\/|$)/;
     expect(loaded.filter((r) => service.test(r))).toEqual([]);
     expect(exports).toEqual(expect.arrayContaining(['serve', 'startQueueWorker', 'submitEmbeddings', 'loadEmbedder']));
+  });
+
+  it('brings no framework of its adapters, and its LangChain adapter works beside @langchain/core alone', async () => {
+    for (const pkg of ['@llamaindex/core', 'llamaindex', 'ai', '@ai-sdk/provider', 'langchain', '@langchain/classic']) {
+      expect(existsSync(join(app, 'node_modules', pkg)), pkg).toBe(false);
+    }
+    const text = reference('nomic-tiny').texts[1].text;
+    const script = `
+      import { Embeddings } from '@langchain/core/embeddings';
+      import { loadEmbedder } from 'nomic-embed-tfjs';
+      import { NomicEmbeddings } from 'nomic-embed-tfjs/langchain';
+      const model = ${JSON.stringify(fixtureDir('nomic-tiny'))};
+      const embeddings = new NomicEmbeddings({ model, backend: 'wasm', threads: 1 });
+      const query = await embeddings.embedQuery(${JSON.stringify(text)});
+      const embedder = await loadEmbedder(model, { backend: 'wasm', threads: 1 });
+      const { embeddings: [direct] } = await embedder.embed([${JSON.stringify(text)}], { task: 'search_query' });
+      console.log(JSON.stringify({ subclass: embeddings instanceof Embeddings, query, direct: Array.from(direct) }));
+      await Promise.all([embeddings.dispose(), embedder.dispose()]);
+    `;
+    // One thread: the threaded build's start hangs under --input-type=module (a limit the README states).
+    const { stdout } = await exec(process.execPath, ['--input-type=module', '-e', script], { cwd: app, maxBuffer: 1 << 24 });
+    const result = JSON.parse(stdout) as { subclass: boolean; query: number[]; direct: number[] };
+    expect(result.subclass).toBe(true);
+    expect(result.query).toEqual(result.direct);
   });
 
   it('npx nomic-embed --help works', async () => {

@@ -142,12 +142,12 @@ export interface EmbedResult<V extends Float32Array | Int8Array | Uint8Array = F
 }
 
 /** Every option's name, checked by the compiler against the interfaces: a new option cannot be forgotten here. */
-const EMBED_OPTION_NAMES = Object.keys({
+export const EMBED_OPTION_NAMES = Object.keys({
   task: true, dimensions: true, normalize: true, pooling: true, truncation: true, longText: true, overlap: true,
   precision: true, ranges: true, calibration: true, maxBatchTokens: true, maxBatchSize: true, memoryBudgetBytes: true,
   chunkSize: true, onProgress: true, signal: true, maxQueueTokens: true,
 } satisfies Record<keyof EmbedOptions, true>);
-const LOAD_OPTION_NAMES = Object.keys({
+export const LOAD_OPTION_NAMES = Object.keys({
   backend: true, maxLength: true, rotaryScalingFactor: true, weightsFile: true, workers: true, threads: true, layoutCache: true, dtype: true,
 } satisfies Record<keyof LoadEmbedderOptions, true>);
 
@@ -278,6 +278,15 @@ export function resolveEmbedOptions(texts: readonly string[], options: EmbedOpti
     signal,
     maxQueueTokens,
   };
+}
+
+/**
+ * Checks options meant for later `embed` calls before the model is loaded, as
+ * {@link resolveEmbedOptions} will: everything but which Matryoshka sizes the
+ * model has, which only its config says.
+ */
+export function checkEmbedOptionsAhead(options: EmbedOptions<Precision>): void {
+  resolveEmbedOptions([], options, { hiddenSize: Number.MAX_SAFE_INTEGER, backend: 'cpu', defaultMemoryBudgetBytes: 1 });
 }
 
 function checkDimensions(dimensions: number, hiddenSize: number): void {
