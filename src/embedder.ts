@@ -1,4 +1,5 @@
 import { availableParallelism, freemem, totalmem } from 'node:os';
+import { basename, resolve } from 'node:path';
 import { backendNamed, type Backend } from './backends/backend.js';
 import { selectBackend, type BackendName } from './backends/select.js';
 import type { GpuAdapterReport } from './backends/webgpu/adapter.js';
@@ -12,7 +13,9 @@ import {
   type LoadEmbedderOptions,
   type ResolvedEmbedOptions,
 } from './pipeline/embed-options.js';
-import { BackendError, ConfigError, NomicEmbedError, OutOfMemoryError } from './errors.js';
+import { cachedModel, isHubId } from './download/model-cache.js';
+import { BackendError, ConfigError, InputError, NomicEmbedError, OutOfMemoryError } from './errors.js';
+import { describe } from './options.js';
 import type { AttentionKernel } from './model/attention.js';
 import { layoutNotice } from './model/load-model.js';
 import type { NomicBertModel } from './model/nomic-bert.js';
@@ -33,16 +36,26 @@ import { openCheckpoint, type CheckedCheckpoint } from './weights/load.js';
 import { readConfig, weightsPath } from './weights/model-folder.js';
 
 /**
- * Loads a model folder (`config.json`, `model.safetensors`, `tokenizer.json`,
- * optionally `tokenizer_config.json`) onto a backend.
+ * Loads a model onto a backend: a folder (`config.json`, `model.safetensors`,
+ * `tokenizer.json`, optionally `tokenizer_config.json`), or a Hugging Face hub
+ * repository id, downloaded into the cache on first use (see
+ * `LoadEmbedderOptions.revision`, `offline`, `cacheDir`). A path that exists
+ * is always a folder.
  *
  * @example
- * const embedder = await loadEmbedder('weights/nomic-embed-text-v1.5');
+ * const embedder = await loadEmbedder('nomic-ai/nomic-embed-text-v1.5');
  * const { embeddings } = await embedder.embed(['hello'], { task: 'search_query' });
  * await embedder.dispose();
  */
-export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {}): Promise<Embedder> {
+export async function loadEmbedder(source: string, options: LoadEmbedderOptions = {}): Promise<Embedder> {
   checkLoadOptions(options);
+  if (typeof source !== 'string' || source === '') throw new InputError('source', `must be a model folder or a hub repository id, got ${describe(source)}`);
+  const fromHub = isHubId(source);
+  if (!fromHub && options.revision !== undefined) {
+    throw new InputError('revision', `applies to a hub repository id; ${source} is a folder, and a folder is never downloaded into`);
+  }
+  const dir = fromHub ? await cachedModel(source, options) : source;
+  const modelName = basename(fromHub ? source : resolve(dir));
   const {
     backend = LOAD_DEFAULTS.backend,
     maxLength,
@@ -99,7 +112,7 @@ export async function loadEmbedder(dir: string, options: LoadEmbedderOptions = {
     if (layoutCache !== false) runtimeLayoutFile(weightsPath(dir, weightsFile), config, layoutNotice);
     runner = await WorkerPoolRunner.start(workers, { dir, backend: active.name, modelOptions, wasmThreads, reserveBytes: typicalBatch.totalBytes });
   }
-  const embedder = new Embedder(runner, tokenizer, active.name, config, device, dir, dtype);
+  const embedder = new Embedder(runner, tokenizer, active.name, config, device, dir, dtype, modelName);
   // The first products compile shaders (WebGPU; wasm has packed its weights while loading), and the first
   // texts warm the tokenizer, pipeline and JIT up: done here, the first call is about as fast as the next
   // ones. See WARM_UP_TEXTS for why two, and which.
@@ -144,6 +157,8 @@ export class Embedder {
     readonly modelDir?: string,
     /** The precision its products run in (see `LoadEmbedderOptions.dtype`). */
     readonly dtype: Dtype = 'fp32',
+    /** The model's name: a hub repository's (`nomic-embed-text-v1.5`), else its folder's. */
+    readonly modelName = modelDir === undefined ? 'model' : basename(resolve(modelDir)),
   ) {
     this.engine = backendNamed(backend);
     this.attention = this.engine.attention();

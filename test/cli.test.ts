@@ -26,7 +26,9 @@ interface Run {
 function run(args: string[], options: { stdin?: string; env?: Record<string, string>; cwd?: string; command?: string[] } = {}): Promise<Run> {
   const [cmd, ...pre] = options.command ?? [process.execPath, BIN];
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, [...pre, ...args], { cwd: options.cwd ?? work, env: { ...process.env, ...options.env } });
+    // A cache of the test's own: the default model is never looked for in the user's.
+    const env = { ...process.env, NOMIC_EMBED_CACHE: join(work, 'cache'), ...options.env };
+    const child = spawn(cmd, [...pre, ...args], { cwd: options.cwd ?? work, env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -156,7 +158,8 @@ describe('nomic-embed command line', () => {
     [['embed', '--model', MODEL, '--task', 'search', 'x'], /--task must be one of/],
     [['embed', '--model', MODEL, '--format', 'npy', 'x'], /\.npy output needs --output FILE/],
     [['embed', '--model', MODEL, '--input', 'missing.txt'], /--input missing\.txt: no such file/],
-    [['embed', 'x'], /no model at weights\/nomic-embed-text-v1\.5; run `nomic-embed pull`/],
+    [['embed', '--model', MODEL, '--revision', 'v1', 'x'], /--revision applies to a hub repository id; .* is a folder/],
+    [['embed', '--model', 'nosuch', 'x'], /--model nosuch: no such folder, and not a hub repository id/],
     [['frobnicate'], /unknown command "frobnicate"/],
     [['convert', MODEL], /convert needs SOURCE_DIR and OUT_DIR/],
     [['convert', MODEL, 'out', '--dtype', 'int4'], /--dtype must be float32, float16, q8; got "int4"/],
@@ -246,14 +249,65 @@ describe('nomic-embed command line', () => {
     expect(r.stdout).toMatch(/memory for a batch of 4 × 128 tokens: /);
   });
 
-  it('pull downloads from HF_ENDPOINT into weights/<name>, then embed finds it by default', async () => {
+  it('with no --model and nothing cached, offline mode says what is missing', async () => {
+    for (const [args, env] of [
+      [['embed', 'x'], { HF_HUB_OFFLINE: '1' }],
+      [['embed', '--offline', 'x'], {}],
+    ] as const) {
+      const r = await run([...args], { env: { ...env, NOMIC_EMBED_CACHE: tempDir() } });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/nomic-ai\/nomic-embed-text-v1\.5 \(revision main\) is not in the cache, and offline mode/);
+      expect(r.stderr).not.toMatch(/\n\s+at /);
+    }
+  });
+
+  it('with no --model, the first run downloads the default model into the cache and the next makes no request', async () => {
     const hub = await startHub(MODEL, ['config.json', 'tokenizer.json', 'model.safetensors']);
+    const env = { HF_ENDPOINT: hub.endpoint, NOMIC_EMBED_CACHE: tempDir() };
     try {
-      const p = await run(['pull'], { env: { HF_ENDPOINT: hub.endpoint } });
+      const first = await run(['embed', texts[0].text], { env });
+      expect(first.code).toBe(0);
+      expect(first.stderr).toMatch(/model\.safetensors: downloaded and verified/);
+      expectClose(parseJsonl(first.stdout)[0], texts[0].embedding, TOLERANCE.embedding, 'downloaded model');
+      const requests = hub.requests.length;
+      const second = await run(['embed', '--quiet', texts[0].text], { env: { ...env } });
+      expect(second.code).toBe(0);
+      expect(hub.requests.length).toBe(requests);
+      expectClose(parseJsonl(second.stdout)[0], texts[0].embedding, TOLERANCE.embedding, 'cached model');
+    } finally {
+      await hub.close();
+    }
+  });
+
+  it('two processes starting at once share one download', async () => {
+    // The weights arrive slowly, so the second process finds the first one's download under way.
+    const hub = await startHub(MODEL, ['config.json', 'tokenizer.json', 'model.safetensors'], { delay: { 'model.safetensors': 2000 } });
+    const env = { HF_ENDPOINT: hub.endpoint, NOMIC_EMBED_CACHE: tempDir() };
+    try {
+      const runs = await Promise.all([run(['embed', texts[0].text], { env }), run(['embed', texts[1].text], { env })]);
+      runs.forEach((r, i) => {
+        expect(r.code, r.stderr).toBe(0);
+        expectClose(parseJsonl(r.stdout)[0], texts[i].embedding, TOLERANCE.embedding, `process ${i}`);
+      });
+      expect(hub.requests.filter((r) => r.method === 'GET' && r.path.startsWith('/cdn/'))).toHaveLength(1);
+      expect(runs.filter((r) => /another process is downloading it; waiting/.test(r.stderr))).toHaveLength(1);
+    } finally {
+      await hub.close();
+    }
+  });
+
+  it('pull downloads into the cache, or with --weights-dir into a folder of its own', async () => {
+    const hub = await startHub(MODEL, ['config.json', 'tokenizer.json', 'model.safetensors']);
+    const cache = tempDir();
+    try {
+      const p = await run(['pull'], { env: { HF_ENDPOINT: hub.endpoint, NOMIC_EMBED_CACHE: cache } });
       expect(p.code).toBe(0);
-      expect(p.stdout.trim()).toBe('weights/nomic-embed-text-v1.5');
+      expect(p.stdout.trim()).toBe(join(cache, 'nomic-ai--nomic-embed-text-v1.5', 'main'));
       expect(p.stderr).toMatch(/model\.safetensors: downloaded and verified/);
-      const r = await run(['embed', '--quiet', texts[0].text]);
+      const w = await run(['pull', '--weights-dir', 'weights'], { env: { HF_ENDPOINT: hub.endpoint } });
+      expect(w.code).toBe(0);
+      expect(w.stdout.trim()).toBe('weights/nomic-embed-text-v1.5');
+      const r = await run(['embed', '--quiet', '--model', 'weights/nomic-embed-text-v1.5', texts[0].text]);
       expect(r.code).toBe(0);
       expectClose(parseJsonl(r.stdout)[0], texts[0].embedding, TOLERANCE.embedding, 'pulled model');
     } finally {

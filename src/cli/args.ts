@@ -1,12 +1,9 @@
-import { existsSync } from 'node:fs';
 import type { ParseArgsConfig } from 'node:util';
 import { AUTO_ORDER, type BackendChoice } from '../backends/select.js';
 import { DTYPES } from '../model/projection.js';
 import type { LoadEmbedderOptions } from '../pipeline/embed-options.js';
 import { NomicEmbedError } from '../errors.js';
 export { LONG_TEXT_MODES, TASKS, TRUNCATIONS } from '../pipeline/tokenizer.js';
-
-export const DEFAULT_MODEL_DIR = 'weights/nomic-embed-text-v1.5';
 
 /** Wrong arguments: exit code 2 and a pointer to --help. */
 export class UsageError extends NomicEmbedError {
@@ -39,18 +36,6 @@ export function choiceOption<T extends string>(name: string, value: string | und
   throw new UsageError(`--${name} must be ${allowed}, got "${value}"`);
 }
 
-export function modelDir(value: string | undefined): string {
-  const dir = value ?? DEFAULT_MODEL_DIR;
-  if (!existsSync(dir)) {
-    throw new UsageError(
-      value === undefined
-        ? `no model at ${dir}; run \`nomic-embed pull\` to download it, or pass --model DIR`
-        : `--model ${dir}: no such folder`,
-    );
-  }
-  return dir;
-}
-
 export function backendOption(value: string | undefined): BackendChoice {
   const backend = (value ?? 'auto') as BackendChoice;
   if (backend !== 'auto' && !AUTO_ORDER.includes(backend)) {
@@ -59,9 +44,16 @@ export function backendOption(value: string | undefined): BackendChoice {
   return backend;
 }
 
+/** Where a command's model comes from: a folder, or a hub repository id and its revision (see model-source.ts). */
+export const MODEL_SOURCE_OPTIONS = {
+  model: { type: 'string' },
+  revision: { type: 'string' },
+  offline: { type: 'boolean' },
+} as const;
+
 /** Where the commands that load a model take it from and how they run it. */
 export const EMBEDDER_OPTIONS = {
-  model: { type: 'string' },
+  ...MODEL_SOURCE_OPTIONS,
   backend: { type: 'string' },
   workers: { type: 'string' },
   threads: { type: 'string' },

@@ -3,38 +3,28 @@ import { parseArgs } from 'node:util';
 import { availableParallelism } from 'node:os';
 import { backendNamed } from '../backends/backend.js';
 import { selectBackend } from '../backends/select.js';
+import { cachedModel } from '../download/model-cache.js';
 import { pull } from '../download/pull.js';
 import { estimateMemory } from '../pipeline/memory.js';
 import { CONVERT_DTYPES, convertWeights, type ConvertDtype } from '../weights/convert.js';
 import { readConfig } from '../weights/model-folder.js';
 import { parameterCount, weightTable } from '../weights/weight-table.js';
-import { argsConfig, backendOption, integerOption, modelDir, UsageError } from './args.js';
+import { argsConfig, backendOption, integerOption, MODEL_SOURCE_OPTIONS, UsageError } from './args.js';
 import type { CliIo } from './main.js';
+import { downloadReporter, DEFAULT_MODEL, modelFolder } from './model-source.js';
 import { formatBytes, ProgressBar } from './progress.js';
 
-/** `nomic-embed pull`: download a model folder from the hub. */
+/** `nomic-embed pull`: download a model folder from the hub, into the cache unless --weights-dir says where. */
 export async function pullCommand(args: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs(argsConfig(args, { 'weights-dir': { type: 'string' }, revision: { type: 'string' }, quiet: { type: 'boolean' } }));
   if (positionals.length > 1) throw new UsageError('pull takes one repository');
-  const showProgress = !values.quiet && io.stderr.isTTY === true;
-  let bar: { file: string; progress: ProgressBar; done: number } | undefined;
-  const dir = await pull({
-    repo: positionals[0],
-    weightsDir: values['weights-dir'],
-    revision: values.revision,
-    onProgress: (file, done, total) => {
-      if (!showProgress) return;
-      if (bar?.file !== file) bar = { file, progress: new ProgressBar(io.stderr, file, 'B', formatBytes), done: 0 };
-      bar.done = done;
-      bar.progress.update(done, total);
-    },
-    onFileDone: (file, status) => {
-      if (bar?.file === file) bar.progress.finish(bar.done, bar.done);
-      bar = undefined;
-      const what = { present: 'already complete', absent: 'not in the repository (optional)', downloaded: 'downloaded and verified' }[status];
-      if (!values.quiet) io.stderr.write(`${file}: ${what}\n`);
-    },
-  });
+  const repo = positionals[0] ?? DEFAULT_MODEL;
+  const report = downloadReporter(io, values.quiet === true);
+  const dir =
+    values['weights-dir'] === undefined
+      ? // Online by definition: pulling is asking to download.
+        await cachedModel(repo, { revision: values.revision, offline: false, ...report })
+      : await pull({ repo, weightsDir: values['weights-dir'], revision: values.revision, ...report });
   io.stdout.write(`${dir}\n`);
   return 0;
 }
@@ -57,9 +47,9 @@ export function convertCommand(args: readonly string[], io: CliIo): number {
 /** `nomic-embed info`: backend, config, parameter count, memory estimate. */
 export async function infoCommand(args: readonly string[], io: CliIo): Promise<number> {
   const { values } = parseArgs(
-    argsConfig(args, { model: { type: 'string' }, backend: { type: 'string' }, threads: { type: 'string' }, batch: { type: 'string' }, length: { type: 'string' } }),
+    argsConfig(args, { ...MODEL_SOURCE_OPTIONS, backend: { type: 'string' }, threads: { type: 'string' }, batch: { type: 'string' }, length: { type: 'string' } }),
   );
-  const dir = modelDir(values.model);
+  const dir = await modelFolder(values, io);
   const config = readConfig(dir);
   const threads = integerOption('threads', values.threads) ?? availableParallelism();
   const backend = await selectBackend(backendOption(values.backend), undefined, { wasmThreads: threads });

@@ -4,7 +4,8 @@ import { parseArgs } from 'node:util';
 import { loadEmbedder, type Embedder } from '../embedder.js';
 import type { EmbedOptions } from '../pipeline/embed-options.js';
 import { PRECISIONS, type Precision } from '../pipeline/quantize.js';
-import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, choiceOption, integerOption, LONG_TEXT_MODES, modelDir, TASKS, UsageError } from './args.js';
+import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, choiceOption, integerOption, LONG_TEXT_MODES, TASKS, UsageError } from './args.js';
+import { modelFolder } from './model-source.js';
 import type { CliIo } from './main.js';
 import { isJsonLines, textOfLine } from '../formats/text-lines.js';
 import { dtypeOf, finishNpyFile, npyBody, npyHeader, type NpyDtype } from '../formats/npy.js';
@@ -49,7 +50,7 @@ export async function embedCommand(args: readonly string[], io: CliIo): Promise<
     calibration: values.calibration === undefined ? undefined : readFileSync(values.calibration, 'utf8').split('\n').filter((l) => l.length > 0),
   };
   const source = textSource(positionals, values.input, io);
-  const dir = modelDir(values.model);
+  const dir = await modelFolder(values, io);
   const embedder = await loadEmbedder(dir, embedderOptions(values));
   try {
     const showProgress = !values.quiet && (values.progress || io.stderr.isTTY === true);

@@ -5,7 +5,8 @@ import { PRECISIONS } from '../pipeline/quantize.js';
 import { maskUrl } from '../queue/connection.js';
 import { DEFAULT_QUEUE, startQueueWorker } from '../queue/queue-worker.js';
 import { submitEmbeddings } from '../queue/submit.js';
-import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, choiceOption, integerOption, LONG_TEXT_MODES, modelDir, TASKS, TRUNCATIONS, UsageError } from './args.js';
+import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, choiceOption, integerOption, LONG_TEXT_MODES, TASKS, TRUNCATIONS, UsageError } from './args.js';
+import { modelFolder } from './model-source.js';
 import { describeParallelism } from './embed-command.js';
 import type { CliIo } from './main.js';
 import { ProgressBar } from './progress.js';
@@ -25,7 +26,7 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
   );
   if (positionals.length > 0) throw new UsageError(`worker takes no arguments, got "${positionals[0]}"`);
   if (values.redis === undefined) throw new UsageError('worker needs --redis URL');
-  const dir = modelDir(values.model);
+  const dir = await modelFolder(values, io);
   const say = (line: string) => void (values.quiet || io.stderr.write(`nomic-embed worker: ${line}\n`));
   const embedder = await loadEmbedder(dir, embedderOptions(values));
   let worker;

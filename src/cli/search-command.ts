@@ -3,7 +3,8 @@ import { parseArgs } from 'node:util';
 import { loadEmbedder } from '../embedder.js';
 import type { Precision } from '../pipeline/quantize.js';
 import { cosineTopK, hammingTopK } from '../search/top-k.js';
-import { argsConfig, backendOption, choiceOption, integerOption, modelDir, TASKS, UsageError } from './args.js';
+import { argsConfig, backendOption, choiceOption, integerOption, MODEL_SOURCE_OPTIONS, TASKS, UsageError } from './args.js';
+import { modelFolder } from './model-source.js';
 import { textOfLine } from '../formats/text-lines.js';
 import type { CliIo } from './main.js';
 import { readNpy } from '../formats/npy.js';
@@ -19,7 +20,7 @@ export async function searchCommand(args: readonly string[], io: CliIo): Promise
       index: { type: 'string' },
       texts: { type: 'string' },
       k: { type: 'string' },
-      model: { type: 'string' },
+      ...MODEL_SOURCE_OPTIONS,
       backend: { type: 'string' },
       task: { type: 'string' },
       precision: { type: 'string' },
@@ -47,7 +48,7 @@ export async function searchCommand(args: readonly string[], io: CliIo): Promise
   const texts = readTexts(values.texts);
   if (texts.length !== rows) throw new UsageError(`${values.texts} holds ${texts.length} texts and ${values.index} ${rows} vectors; they must match, row for row`);
 
-  const embedder = await loadEmbedder(modelDir(values.model), { backend: backendOption(values.backend) });
+  const embedder = await loadEmbedder(await modelFolder(values, io), { backend: backendOption(values.backend) });
   try {
     const dimensions = precision === 'float32' ? columns : columns * 8;
     const { embeddings } = await embedder.embed(positionals, {

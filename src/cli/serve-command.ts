@@ -2,7 +2,8 @@ import { parseArgs } from 'node:util';
 import { loadEmbedder } from '../embedder.js';
 import type { Task } from '../pipeline/tokenizer.js';
 import { serve, type EmbeddingServer } from '../server/serve.js';
-import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, integerOption, modelDir, UsageError } from './args.js';
+import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, integerOption, UsageError } from './args.js';
+import { modelFolder } from './model-source.js';
 import { describeParallelism } from './embed-command.js';
 import type { CliIo } from './main.js';
 
@@ -32,7 +33,7 @@ export async function serveCommand(args: readonly string[], io: CliIo): Promise<
     }),
   );
   if (positionals.length > 0) throw new UsageError(`serve takes no arguments, got "${positionals[0]}"`);
-  const dir = modelDir(values.model);
+  const dir = await modelFolder(values, io);
   const graceSeconds = integerOption('grace-seconds', values['grace-seconds'], 0) ?? 30;
   const serveOptions = {
     host: values.host,

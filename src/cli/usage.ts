@@ -1,6 +1,17 @@
 import { AUTO_ORDER } from '../backends/select.js';
 import { TASK_PREFIXES } from '../pipeline/tokenizer.js';
-import { DEFAULT_MODEL_DIR } from './args.js';
+import { DEFAULT_MODEL } from './model-source.js';
+
+/** The --model, --revision and --offline lines, their descriptions starting at column `width` + 2. */
+function modelSourceUsage(width: number): string {
+  const line = (flag: string, text: string) => `  ${flag.padEnd(width)}${text}`;
+  return [
+    line('--model SOURCE', `model folder, or hub repository id (default ${DEFAULT_MODEL},`),
+    line('', 'downloaded into NOMIC_EMBED_CACHE, default ~/.cache/nomic-embed, on first use)'),
+    line('--revision REV', 'with a hub id: branch, tag or commit (default main)'),
+    line('--offline', 'never download (as HF_HUB_OFFLINE=1); a model not cached is an error'),
+  ].join('\n');
+}
 
 /** What every command accepts besides its own options. */
 const COMMON = `common: --verbose (stack traces on errors), --help
@@ -14,7 +25,7 @@ export const COMMAND_USAGE = {
 Embeds texts from the arguments, --input FILE, or stdin (one text per line).
 
 options:
-  --model DIR           model folder (default ${DEFAULT_MODEL_DIR})
+${modelSourceUsage(22)}
   --input FILE          one text per line, or JSON Lines with a "text" field (.jsonl/.ndjson)
   --output FILE         write there instead of stdout; .npy selects the .npy format
   --format jsonl|npy    output format (default jsonl, or npy for a .npy --output)
@@ -41,11 +52,12 @@ options:
   pull: `usage: nomic-embed pull [REPO] [options]
 
 Downloads config.json, tokenizer.json, tokenizer_config.json and model.safetensors
-of REPO (default nomic-ai/nomic-embed-text-v1.5) into WEIGHTS_DIR/<name>, verified;
-run it again to resume an interrupted download.
+of REPO (default nomic-ai/nomic-embed-text-v1.5) into the cache (NOMIC_EMBED_CACHE,
+default ~/.cache/nomic-embed), where --model REPO finds it, or into WEIGHTS_DIR/<name>;
+verified; run it again to resume an interrupted download. Prints the folder.
 
 options:
-  --weights-dir DIR     where the model folder is made (default weights)
+  --weights-dir DIR     make the model folder there instead of in the cache
   --revision REV        branch, tag or commit (default main)
   --quiet               no progress
 environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN`,
@@ -64,7 +76,7 @@ Prints the backend (and its GPU adapter), the model's config and parameters,
 and the memory estimate of one batch.
 
 options:
-  --model DIR           model folder (default ${DEFAULT_MODEL_DIR})
+${modelSourceUsage(22)}
   --backend NAME        ${BACKENDS}
   --threads N           threads to start the wasm backend with (default: the cores)
   --batch B             texts in the batch to estimate (default 32)
@@ -77,7 +89,7 @@ Texts of concurrent requests share forward batches. SIGTERM or SIGINT
 finishes the requests in flight, then exits.
 
 options:
-  --model DIR               model folder (default ${DEFAULT_MODEL_DIR})
+${modelSourceUsage(26)}
   --host HOST               address to bind (default 127.0.0.1)
   --port N                  port (default 8080; 0 takes a free one)
   --backend NAME            ${BACKENDS}
@@ -108,7 +120,7 @@ options:
   --task TASK           the queries' task prefix (default search_query)
   --precision P         float32, binary or ubinary (default: from the file's dtype,
                         |i1 read as binary, |u1 as ubinary)
-  --model DIR           model folder (default ${DEFAULT_MODEL_DIR})
+${modelSourceUsage(22)}
   --backend NAME        ${BACKENDS}
   --json                JSON Lines: query, rank, index, score or distance, text`,
   worker: `usage: nomic-embed worker --redis URL [options]
@@ -120,7 +132,7 @@ that have the model folder.
 options:
   --redis URL           redis://[user:password@]host:port[/db]
   --queue NAME          queue name (default nomic-embed)
-  --model DIR           model folder (default ${DEFAULT_MODEL_DIR})
+${modelSourceUsage(22)}
   --backend NAME        ${BACKENDS}
   --workers N, --threads N   as for embed; on one machine, keep processes × threads
                         at most the cores (idle pool threads spin, and several

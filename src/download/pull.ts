@@ -24,6 +24,8 @@ export interface PullOptions {
   readonly repo?: string;
   /** Where the folder `<name>` is created. @default 'weights' */
   readonly weightsDir?: string;
+  /** The folder itself, instead of `<weightsDir>/<name>`. */
+  readonly into?: string;
   /** @default process.env.HF_ENDPOINT ?? 'https://huggingface.co' */
   readonly endpoint?: string;
   /** @default process.env.HF_TOKEN */
@@ -49,7 +51,7 @@ export async function pull(options: PullOptions = {}): Promise<string> {
   const endpoint = (options.endpoint ?? process.env.HF_ENDPOINT ?? DEFAULT_ENDPOINT).replace(/\/+$/, '');
   const token = options.token ?? process.env.HF_TOKEN;
   const revision = options.revision ?? 'main';
-  const dir = join(options.weightsDir ?? 'weights', repo.split('/')[1]);
+  const dir = options.into ?? join(options.weightsDir ?? 'weights', repo.split('/')[1]);
   mkdirSync(dir, { recursive: true });
   for (const { name, required } of MODEL_FILES) {
     const url = `${endpoint}/${repo}/resolve/${encodeURIComponent(revision)}/${name}`;

@@ -56,6 +56,29 @@ export interface LoadEmbedderOptions {
    * @default 'fp32'
    */
   readonly dtype?: Dtype;
+  /**
+   * With a hub repository id for a model: its branch, tag or commit.
+   * @default 'main'
+   */
+  readonly revision?: string;
+  /**
+   * With a hub repository id: never download; a model not yet in the cache is
+   * an error that names what is missing.
+   * @default true when the environment sets HF_HUB_OFFLINE=1
+   */
+  readonly offline?: boolean;
+  /**
+   * With a hub repository id: where downloaded models are kept, one folder per
+   * repository and revision.
+   * @default NOMIC_EMBED_CACHE, else ~/.cache/nomic-embed
+   */
+  readonly cacheDir?: string;
+  /** With a hub repository id: the hub, or a mirror of it. @default HF_ENDPOINT, else https://huggingface.co */
+  readonly endpoint?: string;
+  /** With a hub repository id: an access token for gated or private models. @default HF_TOKEN */
+  readonly token?: string;
+  /** With a hub repository id, while its first use downloads it: bytes of each file so far. */
+  readonly onProgress?: (file: string, loadedBytes: number, totalBytes: number | undefined) => void;
 }
 
 export interface EmbedOptions<P extends Precision = 'float32'> {
@@ -149,6 +172,7 @@ export const EMBED_OPTION_NAMES = Object.keys({
 } satisfies Record<keyof EmbedOptions, true>);
 export const LOAD_OPTION_NAMES = Object.keys({
   backend: true, maxLength: true, rotaryScalingFactor: true, weightsFile: true, workers: true, threads: true, layoutCache: true, dtype: true,
+  revision: true, offline: true, cacheDir: true, endpoint: true, token: true, onProgress: true,
 } satisfies Record<keyof LoadEmbedderOptions, true>);
 
 /**
@@ -193,6 +217,16 @@ export function checkLoadOptions(options: LoadEmbedderOptions): void {
   }
   if (options.weightsFile !== undefined && typeof options.weightsFile !== 'string') {
     throw new InputError('weightsFile', `must be a file name, got ${describe(options.weightsFile)}`);
+  }
+  for (const name of ['revision', 'cacheDir', 'endpoint', 'token'] as const) {
+    const value = options[name];
+    if (value !== undefined && (typeof value !== 'string' || value === '')) throw new InputError(name, `must be a non-empty string, got ${describe(value)}`);
+  }
+  if (options.offline !== undefined && typeof options.offline !== 'boolean') {
+    throw new InputError('offline', `must be a boolean, got ${describe(options.offline)}`);
+  }
+  if (options.onProgress !== undefined && typeof options.onProgress !== 'function') {
+    throw new InputError('onProgress', `must be a function, got ${describe(options.onProgress)}`);
   }
 }
 

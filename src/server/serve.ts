@@ -168,7 +168,7 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
     };
     const device = instance.device === undefined ? instance.backend : `${instance.device.vendor} ${instance.device.description}`;
     metrics.backend.set({ backend: instance.backend, device }, 1);
-    loaded = { embedder: instance, name: settings.servedModelName ?? basename(instance.modelDir ?? 'model'), release };
+    loaded = { embedder: instance, name: settings.servedModelName ?? instance.modelName, release };
     if (state === 'loading') state = 'serving';
   });
   // The caller learns of a failed load through `ready`; until then the server answers 503.

@@ -15,6 +15,8 @@ export interface HubFault {
   wrongRange?: boolean;
   /** Announce a wrong hash for these files (X-Linked-Etag for LFS files, ETag for the others). */
   lieAboutHash?: string[];
+  /** Wait this many milliseconds before sending the bytes of this file (every GET). */
+  delay?: Record<string, number>;
   /** Require this bearer token at the hub. */
   token?: string;
 }
@@ -76,6 +78,12 @@ export async function startHub(folder: string, files: string[], fault: HubFault 
   });
 
   function serveBytes(req: IncomingMessage, res: ServerResponse, name: string, headers: Record<string, string>): void {
+    const delay = req.method === 'GET' ? fault.delay?.[name] : undefined;
+    if (delay !== undefined) return void setTimeout(() => sendBytes(req, res, name, headers), delay);
+    sendBytes(req, res, name, headers);
+  }
+
+  function sendBytes(req: IncomingMessage, res: ServerResponse, name: string, headers: Record<string, string>): void {
     let body = bodies.get(name)!;
     if (req.method === 'HEAD') return void res.writeHead(200, { ...headers, 'content-length': body.length, 'accept-ranges': 'bytes' }).end();
     if (fault.corrupt?.includes(name)) {
