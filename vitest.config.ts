@@ -3,8 +3,9 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // Assembles the WebAssembly kernels (scripts/build-wasm.ts) from their current source.
-    globalSetup: ['test/helpers/build-wasm.ts'],
+    // Installs what the suite needs from the system where it is missing and it can (scripts/setup-*.sh),
+    // then assembles the WebAssembly kernels (scripts/build-wasm.ts) from their current source.
+    globalSetup: ['test/helpers/system-setup.ts', 'test/helpers/build-wasm.ts'],
     // Each file sets its own tfjs backend; separate processes keep them apart.
     pool: 'forks',
     testTimeout: 120_000,

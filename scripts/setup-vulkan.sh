@@ -4,6 +4,7 @@
 # Dawn refuses Mesa older than 25 ("shaderUniform*ArrayDynamicIndexing
 # required"), and Debian bookworm ships 22.3, so on bookworm the packages come
 # from bookworm-backports. Idempotent: a no-op where a usable driver exists.
+# With --check it only says whether one exists (exit 0) or not (exit 3).
 set -euo pipefail
 
 icd_dirs=(/usr/share/vulkan/icd.d /etc/vulkan/icd.d /usr/local/share/vulkan/icd.d)
@@ -30,6 +31,10 @@ mesa_major() {
 if has_loader && { has_vendor_icd || [ "$(mesa_major || echo 0)" -ge 25 ] 2>/dev/null; }; then
   echo "setup-vulkan: a Vulkan driver is present; nothing to do"
   exit 0
+fi
+if [ "${1:-}" = "--check" ]; then
+  echo "setup-vulkan: no usable Vulkan driver (Mesa >= 25 or a vendor's)"
+  exit 3
 fi
 
 if ! command -v apt-get >/dev/null; then

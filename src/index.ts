@@ -5,6 +5,8 @@ export { convertWeights } from './weights/convert.js';
 export type { ConvertOptions, ConvertDtype } from './weights/convert.js';
 export { pull, DownloadError } from './download/pull.js';
 export type { PullOptions } from './download/pull.js';
+export { cachedModel, cachedModelDir, defaultCacheDir } from './download/model-cache.js';
+export type { ModelCacheOptions } from './download/model-cache.js';
 export type { EmbedStats } from './pipeline/stats.js';
 export type { Task, Truncation } from './pipeline/tokenizer.js';
 export { TASK_PREFIXES } from './pipeline/tokenizer.js';

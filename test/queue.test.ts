@@ -4,10 +4,10 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { loadEmbedder } from '../src/embedder.js';
 import { expectClose, fixtureDir, reference } from './helpers/fixtures.js';
-import { freePort, startRedis } from './helpers/redis.js';
+import { freePort, redisSuite, startRedis } from './helpers/redis.js';
 import { tempDir } from './helpers/tmp.js';
 
 const BIN = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));
@@ -23,18 +23,6 @@ let redis: Awaited<ReturnType<typeof startRedis>>;
 let expected: Float32Array[];
 const children: ChildProcess[] = [];
 let queues = 0;
-
-beforeAll(async () => {
-  redis = await startRedis();
-  writeFileSync(input, `${texts.join('\n')}\n`);
-  const embedder = await loadEmbedder(MODEL, { backend: 'wasm', workers: 1 });
-  expected = (await embedder.embed(texts, { task: 'search_document' })).embeddings;
-  await embedder.dispose();
-});
-afterAll(() => redis.stop());
-afterEach(() => {
-  for (const child of children.splice(0)) child.kill('SIGKILL');
-});
 
 /** A worker process on `queue`; resolves once it takes jobs. */
 function startWorker(queue: string, extra: string[] = []): Promise<ChildProcess> {
@@ -100,7 +88,19 @@ async function jobKeys(queue: string): Promise<string[]> {
   }
 }
 
-describe('embedding jobs on a Redis queue', () => {
+redisSuite()('embedding jobs on a Redis queue', () => {
+  beforeAll(async () => {
+    redis = await startRedis();
+    writeFileSync(input, `${texts.join('\n')}\n`);
+    const embedder = await loadEmbedder(MODEL, { backend: 'wasm', workers: 1 });
+    expected = (await embedder.embed(texts, { task: 'search_document' })).embeddings;
+    await embedder.dispose();
+  });
+  afterAll(() => redis.stop());
+  afterEach(() => {
+    for (const child of children.splice(0)) child.kill('SIGKILL');
+  });
+
   it('two workers and submit write what the library embeds, in order, and leave no result in Redis', async () => {
     const queue = `q${queues++}`;
     await Promise.all([startWorker(queue), startWorker(queue)]);

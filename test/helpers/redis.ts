@@ -1,5 +1,20 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { describe } from 'vitest';
+
+/**
+ * `describe` where redis-server can run; elsewhere `describe.skip`, with a
+ * message naming the script that installs it. Under CI=true a missing
+ * redis-server fails instead.
+ */
+export function redisSuite(): typeof describe {
+  const probe = spawnSync('redis-server', ['--version'], { encoding: 'utf8' });
+  if (probe.status === 0) return describe;
+  const message = `no redis-server (${probe.error?.message ?? probe.stderr.trim()}); run scripts/setup-redis.sh`;
+  if (process.env.CI === 'true') throw new Error(message);
+  console.warn(`skipping the queue tests: ${message}`);
+  return describe.skip as unknown as typeof describe;
+}
 
 /** A free loopback port. */
 export function freePort(): Promise<number> {
