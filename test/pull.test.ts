@@ -150,6 +150,39 @@ describe('pull from a hub on 127.0.0.1 that behaves like huggingface.co', () => 
     });
   });
 
+  it.each([
+    ['a relative CDN path', 'a/model'],
+    ['a renamed repository, then a relative CDN path', 'old/model'],
+  ])('keeps the SHA-256 announced through %s, and rejects a corrupted file of the right size', async (_, repo) => {
+    await withHub({ relativeCdn: true, corrupt: ['model.safetensors'] }, async (hub) => {
+      const dir = weightsDir();
+      await expect(pull({ repo, weightsDir: dir, endpoint: hub.endpoint })).rejects.toThrow(/model\.safetensors: the downloaded file does not match the SHA-256/);
+      expect(existsSync(join(dir, 'model', 'model.safetensors'))).toBe(false);
+    });
+  });
+
+  it('sends the token to the hub but not to a CDN on its own origin, and asks no metadata of the CDN', async () => {
+    await withHub({ relativeCdn: true, token: 'secret' }, async (hub) => {
+      const dir = await pull({ repo: 'a/model', weightsDir: weightsDir(), endpoint: hub.endpoint, token: 'secret' });
+      expect(digest(join(dir, 'model.safetensors'))).toBe(digest(join(source, 'model.safetensors')));
+      const cdn = hub.requests.filter((r) => r.path.startsWith('/cdn/'));
+      expect(cdn.map((r) => r.method)).toEqual(['GET']);
+      expect(cdn[0].authorization).toBeUndefined();
+      expect(hub.requests.filter((r) => r.path.includes('/resolve/')).every((r) => r.authorization === 'Bearer secret')).toBe(true);
+    });
+  });
+
+  it('accepts a file for which the hub announces no hash only with a warning saying so', async () => {
+    await withHub({ noHash: ['model.safetensors', 'config.json'] }, async (hub) => {
+      const warnings: string[] = [];
+      const dir = await pull({ repo: 'a/model', weightsDir: weightsDir(), endpoint: hub.endpoint, onWarning: (m) => warnings.push(m) });
+      expect(digest(join(dir, 'model.safetensors'))).toBe(digest(join(source, 'model.safetensors')));
+      expect(warnings).toHaveLength(2);
+      expect(warnings[0]).toMatch(/^config\.json: .* announced no hash, so the download could not be verified \(only its size was checked\)/);
+      expect(warnings[1]).toMatch(/^model\.safetensors: .* announced no hash/);
+    });
+  });
+
   it('names a missing required file and a bad repository', async () => {
     await withHub(
       {},

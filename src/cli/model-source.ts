@@ -29,7 +29,7 @@ export async function modelFolder(values: { model?: string; revision?: string; o
 }
 
 /** Progress of a download for a person: a bar per file on a terminal, a line per file elsewhere; nothing when quiet. */
-export function downloadReporter(io: CliIo, quiet: boolean): Pick<PullOptions, 'onProgress' | 'onFileDone'> {
+export function downloadReporter(io: CliIo, quiet: boolean): Pick<PullOptions, 'onProgress' | 'onFileDone' | 'onWarning'> {
   const showBar = !quiet && io.stderr.isTTY === true;
   let bar: { file: string; progress: ProgressBar; done: number } | undefined;
   return {
@@ -45,5 +45,7 @@ export function downloadReporter(io: CliIo, quiet: boolean): Pick<PullOptions, '
       const what = { present: 'already complete', absent: 'not in the repository (optional)', downloaded: 'downloaded and verified' }[status];
       if (!quiet) io.stderr.write(`${file}: ${what}\n`);
     },
+    // Even when quiet: an unverified file is something to know.
+    onWarning: (message) => io.stderr.write(`warning: ${message}\n`),
   };
 }

@@ -15,7 +15,7 @@ const STALE_LOCK_MS = 60_000;
 const LOCK_HEARTBEAT_MS = 5_000;
 const LOCK_POLL_MS = 250;
 
-export interface ModelCacheOptions extends Pick<PullOptions, 'endpoint' | 'token' | 'onProgress' | 'onFileDone'> {
+export interface ModelCacheOptions extends Pick<PullOptions, 'endpoint' | 'token' | 'onProgress' | 'onFileDone' | 'onWarning'> {
   /** @default 'main' */
   readonly revision?: string;
   /** Never download: a model not in the cache is an error. @default process.env.HF_HUB_OFFLINE is set */
@@ -69,7 +69,7 @@ export async function cachedModel(repo: string, options: ModelCacheOptions = {})
   return withLock(`${dir}.lock`, options.onWait, async () => {
     // Another process may have finished it while this one waited.
     if (isComplete(dir)) return dir;
-    await pull({ repo, revision, into: dir, endpoint: options.endpoint, token: options.token, onProgress: options.onProgress, onFileDone: options.onFileDone });
+    await pull({ repo, revision, into: dir, endpoint: options.endpoint, token: options.token, onProgress: options.onProgress, onFileDone: options.onFileDone, onWarning: options.onWarning });
     writeFileSync(join(dir, COMPLETE_MARKER), `${JSON.stringify({ repo, revision, downloaded: new Date().toISOString() })}\n`);
     return dir;
   });

@@ -34,6 +34,8 @@ export interface PullOptions {
   readonly revision?: string;
   readonly onProgress?: (file: string, done: number, total: number | undefined) => void;
   readonly onFileDone?: (file: string, status: 'downloaded' | 'present' | 'absent') => void;
+  /** A file accepted without a hash to check it against. @default process.emitWarning */
+  readonly onWarning?: (message: string) => void;
 }
 
 /**
@@ -67,6 +69,10 @@ export async function pull(options: PullOptions = {}): Promise<string> {
       continue;
     }
     await download(url, remote, target, (done, total) => options.onProgress?.(name, done, total));
+    if (remote.hash === undefined) {
+      const warn = options.onWarning ?? ((message: string) => process.emitWarning(message, 'UnverifiedDownload'));
+      warn(`${name}: ${url} announced no hash, so the download could not be verified (only its size${remote.size === undefined ? ', and not even that,' : ''} was checked)`);
+    }
     options.onFileDone?.(name, 'downloaded');
   }
   return dir;
@@ -89,7 +95,8 @@ async function download(
   if (remote.size !== undefined && size !== remote.size) {
     throw new DownloadError(url, `got ${size} of ${remote.size} bytes; run the same command again to resume`);
   }
-  if (!(await matches(partial, remote))) {
+  // The size is checked above; without an announced hash there is nothing more to check (pull warns).
+  if (remote.hash !== undefined && !(await matches(partial, remote))) {
     rmSync(partial);
     throw new DownloadError(
       url,

@@ -8,47 +8,64 @@ export interface RemoteFile {
   fetchBytes(from: number): Promise<Response>;
 }
 
-/** Relative redirects (a renamed repository) followed while reading metadata. */
-const MAX_RELATIVE_REDIRECTS = 5;
+/** Redirects followed while reading metadata (renamed repositories, then the way to the stored bytes). */
+const MAX_REDIRECTS = 5;
 
 /**
- * Reads a file's metadata from the hub without following its redirect to the
- * CDN: for LFS files the hub answers with a redirect whose `X-Linked-Size` and
- * `X-Linked-Etag` give the size and SHA-256, and `fetch` would drop them
- * when following it. Relative redirects (renamed repositories) are followed.
- * The token goes to the hub only, never to the CDN, whose URL is signed.
- * Resolves to undefined when the file does not exist.
+ * Reads a file's metadata from the hub without letting `fetch` follow its
+ * redirects: for LFS files the hub answers with a redirect whose
+ * `X-Linked-Size` and `X-Linked-Etag` give the size and SHA-256, and `fetch`
+ * would drop them on the way. The size and hash announced by any answer in
+ * the chain, relative redirect or absolute, are kept; once an answer has
+ * announced both, the bytes are fetched from where it points without asking
+ * further. The token goes only to the hub's own `/resolve/` URLs, never to
+ * where the bytes are stored (a signed URL, which refuses a second
+ * credential). Resolves to undefined when the file does not exist.
  */
 export async function describeRemote(url: string, token: string | undefined): Promise<RemoteFile | undefined> {
-  const hubHeaders: Record<string, string> = { 'accept-encoding': 'identity', ...(token ? { authorization: `Bearer ${token}` } : {}) };
+  const plain = { 'accept-encoding': 'identity' };
+  const withToken: Record<string, string> = { ...plain, ...(token ? { authorization: `Bearer ${token}` } : {}) };
+  const headersFor = (target: string) => (isHubResolveUrl(target, url) ? withToken : plain);
+  let announced: Pick<RemoteFile, 'size' | 'hash'> = { size: undefined, hash: undefined };
   let target = url;
-  for (let hop = 0; hop <= MAX_RELATIVE_REDIRECTS; hop++) {
-    const response = await request(target, { method: 'HEAD', headers: hubHeaders, redirect: 'manual' });
+  for (let hop = 0; hop <= MAX_REDIRECTS; hop++) {
+    const response = await request(target, { method: 'HEAD', headers: headersFor(target), redirect: 'manual' });
     if (response.status === 404) return undefined;
-    const location = response.headers.get('location');
     if (response.status >= 300 && response.status < 400) {
+      const location = response.headers.get('location');
       if (location === null) throw new DownloadError(target, `HTTP ${response.status} without a Location header`);
-      const next = new URL(location, target).href;
-      if (!/^[a-z][a-z0-9+.-]*:/i.test(location)) {
-        target = next;
-        continue;
-      }
-      // Off to the CDN: the metadata is on this answer, and the bytes there.
-      return {
-        ...metadata(response),
-        fetchBytes: (from) => request(next, { headers: rangeHeaders({ 'accept-encoding': 'identity' }, from) }),
-      };
+      const own = metadata(response, 'linked');
+      announced = { size: announced.size ?? own.size, hash: announced.hash ?? own.hash };
+      target = new URL(location, target).href;
+      if (announced.size !== undefined && announced.hash !== undefined) return { ...announced, fetchBytes: bytesFrom(target, headersFor(target)) };
+      continue;
     }
     if (!response.ok) throw new DownloadError(target, `HTTP ${response.status} ${response.statusText}${authHint(response.status)}`);
-    const direct = target;
-    return { ...metadata(response), fetchBytes: (from) => request(direct, { headers: rangeHeaders(hubHeaders, from) }) };
+    const own = metadata(response);
+    return { size: announced.size ?? own.size, hash: announced.hash ?? own.hash, fetchBytes: bytesFrom(target, headersFor(target)) };
   }
-  throw new DownloadError(url, `more than ${MAX_RELATIVE_REDIRECTS} redirects`);
+  throw new DownloadError(url, `more than ${MAX_REDIRECTS} redirects`);
 }
 
-function metadata(response: Response): Pick<RemoteFile, 'size' | 'hash'> {
-  const size = Number(response.headers.get('x-linked-size') ?? response.headers.get('content-length') ?? NaN);
-  const etag = (response.headers.get('x-linked-etag') ?? response.headers.get('etag') ?? '').replace(/^W\//, '').replace(/"/g, '').toLowerCase();
+function bytesFrom(url: string, headers: Record<string, string>): RemoteFile['fetchBytes'] {
+  return (from) => request(url, { headers: rangeHeaders(headers, from) });
+}
+
+/** A file URL of the hub itself (`<endpoint>/<repo>/resolve/...`), on the origin first asked. */
+function isHubResolveUrl(target: string, first: string): boolean {
+  const url = new URL(target);
+  return url.origin === new URL(first).origin && /^\/[^/]+\/[^/]+\/resolve\//.test(url.pathname);
+}
+
+/**
+ * The size and hash an answer announces. A redirect announces them only in
+ * `X-Linked-Size` / `X-Linked-Etag` (its own length and tag describe the
+ * redirect); a file's answer also in `Content-Length` / `ETag`.
+ */
+function metadata(response: Response, which: 'linked' | 'any' = 'any'): Pick<RemoteFile, 'size' | 'hash'> {
+  const header = (linked: string, own: string) => response.headers.get(linked) ?? (which === 'any' ? response.headers.get(own) : null);
+  const size = Number(header('x-linked-size', 'content-length') ?? NaN);
+  const etag = (header('x-linked-etag', 'etag') ?? '').replace(/^W\//, '').replace(/"/g, '').toLowerCase();
   return {
     size: Number.isSafeInteger(size) && size >= 0 ? size : undefined,
     hash: /^[0-9a-f]{64}$/.test(etag)

@@ -17,6 +17,10 @@ export interface HubFault {
   lieAboutHash?: string[];
   /** Wait this many milliseconds before sending the bytes of this file (every GET). */
   delay?: Record<string, number>;
+  /** Redirect LFS files to a relative CDN path (`/cdn/...`) instead of an absolute URL, as some mirrors do. */
+  relativeCdn?: boolean;
+  /** Announce no hash at all for these files (no X-Linked-Etag on the redirect, no ETag on a direct answer). */
+  noHash?: string[];
   /** Require this bearer token at the hub. */
   token?: string;
 }
@@ -35,7 +39,7 @@ const gitBlobSha1 = (body: Buffer) => createHash('sha1').update(`blob ${body.len
  *   the bytes (ranges included) with an ETag of its own and refuses requests
  *   that carry an Authorization header, as a signed S3 URL does;
  * - other files: 200 with the git blob SHA-1 as ETag;
- * - `/old/<name>/...`: a relative 307 to `/<owner>/<name>/...`, as for a renamed repository.
+ * - `/old/<name>/...`: a relative 307 to `/new-owner/<name>/...`, as for a renamed repository.
  * It can fail on purpose, and records every request.
  */
 export async function startHub(folder: string, files: string[], fault: HubFault = {}) {
@@ -61,20 +65,20 @@ export async function startHub(folder: string, files: string[], fault: HubFault 
     const body = name === undefined ? undefined : bodies.get(name);
     if (name === undefined || body === undefined) return void res.writeHead(404).end();
     const lie = fault.lieAboutHash?.includes(name) ?? false;
+    const announce = !(fault.noHash?.includes(name) ?? false);
     if (LFS_FILES.has(name)) {
       const hash = lie ? sha256(Buffer.from('something else')) : sha256(body);
       return void res
         .writeHead(302, {
-          location: `${origin}/cdn/${sha256(body)}?X-Amz-Signature=abc`,
+          location: `${fault.relativeCdn ? '' : origin}/cdn/${sha256(body)}?X-Amz-Signature=abc`,
           'x-linked-size': String(body.length),
-          'x-linked-etag': `"${hash}"`,
-          etag: `"${hash}"`,
+          ...(announce ? { 'x-linked-etag': `"${hash}"`, etag: `"${hash}"` } : {}),
           'x-repo-commit': '0'.repeat(40),
         })
         .end();
     }
     const etag = lie ? gitBlobSha1(Buffer.from('something else')) : gitBlobSha1(body);
-    return serveBytes(req, res, name, { etag: `"${etag}"`, 'x-repo-commit': '0'.repeat(40) });
+    return serveBytes(req, res, name, { ...(announce ? { etag: `"${etag}"` } : {}), 'x-repo-commit': '0'.repeat(40) });
   });
 
   function serveBytes(req: IncomingMessage, res: ServerResponse, name: string, headers: Record<string, string>): void {
