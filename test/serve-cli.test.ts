@@ -87,12 +87,17 @@ describe('nomic-embed serve', () => {
     expect(await running.exit).toBe(0);
   });
 
-  it('exits 2 on a bad option, naming it', async () => {
-    const child = spawn(process.execPath, [BIN, 'serve', '--model', fixtureDir('nomic-tiny'), '--default-task', 'search']);
+  it.each([
+    [['--default-task', 'search'], /defaultTask: unknown task "search"/],
+    [['--max-connections', '0'], /max-connections/],
+    [['--headers-timeout-ms', '90000'], /headersTimeoutMs: 90000 is longer than requestTimeoutMs \(60000\)/],
+    [['--model', 'no/such/thing'], /--model no\/such\/thing: no such folder/],
+  ])('exits 2 on a bad option, naming it: %j', async (args, message) => {
+    const child = spawn(process.execPath, [BIN, 'serve', '--model', fixtureDir('nomic-tiny'), '--port', '0', ...args]);
     let stderr = '';
     child.stderr.on('data', (d) => (stderr += d));
     const code = await new Promise((resolve) => child.on('exit', resolve));
     expect(code).toBe(2);
-    expect(stderr).toMatch(/defaultTask: unknown task "search"/);
+    expect(stderr).toMatch(message);
   });
 });

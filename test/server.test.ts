@@ -1,5 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { request as httpRequest } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
@@ -62,6 +63,24 @@ async function metric(server: EmbeddingServer, name: string): Promise<number> {
   const text = await (await fetch(`${server.url}/metrics`)).text();
   return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
 }
+
+/** A raw client that sends what it is given and records what comes back and when it was closed. */
+async function rawClient(server: EmbeddingServer, send = '') {
+  const { port } = new URL(server.url);
+  const socket: Socket = connect(Number(port), '127.0.0.1');
+  let received = '';
+  socket.on('data', (d) => (received += d));
+  socket.on('error', () => undefined);
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  let isClosed = false;
+  void closed.then(() => (isClosed = true));
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  if (send !== '') socket.write(send);
+  return { socket, closed, isClosed: () => isClosed, received: () => received };
+}
+
+const SLOW_HEADERS = 'POST /embed HTTP/1.1\r\nHost: x\r\n';
+const SLOW_BODY = 'POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"inp';
 
 describe('the embedding server', () => {
   let server: EmbeddingServer;
@@ -365,6 +384,81 @@ describe('the embedding server', () => {
     }
   });
 
+  it('cuts off clients whose headers or body come too slowly with 408, serving others meanwhile', async () => {
+    const strict = await start({ headersTimeoutMs: 300, requestTimeoutMs: 600 });
+    try {
+      const slowHeaders = await rawClient(strict, SLOW_HEADERS);
+      const slowBody = await rawClient(strict, SLOW_BODY);
+      const silent = await rawClient(strict);
+      const served = await post(strict, '/v1/embeddings', { input: texts.slice(0, 2) });
+      expect(served.status).toBe(200);
+      expectVectors(served.body.data.map((d: any) => d.embedding), await library(texts.slice(0, 2)), 'beside slow clients');
+      expect(slowHeaders.isClosed() || slowBody.isClosed() || silent.isClosed()).toBe(false);
+      // Each keeps its connection open until its timeout, then Node answers 408 and closes it.
+      slowHeaders.socket.write('X-Trickle: 1\r\n');
+      slowBody.socket.write('uts"');
+      await Promise.all([slowHeaders.closed, slowBody.closed, silent.closed]);
+      for (const client of [slowHeaders, slowBody, silent]) expect(client.received()).toMatch(/^HTTP\/1\.1 408 /);
+      expect(await metric(strict, 'nomic_embed_timed_out_requests_total')).toBe(3);
+      expect((await post(strict, '/embed', { inputs: 'after' })).status).toBe(200);
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('refuses connections beyond maxConnections as they arrive, and accepts again once one closes', async () => {
+    const few = await start({ maxConnections: 3 });
+    try {
+      const held = await Promise.all([1, 2, 3].map(() => rawClient(few, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n')));
+      await until(() => held.every((c) => c.received().includes('\r\n\r\n')), 'three kept-alive connections');
+      const extra = await rawClient(few, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+      await extra.closed;
+      expect(extra.received()).toBe('');
+      held[0].socket.destroy();
+      await held[0].closed;
+      // The server may see the close a moment after the client: connections refused meanwhile are counted too.
+      let refusedMeanwhile = 0;
+      let metrics = '';
+      await until(async () => {
+        const client = await rawClient(few, 'GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+        await client.closed;
+        if (client.received() === '') refusedMeanwhile++;
+        metrics = client.received();
+        return metrics.startsWith('HTTP/1.1 200 ');
+      }, 'a free connection');
+      expect(Number(/^nomic_embed_refused_connections_total (\S+)$/m.exec(metrics)?.[1])).toBe(1 + refusedMeanwhile);
+      expect(Number(/^nomic_embed_open_connections (\S+)$/m.exec(metrics)?.[1])).toBe(3);
+    } finally {
+      await few.close();
+    }
+  });
+
+  it('drains at once: closes idle and incomplete connections, answers the request whose body arrived, then closes', async () => {
+    const draining = await start();
+    const stall = stallBatches(embedder);
+    try {
+      const idle = await rawClient(draining, 'GET /health HTTP/1.1\r\nHost: x\r\n\r\n');
+      await until(() => idle.received().includes('\r\n\r\n'), 'the idle connection');
+      const slowHeaders = await rawClient(draining, SLOW_HEADERS);
+      const slowBody = await rawClient(draining, SLOW_BODY);
+      const inFlight = post(draining, '/v1/embeddings', { input: texts.slice(0, 3) });
+      await until(() => stall.started.length === 1, 'the batch');
+      // The grace period is far longer than the test may take: the drain must not wait for it.
+      const closed = draining.close(600_000);
+      await Promise.all([idle.closed, slowHeaders.closed, slowBody.closed]);
+      expect(draining.state).toBe('draining');
+      stall.release();
+      const answer = await inFlight;
+      expect(answer.status).toBe(200);
+      expect(answer.headers.get('connection')).toBe('close');
+      expectVectors(answer.body.data.map((d: any) => d.embedding), await library(texts.slice(0, 3)), 'answered while draining');
+      await closed;
+      expect(draining.state).toBe('closed');
+    } finally {
+      stall.release();
+    }
+  });
+
   it('keeps no tensor after all of this', async () => {
     const before = tf.memory().numTensors;
     await Promise.all(Array.from({ length: 20 }, (_, i) => post(server, '/embed', { inputs: texts.slice(0, 1 + (i % 4)), dimensions: 16 })));
@@ -374,5 +468,7 @@ describe('the embedding server', () => {
 
   it('refuses unknown serve options by name', async () => {
     await expect(serve(embedder, { prot: 1 } as ServeOptions)).rejects.toThrow(/unknown option "prot"/);
+    await expect(serve(embedder, { maxConnections: 0 })).rejects.toThrow(/maxConnections/);
+    await expect(serve(embedder, { headersTimeoutMs: 5000, requestTimeoutMs: 1000 })).rejects.toThrow(/headersTimeoutMs: 5000 is longer than requestTimeoutMs/);
   });
 });

@@ -3,15 +3,16 @@ import { loadEmbedder } from '../embedder.js';
 import type { Task } from '../pipeline/tokenizer.js';
 import { serve, type EmbeddingServer } from '../server/serve.js';
 import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, integerOption, UsageError } from './args.js';
-import { modelFolder } from './model-source.js';
+import { DEFAULT_MODEL, modelFolder } from './model-source.js';
 import { describeParallelism } from './embed-command.js';
 import type { CliIo } from './main.js';
 
 /**
  * `nomic-embed serve`: the HTTP service. It listens at once (health answers
- * 503 while the model loads), serves until SIGTERM or SIGINT, then stops
- * accepting, lets requests in flight finish within the grace period, frees
- * the model and exits 0; a second signal exits at once.
+ * 503 while the model downloads or loads), serves until SIGTERM or SIGINT,
+ * then drains (see {@link EmbeddingServer.close}): requests whose body has
+ * arrived finish within the grace period, every other connection closes at
+ * once; it frees the model and exits 0. A second signal exits at once.
  */
 export async function serveCommand(args: readonly string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs(
@@ -27,13 +28,16 @@ export async function serveCommand(args: readonly string[], io: CliIo): Promise<
       'max-request-texts': { type: 'string' },
       'max-body-bytes': { type: 'string' },
       'batch-wait-ms': { type: 'string' },
+      'headers-timeout-ms': { type: 'string' },
+      'request-timeout-ms': { type: 'string' },
+      'keep-alive-timeout-ms': { type: 'string' },
+      'max-connections': { type: 'string' },
       'grace-seconds': { type: 'string' },
       cors: { type: 'string' },
       quiet: { type: 'boolean' },
     }),
   );
   if (positionals.length > 0) throw new UsageError(`serve takes no arguments, got "${positionals[0]}"`);
-  const dir = await modelFolder(values, io);
   const graceSeconds = integerOption('grace-seconds', values['grace-seconds'], 0) ?? 30;
   const serveOptions = {
     host: values.host,
@@ -46,10 +50,15 @@ export async function serveCommand(args: readonly string[], io: CliIo): Promise<
     maxRequestTexts: integerOption('max-request-texts', values['max-request-texts']),
     maxBodyBytes: integerOption('max-body-bytes', values['max-body-bytes']),
     batchWaitMs: integerOption('batch-wait-ms', values['batch-wait-ms'], 0),
+    headersTimeoutMs: integerOption('headers-timeout-ms', values['headers-timeout-ms']),
+    requestTimeoutMs: integerOption('request-timeout-ms', values['request-timeout-ms']),
+    keepAliveTimeoutMs: integerOption('keep-alive-timeout-ms', values['keep-alive-timeout-ms']),
+    maxConnections: integerOption('max-connections', values['max-connections']),
     cors: values.cors,
     logger: values.quiet ? false : { level: 'info' },
   };
-  const loading = loadEmbedder(dir, embedderOptions(values));
+  // The download of a model not yet in the cache, if any, happens while the server listens (health says 503).
+  const loading = modelFolder(values, io).then((dir) => loadEmbedder(dir, embedderOptions(values)));
   // A failed load is reported below, through `ready`.
   loading.catch(() => undefined);
   let server: EmbeddingServer;
@@ -61,7 +70,7 @@ export async function serveCommand(args: readonly string[], io: CliIo): Promise<
     throw error;
   }
   const say = (line: string) => void (values.quiet || io.stderr.write(`nomic-embed serve: ${line}\n`));
-  say(`listening on ${server.url}, loading ${dir}`);
+  say(`listening on ${server.url}, loading ${values.model ?? DEFAULT_MODEL}`);
   try {
     await server.ready;
   } catch (error) {

@@ -86,7 +86,8 @@ ${modelSourceUsage(22)}
 Serves embeddings over HTTP: POST /v1/embeddings (OpenAI), POST /embed (TEI),
 POST /api/embed (Ollama); GET /health, /info, /metrics (Prometheus).
 Texts of concurrent requests share forward batches. SIGTERM or SIGINT
-finishes the requests in flight, then exits.
+drains: idle and incomplete connections close at once, requests whose body
+has arrived are answered, then it exits.
 
 options:
 ${modelSourceUsage(26)}
@@ -104,6 +105,10 @@ ${modelSourceUsage(26)}
   --max-request-texts N     texts per request; beyond, 413 (default 2048)
   --max-body-bytes N        request body size; beyond, 413 (default 33554432)
   --batch-wait-ms N         how long an idle server waits to batch a lone request (default 1)
+  --headers-timeout-ms N    time a request's headers get to arrive; past it, 408 (default 10000)
+  --request-timeout-ms N    time a whole request gets to arrive, body included; past it, 408 (default 60000)
+  --keep-alive-timeout-ms N how long an idle connection stays open (default 5000)
+  --max-connections N       open connections at most; more are closed on arrival (default 512)
   --grace-seconds N         time requests in flight get to finish at shutdown (default 30)
   --cors ORIGIN             allow cross-origin requests from ORIGIN (* for any)
   --quiet                   no logs`,

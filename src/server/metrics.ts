@@ -35,6 +35,17 @@ export class ServerMetrics {
     registers: [this.registry],
   });
   readonly tokens = new Counter({ name: 'nomic_embed_tokens_total', help: 'Tokens embedded', registers: [this.registry] });
+  readonly connections = new Gauge({ name: 'nomic_embed_open_connections', help: 'Open HTTP connections', registers: [this.registry] });
+  readonly refusedConnections = new Counter({
+    name: 'nomic_embed_refused_connections_total',
+    help: 'Connections refused on arrival because maxConnections were open',
+    registers: [this.registry],
+  });
+  readonly timedOut = new Counter({
+    name: 'nomic_embed_timed_out_requests_total',
+    help: 'Connections cut off because their headers or body did not arrive in time',
+    registers: [this.registry],
+  });
   readonly backend = new Gauge({
     name: 'nomic_embed_backend_info',
     help: 'The backend and device the model runs on (value 1)',

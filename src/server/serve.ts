@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { basename } from 'node:path';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, NOMIC_V15_DIMENSIONS } from '../pipeline/embed-options.js';
 import type { Embedder } from '../embedder.js';
@@ -42,11 +43,20 @@ export interface ServeOptions {
   readonly cors?: string;
   /** Fastify's logger (pino): true, false or its options. @default false */
   readonly logger?: boolean | Record<string, unknown>;
+  /** Time for a request's headers to arrive; past it, 408 and the connection closes. @default 10 s */
+  readonly headersTimeoutMs?: number;
+  /** Time for a whole request, body included, to arrive (not to be answered); past it, 408. @default 60 s */
+  readonly requestTimeoutMs?: number;
+  /** How long an idle keep-alive connection stays open. @default 5 s */
+  readonly keepAliveTimeoutMs?: number;
+  /** Open connections at most; one more is closed as it arrives. @default 512 */
+  readonly maxConnections?: number;
 }
 
 const SERVE_OPTION_NAMES: readonly (keyof ServeOptions)[] = [
   'host', 'port', 'apiKey', 'servedModelName', 'defaultTask', 'maxBatchTokens', 'maxBatchSize',
   'maxQueueTokens', 'maxRequestTexts', 'maxBodyBytes', 'batchWaitMs', 'cors', 'logger',
+  'headersTimeoutMs', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'maxConnections',
 ];
 
 export type ServerState = 'loading' | 'serving' | 'draining' | 'closed';
@@ -60,9 +70,13 @@ export interface EmbeddingServer {
   /** Resolves once the embedder is loaded and requests are served; rejects if it fails to load. */
   readonly ready: Promise<void>;
   /**
-   * Stops accepting requests (/health answers 503), lets those in flight
-   * finish within `graceMs`, then fails what is left with 503 and closes.
-   * Does not dispose the embedder. Safe to call twice.
+   * Drains: stops accepting connections, closes at once every connection
+   * that has no request whose body has arrived (idle keep-alives, slow or
+   * cut-off clients), answers the requests that have (each answer closing
+   * its connection; /health answers 503 meanwhile), and resolves as soon as
+   * they are answered. `graceMs` bounds only those: past it, what is left
+   * fails with 503 and every connection closes. Does not dispose the
+   * embedder. Safe to call twice.
    */
   close(graceMs?: number): Promise<void>;
 }
@@ -89,10 +103,12 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
   // Aborted when the grace period is over: the requests still waiting then answer 503.
   const shutdown = new AbortController();
 
+  const connections = new Connections(metrics);
   const app = Fastify({
     logger: settings.logger,
     bodyLimit: settings.maxBodyBytes,
     forceCloseConnections: 'idle',
+    serverFactory: (handler) => connections.track(httpServer(settings, handler)),
     // No coercion: a number where a string belongs is an error, not a text.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false } },
   });
@@ -187,6 +203,7 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
       closing ??= (async () => {
         state = 'draining';
         const closed = app.close();
+        connections.dropUnanswerable();
         let timer: NodeJS.Timeout | undefined;
         const graceOver = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), graceMs)));
         if ((await Promise.race([closed.then(() => 'closed' as const), graceOver])) === 'timeout') {
@@ -201,6 +218,79 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
       return closing;
     },
   };
+}
+
+/**
+ * Node's HTTP server with the service's limits. Node enforces the header and
+ * request timeouts only when it checks its connections, every 30 s by
+ * default: checked every second here (or more often for shorter timeouts),
+ * a slow client is cut off close to its timeout.
+ */
+function httpServer(settings: ResolvedServeOptions, handler: (req: IncomingMessage, res: ServerResponse) => void): Server {
+  const server = createServer(
+    {
+      headersTimeout: settings.headersTimeoutMs,
+      requestTimeout: settings.requestTimeoutMs,
+      keepAliveTimeout: settings.keepAliveTimeoutMs,
+      connectionsCheckingInterval: Math.max(25, Math.min(1000, Math.floor(settings.headersTimeoutMs / 4))),
+    },
+    handler,
+  );
+  server.maxConnections = settings.maxConnections;
+  return server;
+}
+
+/**
+ * The server's open connections, and on each the request being answered,
+ * if any: what a drain keeps (a request whose body has arrived) and what it
+ * closes at once (everything else).
+ */
+class Connections {
+  private readonly open = new Set<Socket>();
+  private readonly answering = new Map<Socket, IncomingMessage>();
+
+  constructor(private readonly metrics: ServerMetrics) {}
+
+  track(server: Server): Server {
+    server.on('connection', (socket: Socket) => {
+      this.open.add(socket);
+      this.metrics.connections.set(this.open.size);
+      socket.once('close', () => {
+        this.open.delete(socket);
+        this.answering.delete(socket);
+        this.metrics.connections.set(this.open.size);
+      });
+    });
+    server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+      this.answering.set(request.socket, request);
+      response.once('close', () => {
+        if (this.answering.get(request.socket) === request) this.answering.delete(request.socket);
+      });
+    });
+    server.on('drop', () => this.metrics.refusedConnections.inc());
+    // Node answers a client whose headers or body came too late with 408; counted here.
+    server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+      if (error.code === 'ERR_HTTP_REQUEST_TIMEOUT') this.metrics.timedOut.inc();
+      defaultClientError(error, socket);
+    });
+    return server;
+  }
+
+  /** Closes every connection without a request whose body has fully arrived. */
+  dropUnanswerable(): void {
+    for (const socket of this.open) {
+      if (!(this.answering.get(socket)?.complete ?? false)) socket.destroy();
+    }
+  }
+}
+
+/** What Node does for a client error when nobody listens: a 400 (or 408, 431) if it can still write, then close. */
+function defaultClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+  if (socket.writable && !socket.writableEnded) {
+    const status = error.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
+  }
+  socket.destroy();
 }
 
 /** Writes an error in the shape of the API whose route failed. */
@@ -280,10 +370,18 @@ function resolveServeOptions(options: ServeOptions): ResolvedServeOptions {
     batchWaitMs: options.batchWaitMs ?? 1,
     cors: options.cors,
     logger: options.logger ?? false,
+    headersTimeoutMs: options.headersTimeoutMs ?? 10_000,
+    requestTimeoutMs: options.requestTimeoutMs ?? 60_000,
+    keepAliveTimeoutMs: options.keepAliveTimeoutMs ?? 5_000,
+    maxConnections: options.maxConnections ?? 512,
   };
   checkInteger('port', resolved.port, 0);
   for (const name of ['maxBatchTokens', 'maxBatchSize', 'maxQueueTokens', 'maxRequestTexts', 'maxBodyBytes'] as const) checkInteger(name, resolved[name], 1);
   checkInteger('batchWaitMs', resolved.batchWaitMs, 0);
+  for (const name of ['headersTimeoutMs', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'maxConnections'] as const) checkInteger(name, resolved[name], 1);
+  if (resolved.headersTimeoutMs > resolved.requestTimeoutMs) {
+    throw new InputError('headersTimeoutMs', `${resolved.headersTimeoutMs} is longer than requestTimeoutMs (${resolved.requestTimeoutMs}), which the headers are part of`);
+  }
   if (resolved.defaultTask !== undefined && !(resolved.defaultTask in TASK_PREFIXES)) {
     throw new InputError('defaultTask', `unknown task "${resolved.defaultTask}"; use one of ${Object.keys(TASK_PREFIXES).join(', ')}`);
   }
