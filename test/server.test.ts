@@ -191,6 +191,22 @@ describe('the embedding server', () => {
     expect((await post(server, '/v1/embeddings', { input: 'fine' })).status).toBe(200);
   });
 
+  it('refuses a body that is not valid UTF-8 with 400 naming the byte, rather than embedding replacement characters', async () => {
+    // "é" is C3 A9; the euro sign E2 82 AC: a lone C3 before a quote, and a cut E2 82, are not UTF-8.
+    const cases: [Buffer, number][] = [
+      [Buffer.concat([Buffer.from('{"inputs": "caf'), Buffer.from([0xc3]), Buffer.from('"}')]), 15],
+      [Buffer.concat([Buffer.from('{"inputs": "\u00e9 '), Buffer.from([0xc3, 0xa9, 0xe2, 0x82]), Buffer.from('x"}')]), 17],
+      [Buffer.concat([Buffer.from('{"inputs": "'), Buffer.from([0xff]), Buffer.from('"}')]), 12],
+    ];
+    for (const [body, at] of cases) {
+      const response = await fetch(`${server.url}/embed`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+      expect(response.status).toBe(400);
+      expect(((await response.json()) as { error: string }).error).toBe(`the request body is not valid UTF-8 (from byte ${at})`);
+    }
+    const valid = Buffer.from('{"inputs": "café €"}');
+    expect((await fetch(`${server.url}/embed`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: valid })).status).toBe(200);
+  });
+
   it('names a model it does not serve, as each API does', async () => {
     const openai = await post(server, '/v1/embeddings', { input: 'x', model: 'text-embedding-3-small' });
     expect(openai.status).toBe(404);

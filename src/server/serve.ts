@@ -112,6 +112,7 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
     // No coercion: a number where a string belongs is an error, not a text.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: false } },
   });
+  acceptOnlyUtf8Json(app);
   if (settings.cors !== undefined) await app.register(cors, { origin: settings.cors === '*' ? true : settings.cors });
 
   app.addHook('onRequest', async (request, reply) => {
@@ -291,6 +292,52 @@ function defaultClientError(error: NodeJS.ErrnoException, socket: Socket): void 
     socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
   }
   socket.destroy();
+}
+
+/**
+ * JSON bodies as Fastify parses them (prototype poisoning refused), but a
+ * body that is not valid UTF-8 is a 400 naming the byte: decoded leniently,
+ * its bad bytes would become U+FFFD and be embedded as if they were the text.
+ */
+function acceptOnlyUtf8Json(app: FastifyInstance): void {
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    const bytes = body as Buffer;
+    let text: string;
+    try {
+      text = decoder.decode(bytes);
+    } catch {
+      done(new ApiError('invalid', `the request body is not valid UTF-8 (from byte ${firstInvalidUtf8Byte(bytes)})`), undefined);
+      return;
+    }
+    parseJson(request, text, done);
+  });
+}
+
+/** Where the first character that is not UTF-8 starts in `bytes`. */
+function firstInvalidUtf8Byte(bytes: Uint8Array): number {
+  const decodes = (end: number, stream: boolean) => {
+    try {
+      new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(0, end), { stream });
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  // The longest prefix that could still go on as UTF-8 (one that ends inside a character counts)...
+  let valid = 0;
+  let invalid = bytes.length;
+  while (invalid - valid > 1) {
+    const middle = (valid + invalid) >>> 1;
+    if (decodes(middle, true)) valid = middle;
+    else invalid = middle;
+  }
+  // ...ends at most three bytes into the faulty character.
+  let start = valid;
+  while (start > 0 && !decodes(start, false)) start--;
+  return start;
 }
 
 /** Writes an error in the shape of the API whose route failed. */
