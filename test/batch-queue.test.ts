@@ -1,3 +1,4 @@
+import { getEventListeners } from 'node:events';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { CancelledError, OutOfMemoryError, QueueFullError, RequestTooLargeError } from '../src/errors.js';
 import { GROW_BACK_AFTER, type MemoryEstimator } from '../src/pipeline/batcher.js';
@@ -175,6 +176,18 @@ describe('the embedding queue', () => {
     await running;
     expect(fake.batches).toEqual([[4]]);
     await expect(fake.submit([text(4, 4)], { signal: controller.signal })).rejects.toBeInstanceOf(CancelledError);
+  });
+
+  it('lets go of a signal once its request is answered, so one signal can serve many calls without keeping them', async () => {
+    const fake = fakeQueue({ auto: true });
+    const controller = new AbortController();
+    for (let i = 0; i < 20; i++) await fake.submit([text(i, 4)], { signal: controller.signal });
+    // A cancelled and a failed request let go too.
+    const failing = new AbortController();
+    fake.failWith(() => new Error('broken'));
+    await expect(fake.submit([text(99, 4)], { signal: failing.signal })).rejects.toThrow('broken');
+    expect(getEventListeners(controller.signal, 'abort')).toHaveLength(0);
+    expect(getEventListeners(failing.signal, 'abort')).toHaveLength(0);
   });
 
   it('fails only the request whose text does not fit in memory alone; its batch neighbours run again', async () => {

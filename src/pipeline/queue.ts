@@ -73,6 +73,8 @@ interface PendingRequest {
   /** Batches of this request that run now. */
   running: number;
   settled: boolean;
+  /** Removes its listener from the caller's signal: a signal that outlives many calls must not keep each one. */
+  stopWatchingSignal?: () => void;
   /** Set when it failed: it rejects once its running batches have settled, so none outlives the call. */
   failure?: { error: unknown };
   readonly resolve: () => void;
@@ -161,7 +163,12 @@ export class EmbeddingQueue {
       request.waiting.sort(waitingOrder);
       this.requests.push(request);
       this.changeQueue(call.sequences.length, tokens);
-      call.signal?.addEventListener('abort', () => this.settle(request, new CancelledError()), { once: true });
+      const signal = call.signal;
+      if (signal !== undefined) {
+        const onAbort = () => this.settle(request, new CancelledError());
+        signal.addEventListener('abort', onAbort, { once: true });
+        request.stopWatchingSignal = () => signal.removeEventListener('abort', onAbort);
+      }
       this.schedule();
     });
   }
@@ -192,6 +199,7 @@ export class EmbeddingQueue {
   private settle(request: PendingRequest, error?: unknown): void {
     if (request.settled) return;
     request.settled = true;
+    request.stopWatchingSignal?.();
     const dropped = request.waiting.splice(0);
     if (dropped.length > 0) this.changeQueue(-dropped.length, -dropped.reduce((sum, t) => sum + t.ids.length, 0));
     const at = this.requests.indexOf(request);
