@@ -18,6 +18,7 @@ import { loadEmbedder } from '../src/embedder.js';
 import { serve } from '../src/server/serve.js';
 import { ensureRandomCheckpoint } from './bench/random-checkpoint.js';
 import { loadSet } from './bench/sets.js';
+import { percentile } from './soak/traffic.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const { values } = parseArgs({
@@ -50,7 +51,6 @@ function requestSizes(count: number): number[] {
 const sizes = requestSizes(requestsPerLevel);
 const requestTexts = (i: number) => Array.from({ length: sizes[i] }, (_, j) => pool[(i * 7 + j) % pool.length]);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
 const latencyRuns = Number(values['latency-runs']);
 const single = pool[0].split(' ').slice(0, 12).join(' ');
 
