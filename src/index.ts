@@ -35,4 +35,4 @@ export type { SubmitOptions, SubmitProgress, SubmitSummary, FailedChunk } from '
 export { startQueueWorker, DEFAULT_QUEUE } from './queue/queue-worker.js';
 export type { QueueWorkerOptions } from './queue/queue-worker.js';
 export { JOB_FORMAT_VERSION, JobFormatError } from './queue/job-format.js';
-export { RedisUnreachableError } from './queue/connection.js';
+export { RedisRefusedError, RedisUnreachableError } from './queue/connection.js';

@@ -107,6 +107,8 @@ redisSuite()('embedding jobs on a Redis queue', () => {
     const output = join(work, 'two.jsonl');
     const result = await submit(queue, output);
     expect(result.stderr).toMatch(/wrote 500 texts in 50 chunks/);
+    // 50 jobs waited for at once is the design, not a leak to warn about.
+    expect(result.stderr).not.toMatch(/MaxListenersExceededWarning/);
     expect(result.code).toBe(0);
     expectAll(output);
     expect(existsSync(`${output}.partial`)).toBe(false);
@@ -181,23 +183,79 @@ redisSuite()('embedding jobs on a Redis queue', () => {
     for (const [index, vector] of rows) expectClose(vector, expected[index], SAME, `text ${index}`);
   });
 
-  it('goes on when Redis restarts mid-run', async () => {
+  it('goes on when Redis restarts mid-run: both workers reconnect, every text once, in order', async () => {
     const durable = await startRedis(undefined, tempDir());
     const saved = redis;
     redis = durable;
     try {
       const queue = `q${queues++}`;
-      await startWorker(queue);
+      const workers = await Promise.all([startWorker(queue), startWorker(queue)]);
       const output = join(work, 'restart.jsonl');
       const running = submit(queue, output);
       await whenWritten(output, 5);
-      await durable.restart();
+      // Down for longer than a reconnection attempt, while jobs are locked by both workers.
+      await durable.restart(1500);
       const result = await running;
-      expect(result.code).toBe(0);
+      expect(result.code, result.stderr).toBe(0);
       expectAll(output);
+      // Each worker on its own takes jobs after the restart: the other is stopped meanwhile.
+      const some = join(work, 'after-restart.txt');
+      writeFileSync(some, `${texts.slice(0, 20).join('\n')}\n`);
+      for (const [index, alone] of workers.entries()) {
+        const other = workers[1 - index];
+        other.kill('SIGSTOP');
+        try {
+          const again = await submit(queue, join(work, `after-restart-${index}.jsonl`), [], undefined, some);
+          expect(again.code, again.stderr).toBe(0);
+          expect(alone.exitCode).toBeNull();
+        } finally {
+          other.kill('SIGCONT');
+        }
+      }
     } finally {
       redis = saved;
       await durable.stop();
+    }
+  });
+
+  it('stops with a clear error when Redis is full, and the same command goes on once it has room', async () => {
+    const full = await startRedis();
+    const saved = redis;
+    redis = full;
+    const client = new Redis(full.url);
+    try {
+      const queue = `q${queues++}`;
+      // Texts of about 800 bytes, all 30 chunks queued at once: about 240 KB of jobs.
+      const bulky = join(work, 'bulky.txt');
+      const many = texts.slice(0, 300).map((t) => `${t} `.repeat(Math.ceil(800 / (t.length + 1))));
+      writeFileSync(bulky, `${many.join('\n')}\n`);
+      const used = Number(/used_memory:(\d+)/.exec(await client.info('memory'))![1]);
+      await client.config('SET', 'maxmemory-policy', 'noeviction');
+      await client.config('SET', 'maxmemory', String(used + 100_000));
+      const output = join(work, 'full.jsonl');
+      const refused = await submit(queue, output, [], undefined, bulky);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/^nomic-embed: error: Redis at redis:\/\/127\.0\.0\.1:\d+ refused to queue lines \d+-\d+ of .*bulky\.txt: OOM command not allowed when used memory > 'maxmemory'; Redis is out of memory/);
+      // One line: not the command with its texts, not an unhandled rejection after it.
+      expect(refused.stderr.trim().split('\n')).toHaveLength(1);
+      expect(existsSync(`${output}.partial`)).toBe(true);
+      await client.config('SET', 'maxmemory', '0');
+      await startWorker(queue);
+      const again = await submit(queue, output, [], undefined, bulky);
+      expect(again.code, again.stderr).toBe(0);
+      const embedder = await loadEmbedder(MODEL, { backend: 'wasm', workers: 1 });
+      try {
+        const { embeddings } = await embedder.embed(many, { task: 'search_document' });
+        const rows = readOutput(output);
+        expect(rows.size).toBe(many.length);
+        embeddings.forEach((v, i) => expectClose(rows.get(i)!, v, SAME, `text ${i}`));
+      } finally {
+        await embedder.dispose();
+      }
+    } finally {
+      client.disconnect();
+      redis = saved;
+      await full.stop();
     }
   });
 

@@ -12,6 +12,29 @@ export class RedisUnreachableError extends NomicEmbedError {
   }
 }
 
+/**
+ * Redis answered a command of `submit` with an error: most often a full Redis
+ * (`maxmemory` with `noeviction`, as a queue should run). What was written
+ * stays, and the same command resumes once Redis has room.
+ */
+export class RedisRefusedError extends NomicEmbedError {
+  override name = 'RedisRefusedError';
+  constructor(
+    /** The URL with its password masked. */
+    readonly url: string,
+    /** What Redis was asked to hold, e.g. "lines 1-256 of corpus.txt". */
+    readonly what: string,
+    reason: string,
+  ) {
+    const hint = /^OOM\b/.test(reason)
+      ? 'Redis is out of memory: give it more (maxmemory), or queue fewer chunks at once (--window, --chunk-texts); then run the same command again to go on'
+      : 'run the same command again to go on from what was written';
+    // Where in BullMQ's Lua script it happened says nothing to an operator.
+    const said = reason.replace(/\.? script: [0-9a-f]+, on @user_script:\d+\.?$/, '');
+    super(`Redis at ${url} refused to queue ${what}: ${said}; ${hint}`);
+  }
+}
+
 /** The URL as it may be printed: a password becomes `***`. */
 export function maskUrl(url: string): string {
   try {

@@ -4,7 +4,7 @@ import { closeSync, createReadStream, existsSync, openSync, readFileSync, rename
 import { createInterface } from 'node:readline';
 import { dtypeOf, finishNpyFile, npyBody, npyHeader, type NpyDtype } from '../formats/npy.js';
 import { isJsonLines, textOfLine } from '../formats/text-lines.js';
-import { connectRedis } from './connection.js';
+import { connectRedis, maskUrl, RedisRefusedError } from './connection.js';
 import { JOB_FORMAT_VERSION, decodeResult, type ChunkJob, type ChunkOptions, type ChunkResult } from './job-format.js';
 import { DEFAULT_QUEUE } from './queue-worker.js';
 
@@ -95,12 +95,20 @@ export async function submitEmbeddings(options: SubmitOptions): Promise<SubmitSu
   const eventsConnection = await connectRedis(options.redis);
   const name = options.queue ?? DEFAULT_QUEUE;
   const queue = new bullmq.Queue<ChunkJob, ChunkResult>(name, { connection });
+  // Each job waited for listens for the queue closing: `window` of them at once is expected, not a leak.
+  queue.setMaxListeners(window + 11);
   const events = new bullmq.QueueEvents(name, { connection: eventsConnection });
   const fd = openSync(partial, 'r+');
+  const waiting = new Map<number, Promise<Outcome>>();
+  // Jobs being added: a run that ends early lets their commands finish before it closes the connection.
+  const adding = new Set<Promise<Job>>();
   try {
     await events.waitUntilReady();
     const reader = chunkReader(input, chunkTexts, journal.written * chunkTexts);
-    const waiting = new Map<number, Promise<Outcome>>();
+    // A command Redis refuses, for any chunk, ends the run at once rather than when that chunk's turn comes.
+    let refuse!: (error: Error) => void;
+    const refused = new Promise<never>((_, reject) => (refuse = reject));
+    refused.catch(() => undefined);
     let enqueued = journal.written;
     let deferredRows = 0;
     const started = performance.now();
@@ -108,10 +116,24 @@ export async function submitEmbeddings(options: SubmitOptions): Promise<SubmitSu
     for (let chunk = journal.written; chunk < chunks; chunk++) {
       while (enqueued < chunks && enqueued <= chunk + window) {
         const texts = await reader.next();
-        waiting.set(enqueued, enqueue(queue, events, inputId, enqueued, enqueued * chunkTexts + 1, texts, embedOptions, attempts));
+        const firstLine = enqueued * chunkTexts + 1;
+        const what = `lines ${firstLine}-${firstLine + texts.length - 1} of ${input}`;
+        const added = addChunkJob(queue, `${inputId}-${enqueued}`, { version: JOB_FORMAT_VERSION, input: inputId, chunk: enqueued, firstLine, texts, options: embedOptions }, attempts);
+        adding.add(added);
+        const pending = added.then(
+          (job) => (adding.delete(added), waitForJob(job, events)),
+          (error: Error) => {
+            adding.delete(added);
+            // Only the message: ioredis's error carries the whole command, texts included.
+            refuse(new RedisRefusedError(maskUrl(options.redis), what, error.message));
+            return refused;
+          },
+        );
+        pending.catch(() => undefined);
+        waiting.set(enqueued, pending);
         enqueued++;
       }
-      const outcome = await waiting.get(chunk)!;
+      const outcome = await Promise.race([waiting.get(chunk)!, refused]);
       waiting.delete(chunk);
       const firstLine = chunk * chunkTexts + 1;
       const count = Math.min(chunkTexts, lines - chunk * chunkTexts);
@@ -144,6 +166,7 @@ export async function submitEmbeddings(options: SubmitOptions): Promise<SubmitSu
     }
   } finally {
     closeSync(fd);
+    await Promise.allSettled(adding);
     await events.close();
     await queue.close();
     connection.disconnect();
@@ -157,32 +180,28 @@ export async function submitEmbeddings(options: SubmitOptions): Promise<SubmitSu
 
 type Outcome = { job: Job; vectors: (Float32Array | Int8Array | Uint8Array)[] } | { job: Job; error: string };
 
-/** Adds a chunk's job, or finds the one a previous run added (retrying it if it had failed), and waits for it. */
-async function enqueue(
-  queue: Queue<ChunkJob, ChunkResult>,
-  events: QueueEvents,
-  inputId: string,
-  chunk: number,
-  firstLine: number,
-  texts: string[],
-  options: ChunkOptions,
-  attempts: number,
-): Promise<Outcome> {
-  const jobId = `${inputId}-${chunk}`;
-  let job = await queue.getJob(jobId);
+/**
+ * Adds a chunk's job, or finds the one a previous run added (retrying it if it
+ * had failed). Rejects with Redis's error when it refuses a command.
+ */
+async function addChunkJob(queue: Queue<ChunkJob, ChunkResult>, jobId: string, data: ChunkJob, attempts: number): Promise<Job<ChunkJob, ChunkResult>> {
+  const job = await queue.getJob(jobId);
   if (job !== undefined && (await job.getState()) === 'failed') await job.retry();
-  job ??= await queue.add(
-    'embed',
-    { version: JOB_FORMAT_VERSION, input: inputId, chunk, firstLine, texts, options },
-    {
+  return (
+    job ??
+    queue.add('embed', data, {
       jobId,
       attempts,
       backoff: { type: 'exponential', delay: 1000 },
       // Results wait for submit to collect them; uncollected ones (a submit that never came back) go after a week.
       removeOnComplete: { age: 7 * 24 * 3600 },
       removeOnFail: { age: 7 * 24 * 3600, count: 10_000 },
-    },
+    })
   );
+}
+
+/** The job's vectors once a worker has embedded them, or why it failed after its last attempt. */
+async function waitForJob(job: Job<ChunkJob, ChunkResult>, events: QueueEvents): Promise<Outcome> {
   try {
     return { job, vectors: decodeResult(await job.waitUntilFinished(events)) };
   } catch (error) {
@@ -244,9 +263,6 @@ function chunkReader(path: string, size: number, skip: number) {
     },
   };
 }
-
-
-
 
 function jsonLines(rows: readonly ArrayLike<number>[], firstIndex: number): Buffer {
   return Buffer.from(rows.map((v, i) => `${JSON.stringify({ index: firstIndex + i, embedding: Array.from(v) })}\n`).join(''));

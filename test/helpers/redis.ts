@@ -31,13 +31,13 @@ export function freePort(): Promise<number> {
 /**
  * A real redis-server on a loopback port, without persistence, for one test
  * file (scripts/setup-redis.sh installs it). `restart()` stops it and starts
- * it again on the same port, as a server restart would.
+ * it again on the same port, as a server restart would, after `downMs`.
  */
 export async function startRedis(
   port?: number,
   /** A folder to keep the data in (append-only file), so that it survives a restart. */
   dataDir?: string,
-): Promise<{ url: string; port: number; stop(): Promise<void>; restart(): Promise<void> }> {
+): Promise<{ url: string; port: number; stop(): Promise<void>; restart(downMs?: number): Promise<void> }> {
   const chosen = port ?? (await freePort());
   const persistence = dataDir === undefined ? ['--save', '', '--appendonly', 'no'] : ['--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dataDir];
   let child: ChildProcess;
@@ -65,5 +65,10 @@ export async function startRedis(
       child.kill('SIGTERM');
     });
   await launch();
-  return { url: `redis://127.0.0.1:${chosen}`, port: chosen, stop, restart: async () => (await stop(), await launch()) };
+  const restart = async (downMs = 0) => {
+    await stop();
+    await new Promise((resolve) => setTimeout(resolve, downMs));
+    await launch();
+  };
+  return { url: `redis://127.0.0.1:${chosen}`, port: chosen, stop, restart };
 }
