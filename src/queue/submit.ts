@@ -99,12 +99,12 @@ export async function submitEmbeddings(options: SubmitOptions): Promise<SubmitSu
   queue.setMaxListeners(window + 11);
   const events = new bullmq.QueueEvents(name, { connection: eventsConnection });
   const fd = openSync(partial, 'r+');
-  const waiting = new Map<number, Promise<Outcome>>();
   // Jobs being added: a run that ends early lets their commands finish before it closes the connection.
   const adding = new Set<Promise<Job>>();
   try {
     await events.waitUntilReady();
     const reader = chunkReader(input, chunkTexts, journal.written * chunkTexts);
+    const waiting = new Map<number, Promise<Outcome>>();
     // A command Redis refuses, for any chunk, ends the run at once rather than when that chunk's turn comes.
     let refuse!: (error: Error) => void;
     const refused = new Promise<never>((_, reject) => (refuse = reject));
