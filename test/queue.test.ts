@@ -22,6 +22,8 @@ const SAME = 1e-6;
 let redis: Awaited<ReturnType<typeof startRedis>>;
 let expected: Float32Array[];
 const children: ChildProcess[] = [];
+/** What each worker process has written to stderr so far. */
+const workerErrors = new Map<ChildProcess, string>();
 let queues = 0;
 
 /** A worker process on `queue`; resolves once it takes jobs. */
@@ -33,6 +35,7 @@ function startWorker(queue: string, extra: string[] = []): Promise<ChildProcess>
     const timer = setTimeout(() => reject(new Error(`the worker did not start:\n${stderr}`)), 60_000);
     child.stderr!.on('data', (d) => {
       stderr += d;
+      workerErrors.set(child, stderr);
       if (stderr.includes('taking jobs')) {
         clearTimeout(timer);
         resolve(child);
@@ -198,6 +201,11 @@ redisSuite()('embedding jobs on a Redis queue', () => {
       const result = await running;
       expect(result.code, result.stderr).toBe(0);
       expectAll(output);
+      // Each worker said it lost Redis, once, rather than once per reconnection attempt.
+      for (const worker of workers) {
+        const said = workerErrors.get(worker)!.match(/nomic-embed worker: Redis at redis:\/\/127\.0\.0\.1:\d+: connect ECONNREFUSED .*\(retrying/g) ?? [];
+        expect(said, workerErrors.get(worker)).toHaveLength(1);
+      }
       // Each worker on its own takes jobs after the restart: the other is stopped meanwhile.
       const some = join(work, 'after-restart.txt');
       writeFileSync(some, `${texts.slice(0, 20).join('\n')}\n`);

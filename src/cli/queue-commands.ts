@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { loadEmbedder } from '../embedder.js';
 import { PRECISIONS } from '../pipeline/quantize.js';
-import { maskUrl } from '../queue/connection.js';
+import { maskUrl, redisReason } from '../queue/connection.js';
 import { DEFAULT_QUEUE, startQueueWorker } from '../queue/queue-worker.js';
 import { submitEmbeddings } from '../queue/submit.js';
 import { argsConfig, EMBEDDER_OPTIONS, embedderOptions, choiceOption, integerOption, LONG_TEXT_MODES, TASKS, TRUNCATIONS, UsageError } from './args.js';
@@ -43,6 +43,7 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
   }
   say(`taking jobs from queue "${values.queue ?? DEFAULT_QUEUE}" at ${maskUrl(values.redis)} on ${embedder.backend} (${describeParallelism(embedder)})`);
   worker.on('failed', (job, error) => say(`job ${job?.id} failed: ${error.message}`));
+  worker.on('error', reportRedisTrouble(values.redis, say));
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGTERM', () => resolve('SIGTERM'));
     process.once('SIGINT', () => resolve('SIGINT'));
@@ -53,6 +54,23 @@ export async function workerCommand(args: readonly string[], io: CliIo): Promise
   await worker.close();
   await embedder.dispose();
   return 0;
+}
+
+/**
+ * What goes wrong between the worker and Redis (a restart, a full Redis that
+ * cannot store a result) is said, not swallowed: once per kind of error every
+ * 30 s, as a reconnecting client meets the same error many times a second.
+ */
+function reportRedisTrouble(url: string, say: (line: string) => void): (error: Error) => void {
+  const lastSaid = new Map<string, number>();
+  return (error) => {
+    // Only the message: ioredis's error carries the whole command, a job's texts included.
+    const message = redisReason(error.message);
+    const now = Date.now();
+    if (now - (lastSaid.get(message) ?? -Infinity) < 30_000) return;
+    lastSaid.set(message, now);
+    say(`Redis at ${maskUrl(url)}: ${message} (retrying; jobs not finished are handed out again)`);
+  };
 }
 
 /** `nomic-embed submit`: an input file onto the queue, the vectors back to the output in order. */

@@ -29,10 +29,13 @@ export class RedisRefusedError extends NomicEmbedError {
     const hint = /^OOM\b/.test(reason)
       ? 'Redis is out of memory: give it more (maxmemory), or queue fewer chunks at once (--window, --chunk-texts); then run the same command again to go on'
       : 'run the same command again to go on from what was written';
-    // Where in BullMQ's Lua script it happened says nothing to an operator.
-    const said = reason.replace(/\.? script: [0-9a-f]+, on @user_script:\d+\.?$/, '');
-    super(`Redis at ${url} refused to queue ${what}: ${said}; ${hint}`);
+    super(`Redis at ${url} refused to queue ${what}: ${redisReason(reason)}; ${hint}`);
   }
+}
+
+/** Redis's error message as an operator reads it: where in BullMQ's Lua script it happened says nothing to them. */
+export function redisReason(message: string): string {
+  return message.replace(/\.? script: [0-9a-f]+, on @user_script:\d+\.?$/, '');
 }
 
 /** The URL as it may be printed: a password becomes `***`. */
