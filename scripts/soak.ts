@@ -72,6 +72,7 @@ console.log(
 const failures = [...report.failures];
 if (drain.exitCode !== 0) failures.push(`serve exited ${drain.exitCode}:\n${server.stderr()}`);
 if (drain.inFlight.some((s) => s !== 200)) failures.push(`requests in flight at SIGTERM answered ${drain.inFlight.join(',')}`);
+if (drain.drainMs >= 1000 || drain.slowClosedMs >= 1000) failures.push(`the drain took ${drain.drainMs.toFixed(0)} ms (slow connections closed after ${drain.slowClosedMs.toFixed(0)} ms); it must take under 1 s`);
 if (failures.length > 0) {
   console.log(`\n${failures.length} failures:\n${failures.join('\n')}`);
   process.exit(1);

@@ -7,7 +7,8 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { loadEmbedder } from '../src/embedder.js';
 import { expectClose, fixtureDir, reference } from './helpers/fixtures.js';
-import { freePort, redisSuite, startRedis } from './helpers/redis.js';
+import { freePort } from './helpers/free-port.js';
+import { redisSuite, startRedis } from './helpers/redis.js';
 import { tempDir } from './helpers/tmp.js';
 
 const BIN = fileURLToPath(new URL('../dist/cli/bin.js', import.meta.url));

@@ -5,9 +5,9 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../../test/helpers/free-port.js';
 import { rawConnection } from './traffic.js';
 
 const BIN = fileURLToPath(new URL('../../dist/cli/bin.js', import.meta.url));
@@ -75,14 +75,6 @@ export async function startServeProcess(args: readonly string[], { traceGc = fal
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return { child, url, stderr: () => stderr, exit, liveHeap };
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as { port: number };
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 /** The process's resident memory in MiB, from /proc (Linux). */

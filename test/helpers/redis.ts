@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { freePort } from './free-port.js';
 import { describe } from 'vitest';
 
 /**
@@ -14,18 +14,6 @@ export function redisSuite(): typeof describe {
   if (process.env.CI === 'true') throw new Error(message);
   console.warn(`skipping the queue tests: ${message}`);
   return describe.skip as unknown as typeof describe;
-}
-
-/** A free loopback port. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /**
