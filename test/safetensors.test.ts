@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SafetensorsError } from '../src/errors.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/weights/half-float.js';
-import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
+import { SafetensorsFile, writeSafetensors, writeSafetensorsStream } from '../src/weights/safetensors.js';
 import { fixtureDir } from './helpers/fixtures.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -20,9 +20,20 @@ function rawFile(header: unknown, data: Uint8Array = new Uint8Array(), lengthOve
   return path;
 }
 
-function openError(path: string): SafetensorsError {
+/** The two ways in: a file on disk, and the same bytes in memory (as a browser downloads them), labelled by the path. */
+const openers = {
+  file: (path: string) => SafetensorsFile.open(path),
+  bytes: (path: string) => SafetensorsFile.fromBytes(readFileSync(path), path),
+};
+
+/** Whether two float arrays hold the same bits; element-wise matchers take a minute on the fixtures' tensors. */
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  return Buffer.compare(Buffer.from(a.buffer, a.byteOffset, a.byteLength), Buffer.from(b.buffer, b.byteOffset, b.byteLength)) === 0;
+}
+
+function openError(path: string, open: (path: string) => SafetensorsFile = openers.file): SafetensorsError {
   try {
-    SafetensorsFile.open(path).close();
+    open(path).close();
   } catch (error) {
     expect(error).toBeInstanceOf(SafetensorsError);
     expect((error as SafetensorsError).file).toBe(path);
@@ -86,27 +97,89 @@ describe('safetensors reader', () => {
     expect(Array.from(f32ToBf16(new Float32Array(finite.buffer)))).toEqual([0x3f80, 0x3f82, 0x7f80, 0xff80]);
   });
 
+  it('reads bytes in memory exactly as it reads the file, through every read method', async () => {
+    for (const model of ['nomic-tiny', 'nomic-tiny-ntk']) {
+      const path = `${fixtureDir(model)}/model.safetensors`;
+      const fromFile = SafetensorsFile.open(path);
+      const bytes = readFileSync(path);
+      const fromBytes = SafetensorsFile.fromBytes(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length), path);
+      const fromBlob = await SafetensorsFile.fromBlob(new Blob([bytes]), path);
+      expect(fromBytes.metadata).toEqual(fromFile.metadata);
+      expect([...fromBytes.tensors.values()]).toEqual([...fromFile.tensors.values()]);
+      for (const name of fromFile.tensors.keys()) {
+        const expected = fromFile.readFloat32(name);
+        expect(sameBits(fromBytes.readFloat32(name), expected)).toBe(true);
+        expect(sameBits(fromBlob.readFloat32(name), expected)).toBe(true);
+        const into = new Float32Array(expected.length);
+        fromBytes.readFloat32Into(name, into);
+        expect(sameBits(into, expected)).toBe(true);
+        const intoAsync = new Float32Array(expected.length);
+        await fromBytes.readFloat32IntoAsync(name, intoAsync);
+        expect(sameBits(intoAsync, expected)).toBe(true);
+      }
+      for (const file of [fromFile, fromBytes, fromBlob]) file.close();
+      expect(() => fromBytes.readFloat32('emb_ln.weight')).toThrow(/already closed/);
+    }
+  });
+
+  it('reads int8 codes and half-precision tensors from bytes in memory', () => {
+    const data = new Float32Array([0, 1, -2.5, 65504, 1e-7, 3.140625, -0.0001, 1234.5]);
+    const codes = new Int8Array([-128, -1, 0, 1, 127, 5, -7, 64]);
+    const path = join(dir, 'memory-kinds.safetensors');
+    writeSafetensorsStream(
+      path,
+      [
+        { name: 'h', dtype: 'F16', shape: [8] },
+        { name: 'b', dtype: 'BF16', shape: [8] },
+        { name: 'q', dtype: 'I8', shape: [2, 4] },
+      ],
+      [data, data, codes],
+    );
+    const fromFile = SafetensorsFile.open(path);
+    // A view into a larger buffer, at an odd offset, as a slice of a bigger download would be.
+    const raw = readFileSync(path);
+    const padded = new Uint8Array(raw.length + 3);
+    padded.set(raw, 3);
+    const fromBytes = SafetensorsFile.fromBytes(padded.subarray(3), 'https://example.test/model.safetensors');
+    expect(fromBytes.readFloat32('h')).toEqual(fromFile.readFloat32('h'));
+    expect(fromBytes.readFloat32('b')).toEqual(fromFile.readFloat32('b'));
+    const q = new Int8Array(8);
+    fromBytes.readInt8Into('q', q);
+    expect(Array.from(q)).toEqual(Array.from(codes));
+    expect(() => fromBytes.readFloat32('q')).toThrow(SafetensorsError);
+    fromFile.close();
+    fromBytes.close();
+  });
+
+  it('names the label given to bytes in memory when they are malformed', () => {
+    const url = 'https://example.test/broken/model.safetensors';
+    const error = openError(url, () => SafetensorsFile.fromBytes(new Uint8Array([1, 2, 3]), url));
+    expect(error.message).toContain(url);
+  });
+});
+
+describe.each(Object.entries(openers))('safetensors reader on a bad file, read from a %s', (_, open) => {
   it('rejects a file shorter than the length field', () => {
     const path = join(dir, 'tiny.safetensors');
     writeFileSync(path, Buffer.from([1, 2, 3]));
-    expect(openError(path).message).toMatch(/too short/);
+    expect(openError(path, open).message).toMatch(/too short/);
   });
 
   it('rejects a truncated file', () => {
     const original = readFileSync(`${fixtureDir('nomic-tiny')}/model.safetensors`);
     const path = join(dir, 'truncated.safetensors');
     writeFileSync(path, original.subarray(0, original.length - 1000));
-    const error = openError(path);
+    const error = openError(path, open);
     expect(error.message).toMatch(/past the end of the data section/);
     expect(error.tensor).toBeDefined();
   });
 
   it('rejects a header length that points past the end of the file', () => {
-    expect(openError(rawFile({}, new Uint8Array(), 10_000)).message).toMatch(/header length 10000 does not fit/);
+    expect(openError(rawFile({}, new Uint8Array(), 10_000), open).message).toMatch(/header length 10000 does not fit/);
   });
 
   it('rejects a header that is not JSON', () => {
-    expect(openError(rawFile('{"a": [1, 2')).message).toMatch(/not valid JSON/);
+    expect(openError(rawFile('{"a": [1, 2'), open).message).toMatch(/not valid JSON/);
   });
 
   it('rejects an unknown dtype, naming the tensor', () => {
@@ -125,20 +198,20 @@ describe('safetensors reader', () => {
       a: { dtype: 'F32', shape: [4], data_offsets: [0, 16] },
       b: { dtype: 'F32', shape: [4], data_offsets: [8, 24] },
     };
-    expect(openError(rawFile(header, new Uint8Array(24))).message).toMatch(/overlaps that of "a"/);
+    expect(openError(rawFile(header, new Uint8Array(24)), open).message).toMatch(/overlaps that of "a"/);
   });
 
   it('rejects a malformed shape or offset pair', () => {
-    expect(openError(rawFile({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4))).message).toMatch(
+    expect(openError(rawFile({ w: { dtype: 'F32', shape: [-1], data_offsets: [0, 4] } }, new Uint8Array(4)), open).message).toMatch(
       /shape/,
     );
-    expect(openError(rawFile({ w: { dtype: 'F32', shape: [1], data_offsets: [4, 0] } }, new Uint8Array(4))).message).toMatch(
+    expect(openError(rawFile({ w: { dtype: 'F32', shape: [1], data_offsets: [4, 0] } }, new Uint8Array(4)), open).message).toMatch(
       /data_offsets/,
     );
   });
 
   it('refuses to read integer tensors as weights', () => {
-    const file = SafetensorsFile.open(rawFile({ ids: { dtype: 'I64', shape: [1], data_offsets: [0, 8] } }, new Uint8Array(8)));
+    const file = open(rawFile({ ids: { dtype: 'I64', shape: [1], data_offsets: [0, 8] } }, new Uint8Array(8)));
     expect(() => file.readFloat32('ids')).toThrow(/I64 is not a float type/);
     file.close();
   });

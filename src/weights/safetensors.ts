@@ -8,6 +8,8 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './half-float.js';
  *
  * The reader keeps the file open and reads one tensor at a time straight into a
  * fresh, aligned typed array, so a 550 MB checkpoint never sits in memory twice.
+ * It reads bytes already in memory (a download) the same way, behind the same
+ * interface.
  */
 
 /** Bytes per element of every dtype the format defines; the float ones and I8 (q8 codes) are readable. */
@@ -34,18 +36,95 @@ export interface TensorInfo {
 /** Refuses absurd headers before parsing them; real headers are tens of KB. */
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
-export class SafetensorsFile {
+/**
+ * Where a checkpoint's bytes come from: a file in Node, or bytes already in
+ * memory (a fetched response, a Blob's buffer). Reads return how many bytes
+ * they copied, 0 at the end.
+ */
+interface ByteSource {
+  readonly size: number;
+  read(into: Uint8Array, offset: number, length: number, position: number): number;
+  readAsync(into: Uint8Array, offset: number, length: number, position: number): Promise<number>;
+  close(): void;
+  readonly closed: boolean;
+}
+
+class FileSource implements ByteSource {
+  readonly size: number;
   private fd: number | undefined;
 
+  constructor(fd: number) {
+    this.fd = fd;
+    this.size = fstatSync(fd).size;
+  }
+
+  get closed(): boolean {
+    return this.fd === undefined;
+  }
+
+  read(into: Uint8Array, offset: number, length: number, position: number): number {
+    return readSync(this.openFd(), into, offset, length, position);
+  }
+
+  readAsync(into: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    const fd = this.openFd();
+    return new Promise((resolve, reject) =>
+      read(fd, into, offset, length, position, (error, count) => (error ? reject(error) : resolve(count))),
+    );
+  }
+
+  private openFd(): number {
+    if (this.fd === undefined) throw new Error('closed');
+    return this.fd;
+  }
+
+  close(): void {
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
+  }
+}
+
+class MemorySource implements ByteSource {
+  private bytes: Uint8Array | undefined;
+
+  constructor(bytes: Uint8Array) {
+    this.bytes = bytes;
+  }
+
+  get size(): number {
+    return this.bytes?.length ?? 0;
+  }
+
+  get closed(): boolean {
+    return this.bytes === undefined;
+  }
+
+  read(into: Uint8Array, offset: number, length: number, position: number): number {
+    if (this.bytes === undefined) throw new Error('closed');
+    const slice = this.bytes.subarray(position, position + length);
+    into.set(slice, offset);
+    return slice.length;
+  }
+
+  async readAsync(into: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+    return this.read(into, offset, length, position);
+  }
+
+  /** Lets go of the bytes, so a caller's reference is the only one left. */
+  close(): void {
+    this.bytes = undefined;
+  }
+}
+
+export class SafetensorsFile {
   private constructor(
+    /** The file's path, or the label given to bytes in memory (a URL): what errors name. */
     readonly path: string,
-    fd: number,
+    private readonly source: ByteSource,
     private readonly dataStart: number,
     readonly tensors: ReadonlyMap<string, TensorInfo>,
     readonly metadata: Readonly<Record<string, string>>,
-  ) {
-    this.fd = fd;
-  }
+  ) {}
 
   /** Opens and validates a file; throws {@link SafetensorsError} naming the fault. */
   static open(path: string): SafetensorsFile {
@@ -55,11 +134,32 @@ export class SafetensorsFile {
     } catch (cause) {
       throw new SafetensorsError(path, `cannot open: ${(cause as Error).message}`);
     }
+    return SafetensorsFile.fromSource(path, new FileSource(fd));
+  }
+
+  /**
+   * Validates a checkpoint held in memory, e.g. a fetched response's body;
+   * `label` (its URL) is what errors name. The bytes are read in place, never
+   * copied whole: each tensor is copied out once, as from a file.
+   */
+  static fromBytes(bytes: ArrayBuffer | ArrayBufferView, label: string): SafetensorsFile {
+    const view = ArrayBuffer.isView(bytes)
+      ? new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+      : new Uint8Array(bytes);
+    return SafetensorsFile.fromSource(label, new MemorySource(view));
+  }
+
+  /** As {@link fromBytes}, for a Blob (a cached or downloaded file in a browser). */
+  static async fromBlob(blob: Blob, label: string): Promise<SafetensorsFile> {
+    return SafetensorsFile.fromBytes(await blob.arrayBuffer(), label);
+  }
+
+  private static fromSource(path: string, source: ByteSource): SafetensorsFile {
     try {
-      const { dataStart, tensors, metadata } = parseHeader(path, fd, fstatSync(fd).size);
-      return new SafetensorsFile(path, fd, dataStart, tensors, metadata);
+      const { dataStart, tensors, metadata } = parseHeader(path, source);
+      return new SafetensorsFile(path, source, dataStart, tensors, metadata);
     } catch (error) {
-      closeSync(fd);
+      source.close();
       throw error;
     }
   }
@@ -132,11 +232,8 @@ export class SafetensorsFile {
     const { name } = info;
     let done = 0;
     while (done < bytes.length) {
-      if (this.fd === undefined) throw new SafetensorsError(this.path, 'file already closed', name);
-      const fd = this.fd;
-      const n = await new Promise<number>((resolve, reject) =>
-        read(fd, bytes, done, bytes.length - done, this.dataStart + info.begin + done, (error, count) => (error ? reject(error) : resolve(count))),
-      );
+      if (this.source.closed) throw new SafetensorsError(this.path, 'file already closed', name);
+      const n = await this.source.readAsync(bytes, done, bytes.length - done, this.dataStart + info.begin + done);
       if (n === 0) throw new SafetensorsError(this.path, 'file ended while reading', name);
       done += n;
     }
@@ -151,41 +248,41 @@ export class SafetensorsFile {
   }
 
   private readBytes(info: TensorInfo, into?: Uint8Array): Uint8Array {
-    if (this.fd === undefined) throw new SafetensorsError(this.path, 'file already closed', info.name);
+    if (this.source.closed) throw new SafetensorsError(this.path, 'file already closed', info.name);
     // A fresh ArrayBuffer is 8-byte aligned, so typed views over it are always valid.
     const bytes = into ?? new Uint8Array(info.end - info.begin);
     let done = 0;
     while (done < bytes.length) {
-      const n = readSync(this.fd, bytes, done, bytes.length - done, this.dataStart + info.begin + done);
+      const n = this.source.read(bytes, done, bytes.length - done, this.dataStart + info.begin + done);
       if (n === 0) throw new SafetensorsError(this.path, 'file ended while reading', info.name);
       done += n;
     }
     return bytes;
   }
 
-  /** Closes the file; safe to call twice. */
+  /** Closes the file (or lets go of the bytes); safe to call twice. */
   close(): void {
-    if (this.fd !== undefined) closeSync(this.fd);
-    this.fd = undefined;
+    this.source.close();
   }
 }
 
-function parseHeader(path: string, fd: number, fileSize: number) {
+function parseHeader(path: string, source: ByteSource) {
+  const fileSize = source.size;
   if (fileSize < 8) throw new SafetensorsError(path, `file is ${fileSize} bytes, too short for a header`);
-  const lengthBytes = Buffer.alloc(8);
-  readSync(fd, lengthBytes, 0, 8, 0);
-  const headerLength = Number(lengthBytes.readBigUInt64LE(0));
+  const lengthBytes = new Uint8Array(8);
+  source.read(lengthBytes, 0, 8, 0);
+  const headerLength = Number(new DataView(lengthBytes.buffer).getBigUint64(0, true));
   if (headerLength > fileSize - 8 || headerLength > MAX_HEADER_BYTES) {
     throw new SafetensorsError(
       path,
       `header length ${headerLength} does not fit in a file of ${fileSize} bytes (truncated or not safetensors)`,
     );
   }
-  const headerBytes = Buffer.alloc(headerLength);
-  readSync(fd, headerBytes, 0, headerLength, 8);
+  const headerBytes = new Uint8Array(headerLength);
+  source.read(headerBytes, 0, headerLength, 8);
   let header: unknown;
   try {
-    header = JSON.parse(headerBytes.toString('utf8'));
+    header = JSON.parse(new TextDecoder().decode(headerBytes));
   } catch (cause) {
     throw new SafetensorsError(path, `header is not valid JSON: ${(cause as Error).message}`);
   }
