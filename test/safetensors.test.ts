@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { SafetensorsError } from '../src/errors.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/weights/half-float.js';
 import { SafetensorsFile, writeSafetensors, writeSafetensorsStream } from '../src/weights/safetensors.js';
-import { fixtureDir } from './helpers/fixtures.js';
+import { FIXTURE_NAMES, fixtureDir } from './helpers/fixtures.js';
 import { tempDir } from './helpers/tmp.js';
 
 const dir = tempDir();
@@ -98,7 +98,7 @@ describe('safetensors reader', () => {
   });
 
   it('reads bytes in memory exactly as it reads the file, through every read method', async () => {
-    for (const model of ['nomic-tiny', 'nomic-tiny-ntk']) {
+    for (const model of FIXTURE_NAMES) {
       const path = `${fixtureDir(model)}/model.safetensors`;
       const fromFile = SafetensorsFile.open(path);
       const bytes = readFileSync(path);
