@@ -25,7 +25,12 @@ export interface CheckedCheckpoint {
  * data is read, that it holds exactly the tensors the config calls for.
  */
 export function openCheckpoint(path: string, config: NomicBertConfig): CheckedCheckpoint {
-  const file = SafetensorsFile.open(path);
+  return checkCheckpoint(SafetensorsFile.open(path), config);
+}
+
+/** As {@link openCheckpoint}, for a checkpoint already open (bytes in memory, say); closes it when it fails the checks. */
+export function checkCheckpoint(file: SafetensorsFile, config: NomicBertConfig): CheckedCheckpoint {
+  const { path } = file;
   try {
     const layout = detectLayout(file);
     const quantized = layout === 'runtime' && file.metadata.dtype === Q8_CHECKPOINT_DTYPE;
