@@ -79,6 +79,8 @@ async function readWithProgress(response: Response, url: string, file: string, o
       onProgress?.(file, loaded, total);
     }
   } catch (cause) {
+    // Frees the connection of an answer refused part-way; one already broken has nothing to free.
+    await reader.cancel().catch(() => {});
     if (cause instanceof DownloadError) throw cause;
     const aborted = (cause as Error).name === 'AbortError';
     throw new DownloadError(url, `${file}: ${aborted ? 'download aborted' : 'download broke off'} after ${loaded} bytes (${(cause as Error).message})`);

@@ -134,7 +134,14 @@ export class SafetensorsFile {
     } catch (cause) {
       throw new SafetensorsError(path, `cannot open: ${(cause as Error).message}`);
     }
-    return SafetensorsFile.fromSource(path, new FileSource(fd));
+    let source: FileSource;
+    try {
+      source = new FileSource(fd);
+    } catch (cause) {
+      closeSync(fd);
+      throw new SafetensorsError(path, `cannot read its size: ${(cause as Error).message}`);
+    }
+    return SafetensorsFile.fromSource(path, source);
   }
 
   /**
