@@ -12,13 +12,6 @@ if [ "${1:-}" = "--check" ]; then
   echo "setup-chromium: no chromium on the PATH"
   exit 3
 fi
-if ! command -v apt-get >/dev/null; then
-  echo "setup-chromium: no apt-get here; install chromium by hand" >&2
-  exit 1
-fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+source "$(dirname "$0")/apt-install.sh"
+apt_install setup-chromium "install chromium by hand" chromium
 echo "setup-chromium: installed $(chromium --version 2>/dev/null | head -c 60) at $(command -v chromium)"

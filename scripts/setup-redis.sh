@@ -11,13 +11,6 @@ if [ "${1:-}" = "--check" ]; then
   echo "setup-redis: no redis-server on the PATH"
   exit 3
 fi
-if ! command -v apt-get >/dev/null; then
-  echo "setup-redis: no apt-get here; install redis-server by hand" >&2
-  exit 1
-fi
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+source "$(dirname "$0")/apt-install.sh"
+apt_install setup-redis "install redis-server by hand" redis-server
 echo "setup-redis: installed $(redis-server --version | head -c 60)"

@@ -55,7 +55,6 @@ if [ "$codename" = "bookworm" ]; then
   target=(-t bookworm-backports)
 fi
 
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${target[@]}" mesa-vulkan-drivers libvulkan1 >/dev/null
+source "$(dirname "$0")/apt-install.sh"
+apt_install setup-vulkan "install a Vulkan driver by hand" "${target[@]}" mesa-vulkan-drivers libvulkan1
 echo "setup-vulkan: installed mesa-vulkan-drivers $(dpkg-query -W -f='${Version}' mesa-vulkan-drivers)"
