@@ -5,7 +5,7 @@ import { loadEmbedder } from '../src/embedder.js';
 import { SafetensorsError } from '../src/errors.js';
 import { convertWeights } from '../src/weights/convert.js';
 import { CONVERTED_FORMAT_VERSION } from '../src/weights/load.js';
-import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
+import { openSafetensors, writeSafetensors } from '../src/weights/safetensors-file.js';
 import { useBackend } from './helpers/backend.js';
 import { expectClose, FIXTURE_NAMES, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
 import { tempDir } from './helpers/tmp.js';
@@ -26,7 +26,7 @@ describe.each(FIXTURE_NAMES)('converted weights of %s', (fixture) => {
   it('float32: writes the runtime layout with its metadata and matches the reference', async () => {
     const dir = join(out, `${fixture}-f32`);
     const { tensors } = convertWeights(fixtureDir(fixture), dir, { dtype: 'float32' });
-    const file = SafetensorsFile.open(join(dir, 'model.safetensors'));
+    const file = openSafetensors(join(dir, 'model.safetensors'));
     expect(file.metadata).toEqual({ format: 'nomic-embed-tfjs', format_version: CONVERTED_FORMAT_VERSION, source: fixture, dtype: 'F32' });
     expect(file.tensors.get('layers.0.attn.q')?.shape).toEqual([64, 64]);
     expect(file.tensors.size).toBe(tensors);
@@ -41,7 +41,7 @@ describe.each(FIXTURE_NAMES)('converted weights of %s', (fixture) => {
   it(`float16: half the size, embeddings within ${FLOAT16_EMBEDDING_TOLERANCE}`, async () => {
     const dir = join(out, `${fixture}-f16`);
     convertWeights(fixtureDir(fixture), dir, { dtype: 'float16' });
-    const file = SafetensorsFile.open(join(dir, 'model.safetensors'));
+    const file = openSafetensors(join(dir, 'model.safetensors'));
     expect(file.metadata.dtype).toBe('F16');
     expect([...file.tensors.values()].every((t) => t.dtype === 'F16')).toBe(true);
     file.close();
@@ -63,7 +63,7 @@ describe('conversion errors', () => {
     const dir = join(out, 'huge');
     mkdirSync(dir);
     copyFileSync(join(fixtureDir('nomic-tiny'), 'config.json'), join(dir, 'config.json'));
-    const file = SafetensorsFile.open(join(fixtureDir('nomic-tiny'), 'model.safetensors'));
+    const file = openSafetensors(join(fixtureDir('nomic-tiny'), 'model.safetensors'));
     const tensors = [...file.tensors.values()].map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: file.readFloat32(t.name) }));
     file.close();
     tensors.find((t) => t.name === 'emb_ln.weight')!.data[0] = 1e6;

@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { fetchCached, type ResponseCache } from '../src/download/fetch-cached.js';
 import { DownloadError } from '../src/errors.js';
 import { SafetensorsFile } from '../src/weights/safetensors.js';
+import { openSafetensors } from '../src/weights/safetensors-file.js';
 import { fixtureDir } from './helpers/fixtures.js';
 import { startHub, type HubFault } from './helpers/hub-server.js';
 
@@ -54,7 +55,7 @@ describe('fetchCached', () => {
     expect(hub.requests.length).toBe(requestsAfterFirst);
     expect(Buffer.from(second).equals(weights)).toBe(true);
     const file = SafetensorsFile.fromBytes(second, url('model.safetensors'));
-    expect(file.readFloat32('emb_ln.weight')).toEqual(SafetensorsFile.open(`${folder}/model.safetensors`).readFloat32('emb_ln.weight'));
+    expect(file.readFloat32('emb_ln.weight')).toEqual(openSafetensors(`${folder}/model.safetensors`).readFloat32('emb_ln.weight'));
   });
 
   it('fetches every time without a cache', async () => {

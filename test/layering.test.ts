@@ -16,7 +16,7 @@ const LAYERS: readonly string[][] = [
   ['backends'],
   ['pipeline', 'search'],
   ['pool'],
-  ['embedder.ts', 'download'],
+  ['embedder-core.ts', 'embedder.ts', 'download'],
   ['server', 'queue'],
   ['index.ts', 'cli', 'adapters'],
 ];

@@ -8,7 +8,7 @@ import { loadModel } from '../src/model/load-model.js';
 import { runtimeLayoutFile } from '../src/weights/layout-cache.js';
 import { CONVERTED_FORMAT_VERSION } from '../src/weights/load.js';
 import { readConfig } from '../src/weights/model-folder.js';
-import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
+import { openSafetensors, writeSafetensors } from '../src/weights/safetensors-file.js';
 import { useBackend } from './helpers/backend.js';
 import { fixtureDir, reference } from './helpers/fixtures.js';
 import { expectParity } from './helpers/parity.js';
@@ -34,7 +34,7 @@ describe('the runtime-layout copy of a Hugging Face checkpoint', () => {
     const cache = runtimeLayoutFile(join(dir, 'model.safetensors'), config, (m) => notices.push(m), 0);
     expect(cache).toBe(join(dir, 'model.runtime.safetensors'));
     expect(notices).toEqual([expect.stringMatching(/converting .*model\.safetensors to the runtime layout once; later loads read .*model\.runtime\.safetensors/)]);
-    const file = SafetensorsFile.open(cache);
+    const file = openSafetensors(cache);
     const source = statSync(join(dir, 'model.safetensors'));
     expect(file.metadata).toMatchObject({
       format: 'nomic-embed-tfjs',
@@ -66,7 +66,7 @@ describe('the runtime-layout copy of a Hugging Face checkpoint', () => {
     utimesSync(path, new Date(), new Date(Date.now() + 60_000));
     runtimeLayoutFile(path, config, (m) => notices.push(m), 0);
     expect(notices).toHaveLength(2);
-    expect(SafetensorsFile.open(join(dir, 'model.runtime.safetensors')).metadata.source_mtime_ms).toBe(String(Math.trunc(statSync(path).mtimeMs)));
+    expect(openSafetensors(join(dir, 'model.runtime.safetensors')).metadata.source_mtime_ms).toBe(String(Math.trunc(statSync(path).mtimeMs)));
   });
 
   it('is skipped, with a notice, where the folder is not writable, and for small checkpoints', () => {
@@ -94,7 +94,7 @@ describe('loading straight into the wasm heap', () => {
 
   it('names a NaN weight and leaves no tensor behind', () => {
     const dir = copyOfFixture();
-    const file = SafetensorsFile.open(join(fixtureDir('nomic-tiny'), 'model.safetensors'));
+    const file = openSafetensors(join(fixtureDir('nomic-tiny'), 'model.safetensors'));
     const tensors = [...file.tensors.values()].map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: file.readFloat32(t.name) }));
     file.close();
     tensors.find((t) => t.name === 'encoder.layers.1.mlp.fc2.weight')!.data[17] = Number.POSITIVE_INFINITY;

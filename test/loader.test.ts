@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { NonFiniteWeightError, WeightsError } from '../src/errors.js';
 import { loadModel } from '../src/model/load-model.js';
-import { SafetensorsFile, writeSafetensors, type TensorToWrite } from '../src/weights/safetensors.js';
+import { type TensorToWrite } from '../src/weights/safetensors.js';
+import { openSafetensors, writeSafetensors } from '../src/weights/safetensors-file.js';
 import { useBackend } from './helpers/backend.js';
 import { fixtureDir } from './helpers/fixtures.js';
 import { tempDir } from './helpers/tmp.js';
@@ -13,7 +14,7 @@ const root = tempDir();
 let counter = 0;
 
 function fixtureTensors(): TensorToWrite[] {
-  const file = SafetensorsFile.open(`${fixtureDir('nomic-tiny')}/model.safetensors`);
+  const file = openSafetensors(`${fixtureDir('nomic-tiny')}/model.safetensors`);
   const tensors = [...file.tensors.values()].map((t) => ({
     name: t.name,
     dtype: 'F32' as const,

@@ -6,20 +6,21 @@ import { Embedder, loadEmbedder } from '../src/embedder.js';
 import { InputError, ModelFilesError, OutOfMemoryError, TextTooLongError } from '../src/errors.js';
 import type { EncoderInputs, ForwardOptions } from '../src/model/nomic-bert.js';
 import { TextTokenizer } from '../src/pipeline/tokenizer.js';
+import { readTokenizerFiles } from '../src/weights/model-folder.js';
 import { expectClose, FIXTURE_NAMES, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
 import { tempDir } from './helpers/tmp.js';
 
 describe('tokenizer', () => {
   it.each(FIXTURE_NAMES)('gives the fixture ids exactly (%s)', (fixture) => {
-    const tokenizer = TextTokenizer.fromDir(fixtureDir(fixture), 8192);
+    const tokenizer = TextTokenizer.fromFiles(readTokenizerFiles(fixtureDir(fixture)), 8192);
     for (const [i, t] of reference(fixture).texts.entries()) {
       expect(Array.from(tokenizer.encode(t.text, undefined, 'truncate', i).ids), t.name).toEqual(t.input_ids);
     }
   });
 
   it('uses n_positions, not 512, as the maximum length when the folder sets none', () => {
-    expect(TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192).maxLength).toBe(8192);
-    expect(TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192, 100).maxLength).toBe(100);
+    expect(TextTokenizer.fromFiles(readTokenizerFiles(fixtureDir('nomic-tiny')), 8192).maxLength).toBe(8192);
+    expect(TextTokenizer.fromFiles(readTokenizerFiles(fixtureDir('nomic-tiny')), 8192, 100).maxLength).toBe(100);
   });
 
   it('takes model_max_length from tokenizer_config.json, ignoring the unset sentinel', () => {
@@ -27,16 +28,16 @@ describe('tokenizer', () => {
     mkdirSync(dir);
     copyFileSync(join(fixtureDir('nomic-tiny'), 'tokenizer.json'), join(dir, 'tokenizer.json'));
     writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ model_max_length: 512 }));
-    expect(TextTokenizer.fromDir(dir, 8192).maxLength).toBe(512);
-    expect(TextTokenizer.fromDir(dir, 8192, 2048).maxLength).toBe(2048);
+    expect(TextTokenizer.fromFiles(readTokenizerFiles(dir), 8192).maxLength).toBe(512);
+    expect(TextTokenizer.fromFiles(readTokenizerFiles(dir), 8192, 2048).maxLength).toBe(2048);
     writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ model_max_length: 1e30 }));
-    expect(TextTokenizer.fromDir(dir, 8192).maxLength).toBe(8192);
+    expect(TextTokenizer.fromFiles(readTokenizerFiles(dir), 8192).maxLength).toBe(8192);
     writeFileSync(join(dir, 'tokenizer_config.json'), '{ not json');
-    expect(() => TextTokenizer.fromDir(dir, 8192)).toThrow(/tokenizer_config\.json: not valid JSON/);
+    expect(() => TextTokenizer.fromFiles(readTokenizerFiles(dir), 8192)).toThrow(/tokenizer_config\.json: not valid JSON/);
   });
 
   it('truncates keeping [SEP], or refuses when asked', () => {
-    const tokenizer = TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192, 8);
+    const tokenizer = TextTokenizer.fromFiles(readTokenizerFiles(fixtureDir('nomic-tiny')), 8192, 8);
     const long = reference('nomic-tiny').texts.find((t) => t.name === 'long_paragraph')!;
     const cut = tokenizer.encode(long.text, undefined, 'truncate', 0);
     expect(Array.from(cut.ids)).toEqual([...long.input_ids.slice(0, 7), 102]);
@@ -44,12 +45,12 @@ describe('tokenizer', () => {
     expect(() => tokenizer.encode(long.text, undefined, 'error', 5)).toThrow(TextTooLongError);
     // Only an opening of the text was tokenized: the count is a lower bound, and says so.
     expect(() => tokenizer.encode(long.text, undefined, 'error', 5)).toThrow(/texts\[5\] has at least \d+ tokens, more than the maximum of 8/);
-    const roomy = TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192, 380);
+    const roomy = TextTokenizer.fromFiles(readTokenizerFiles(fixtureDir('nomic-tiny')), 8192, 380);
     expect(() => roomy.encode(long.text, undefined, 'error', 5)).toThrow(/texts\[5\] has 381 tokens/);
   });
 
   it('tokenizes only an opening of a huge text, with the ids of the whole', () => {
-    const tokenizer = TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192, 64);
+    const tokenizer = TextTokenizer.fromFiles(readTokenizerFiles(fixtureDir('nomic-tiny')), 8192, 64);
     const inner = (tokenizer as unknown as { tokenizer: { encode(text: string): { ids: number[] } } }).tokenizer;
     const long = reference('nomic-tiny').texts.find((t) => t.name === 'long_paragraph')!;
     const huge = `${long.text} `.repeat(2000);
@@ -76,13 +77,13 @@ describe('tokenizer', () => {
     copyFileSync(join(fixtureDir('nomic-tiny'), 'tokenizer.json'), join(dir, 'tokenizer.json'));
     for (const bad of [100.5, 1, '512']) {
       writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ model_max_length: bad }));
-      expect(() => TextTokenizer.fromDir(dir, 8192)).toThrow(ModelFilesError);
-      expect(() => TextTokenizer.fromDir(dir, 8192)).toThrow(/tokenizer_config\.json: model_max_length .* is not an integer of at least 2/);
+      expect(() => TextTokenizer.fromFiles(readTokenizerFiles(dir), 8192)).toThrow(ModelFilesError);
+      expect(() => TextTokenizer.fromFiles(readTokenizerFiles(dir), 8192)).toThrow(/tokenizer_config\.json: model_max_length .* is not an integer of at least 2/);
     }
   });
 
   it('adds Nomic task prefixes', () => {
-    const tokenizer = TextTokenizer.fromDir(fixtureDir('nomic-tiny'), 8192);
+    const tokenizer = TextTokenizer.fromFiles(readTokenizerFiles(fixtureDir('nomic-tiny')), 8192);
     const prefixed = reference('nomic-tiny').texts.find((t) => t.name === 'query_prefix')!;
     const bare = prefixed.text.replace(/^search_query: /, '');
     expect(Array.from(tokenizer.encode(bare, 'search_query', 'truncate', 0).ids)).toEqual(prefixed.input_ids);

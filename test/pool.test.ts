@@ -1,5 +1,6 @@
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { totalmem } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { BroadcastChannel, type Worker } from 'node:worker_threads';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -11,9 +12,10 @@ import { TextTokenizer } from '../src/pipeline/tokenizer.js';
 import { WorkerPoolRunner } from '../src/pool/worker-pool.js';
 import { estimateMemory } from '../src/pipeline/memory.js';
 import { availableMemory, defaultWorkerCount } from '../src/pipeline/workers.js';
+import { backendNamed } from '../src/backends/backend.js';
 import { wasmWeightCopies } from '../src/backends/xnnpack-packer.js';
-import { readConfig } from '../src/weights/model-folder.js';
-import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
+import { readConfig, readTokenizerFiles } from '../src/weights/model-folder.js';
+import { openSafetensors, writeSafetensors } from '../src/weights/safetensors-file.js';
 import { useBackend } from './helpers/backend.js';
 import { expectClose, fixtureDir, reference, TOLERANCE } from './helpers/fixtures.js';
 import { mostInFlight } from './helpers/in-flight.js';
@@ -84,7 +86,7 @@ async function hookedPool(size: number, control: HookControl = {}, dir = fixture
   const hooks = `${pathToFileURL(HOOKS.pathname).href}#control=${encodeURIComponent(controlFile)}`;
   const runner = await WorkerPoolRunner.start(size, { dir, backend: 'wasm', modelOptions: {}, hooks });
   const config = readConfig(dir);
-  const embedder = new Embedder(runner, TextTokenizer.fromDir(dir, config.n_positions), 'wasm', config);
+  const embedder = new Embedder(runner, TextTokenizer.fromFiles(readTokenizerFiles(dir), config.n_positions), backendNamed('wasm'), config, { modelName: 'model', machineBytes: totalmem() });
   return { runner, embedder, setControl };
 }
 
@@ -217,7 +219,7 @@ describe('worker pool', () => {
     const dir = join(work, 'nan-model');
     mkdirSync(dir);
     for (const f of ['config.json', 'tokenizer.json']) copyFileSync(join(fixtureDir('nomic-tiny'), f), join(dir, f));
-    const file = SafetensorsFile.open(join(fixtureDir('nomic-tiny'), 'model.safetensors'));
+    const file = openSafetensors(join(fixtureDir('nomic-tiny'), 'model.safetensors'));
     const tensors = [...file.tensors.values()].map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: file.readFloat32(t.name) }));
     file.close();
     tensors.find((t) => t.name === 'encoder.layers.1.norm2.weight')!.data[5] = NaN;

@@ -6,7 +6,7 @@ import { NonFiniteWeightError, SafetensorsError } from '../src/errors.js';
 import { convertWeights } from '../src/weights/convert.js';
 import { readConfig } from '../src/weights/model-folder.js';
 import { packedIndex, quantizeWeight } from '../src/weights/q8-codes.js';
-import { SafetensorsFile, writeSafetensorsStream } from '../src/weights/safetensors.js';
+import { openSafetensors, writeSafetensorsStream } from '../src/weights/safetensors-file.js';
 import { projectionNames, q8ScalesName, runtimeNames } from '../src/weights/weight-table.js';
 import { PORTABLE_BACKENDS } from './helpers/backend.js';
 import { cosine, fixtureDir, reference } from './helpers/fixtures.js';
@@ -24,7 +24,7 @@ beforeAll(() => {
 
 describe('a q8 checkpoint written by the converter', () => {
   it('holds each projection as packed int8 codes and float32 scales, the rest as float32', () => {
-    const file = SafetensorsFile.open(join(q8Dir, 'model.safetensors'));
+    const file = openSafetensors(join(q8Dir, 'model.safetensors'));
     try {
       expect(file.metadata.dtype).toBe('q8');
       const projections = projectionNames(readConfig(q8Dir).n_layer);
@@ -45,8 +45,8 @@ describe('a q8 checkpoint written by the converter', () => {
   });
 
   it('stores the codes the load-time quantization makes, byte for byte', () => {
-    const q8 = SafetensorsFile.open(join(q8Dir, 'model.safetensors'));
-    const f32 = SafetensorsFile.open(join(f32Dir, 'model.safetensors'));
+    const q8 = openSafetensors(join(q8Dir, 'model.safetensors'));
+    const f32 = openSafetensors(join(f32Dir, 'model.safetensors'));
     try {
       const { gate } = runtimeNames.layer(1);
       const [K, N] = f32.tensors.get(gate)!.shape;
@@ -107,7 +107,7 @@ describe('a q8 checkpoint that is damaged', () => {
     const dir = join(out, `damaged-${name}`);
     mkdirSync(dir, { recursive: true });
     for (const f of readdirSync(q8Dir).filter((f) => f !== 'model.safetensors')) copyFileSync(join(q8Dir, f), join(dir, f));
-    const source = SafetensorsFile.open(join(q8Dir, 'model.safetensors'));
+    const source = openSafetensors(join(q8Dir, 'model.safetensors'));
     try {
       const infos = [...source.tensors.values()];
       const specs = infos.map((t) => ({ name: t.name, shape: t.shape, dtype: (dtypeOf?.(t.name, t.dtype) ?? t.dtype) as 'F32' | 'I8' }));

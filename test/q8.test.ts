@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backendNamed } from '../src/backends/backend.js';
 import { loadEmbedder, type Embedder } from '../src/embedder.js';
 import { ConfigError, InputError, NonFiniteWeightError } from '../src/errors.js';
-import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
+import { openSafetensors, writeSafetensors } from '../src/weights/safetensors-file.js';
 import { PORTABLE_BACKENDS, useBackend } from './helpers/backend.js';
 import { cosine, FIXTURE_NAMES, fixtureDir, reference } from './helpers/fixtures.js';
 import { tempDir } from './helpers/tmp.js';
@@ -116,7 +116,7 @@ describe('q8 refuses what it cannot do', () => {
   });
 
   it.each(['wasm', 'cpu'] as const)('reports a NaN projection weight by name on %s, as float32 loading does', async (backend) => {
-    const file = SafetensorsFile.open(`${fixtureDir('nomic-tiny')}/model.safetensors`);
+    const file = openSafetensors(`${fixtureDir('nomic-tiny')}/model.safetensors`);
     const tensors = [...file.tensors.values()].map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: file.readFloat32(t.name) }));
     file.close();
     tensors.find((t) => t.name === 'encoder.layers.1.mlp.fc2.weight')!.data[5] = NaN;

@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SafetensorsError } from '../src/errors.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/weights/half-float.js';
-import { SafetensorsFile, writeSafetensors, writeSafetensorsStream } from '../src/weights/safetensors.js';
+import { SafetensorsFile } from '../src/weights/safetensors.js';
+import { openSafetensors, writeSafetensors, writeSafetensorsStream } from '../src/weights/safetensors-file.js';
 import { FIXTURE_NAMES, fixtureDir } from './helpers/fixtures.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -22,7 +23,7 @@ function rawFile(header: unknown, data: Uint8Array = new Uint8Array(), lengthOve
 
 /** The two ways in: a file on disk, and the same bytes in memory (as a browser downloads them), labelled by the path. */
 const openers = {
-  file: (path: string) => SafetensorsFile.open(path),
+  file: (path: string) => openSafetensors(path),
   bytes: (path: string) => SafetensorsFile.fromBytes(readFileSync(path), path),
 };
 
@@ -44,7 +45,7 @@ function openError(path: string, open: (path: string) => SafetensorsFile = opene
 
 describe('safetensors reader', () => {
   it('reads the fixture checkpoint with its metadata', () => {
-    const file = SafetensorsFile.open(`${fixtureDir('nomic-tiny')}/model.safetensors`);
+    const file = openSafetensors(`${fixtureDir('nomic-tiny')}/model.safetensors`);
     expect(file.metadata).toEqual({ format: 'pt' });
     expect(file.tensors.size).toBe(22);
     const ln = file.readFloat32('emb_ln.weight');
@@ -62,7 +63,7 @@ describe('safetensors reader', () => {
       (['F32', 'F16', 'BF16'] as const).map((dtype) => ({ name: dtype, dtype, shape: [2, 4], data })),
       { purpose: 'test' },
     );
-    const file = SafetensorsFile.open(path);
+    const file = openSafetensors(path);
     expect(file.metadata).toEqual({ purpose: 'test' });
     expect(Array.from(file.readFloat32('F32'))).toEqual(Array.from(data));
     const f16 = file.readFloat32('F16');
@@ -100,7 +101,7 @@ describe('safetensors reader', () => {
   it('reads bytes in memory exactly as it reads the file, through every read method', async () => {
     for (const model of FIXTURE_NAMES) {
       const path = `${fixtureDir(model)}/model.safetensors`;
-      const fromFile = SafetensorsFile.open(path);
+      const fromFile = openSafetensors(path);
       const bytes = readFileSync(path);
       const fromBytes = SafetensorsFile.fromBytes(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length), path);
       const fromBlob = await SafetensorsFile.fromBlob(new Blob([bytes]), path);
@@ -135,7 +136,7 @@ describe('safetensors reader', () => {
       ],
       [data, data, codes],
     );
-    const fromFile = SafetensorsFile.open(path);
+    const fromFile = openSafetensors(path);
     // A view into a larger buffer, at an odd offset, as a slice of a bigger download would be.
     const raw = readFileSync(path);
     const padded = new Uint8Array(raw.length + 3);

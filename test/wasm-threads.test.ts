@@ -18,7 +18,8 @@ import { f32MatMulReference } from './helpers/products.js';
 import { NonFiniteWeightError } from '../src/errors.js';
 import { loadModel, loadModelConcurrently } from '../src/model/load-model.js';
 import { convertWeights } from '../src/weights/convert.js';
-import { SafetensorsFile, writeSafetensors } from '../src/weights/safetensors.js';
+import { SafetensorsFile } from '../src/weights/safetensors.js';
+import { openSafetensors, writeSafetensors } from '../src/weights/safetensors-file.js';
 import { Embedder, loadEmbedder } from '../src/embedder.js';
 import type { BlockWeights } from '../src/model/block.js';
 import type { WeightPacker } from '../src/model/build-model.js';
@@ -338,7 +339,7 @@ describe('the threaded WebAssembly build', () => {
     });
 
     const poison = (tensor: string, index: number, value: number) => {
-      const file = SafetensorsFile.open(join(converted, 'model.safetensors'));
+      const file = openSafetensors(join(converted, 'model.safetensors'));
       const tensors = [...file.tensors.values()].map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape, data: file.readFloat32(t.name) }));
       const { metadata } = file;
       file.close();

@@ -2,7 +2,7 @@ import { copyFileSync, existsSync, mkdirSync, renameSync, statSync, writeFileSyn
 import { join } from 'node:path';
 import { parseConfig } from '../../src/weights/config.js';
 import { convertWeights } from '../../src/weights/convert.js';
-import { writeSafetensorsStream } from '../../src/weights/safetensors.js';
+import { writeSafetensorsStream } from '../../src/weights/safetensors-file.js';
 import { weightTable } from '../../src/weights/weight-table.js';
 
 /** nomic-embed-text-v1.5's architecture, as its config.json gives it. */

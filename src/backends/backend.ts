@@ -1,12 +1,12 @@
 import { version_wasm } from '@tensorflow/tfjs-backend-wasm';
 import * as tf from '@tensorflow/tfjs-core';
-import type { AttentionKernel } from '../model/attention.js';
 import { loadModel, loadModelConcurrently, type LoadModelOptions } from '../model/load-model.js';
 import type { NomicBertModel } from '../model/nomic-bert.js';
 import { DTYPES, type Dtype } from '../model/projection.js';
 import { installCpuQ8 } from './q8/cpu-q8.js';
 import { F32Packer, placeInJs, QuantizingPacker } from './q8/q8-packer.js';
 import { installWasmQ8, placeInWasmHeap, wasmProductKernelsInstalled } from './q8/wasm-q8.js';
+import { POLICIES, type BackendPolicy } from './policy.js';
 import type { BackendName, BackendSettings } from './select.js';
 import { allocateInWasmHeap, reserveWasmHeap, wasmHeapSlots } from './wasm-heap.js';
 import { installWasmFusedKernels } from './wasm-fused.js';
@@ -26,8 +26,7 @@ export type BatchGuard = <T>(run: () => Promise<T>) => Promise<T>;
  * never compare its name. Each object speaks for its backend once
  * `selectBackend` has started it.
  */
-export interface Backend {
-  readonly name: BackendName;
+export interface Backend extends BackendPolicy {
   /** The tfjs registry name it runs under: both libtensorflow packages register `tensorflow`. */
   readonly tfjsName: string;
   /** The optional package that provides it, and what to install when it is missing; none when built in. */
@@ -41,20 +40,8 @@ export interface Backend {
   prepare(picking: boolean, settings: BackendSettings): Promise<string | undefined>;
   /** Once tfjs runs it: checks it (libtensorflow's GPU), mends or adds kernels. Returns why it cannot serve, or undefined. */
   started(): string | undefined;
-  /**
-   * Batches to keep in flight on one model in this thread. On a GPU, two: the
-   * host tokenizes, encodes and reads back one while the device runs the
-   * other. Memory does not grow: tfjs frees a batch's intermediates once its
-   * forward pass is encoded, the next batch reuses those buffers, and the GPU
-   * runs submissions in order.
-   */
-  readonly batchesInFlight: number;
   /** Runs one batch: inside WebGPU's error scopes, so that its failures become exceptions; elsewhere as it is. */
   readonly guard: BatchGuard;
-  /** The attention kernel for a batch padded to `length`, with heads of `headDim`; without them, its usual one. */
-  attention(length?: number, headDim?: number): AttentionKernel;
-  /** `memoryBudgetBytes` when a call gives none. */
-  defaultMemoryBudget(machineBytes: number): number;
   /** Threads each matrix product uses. */
   threads(): number;
   /** Whether one instance computes on one core, so that worker threads are how it uses the others. */
@@ -71,32 +58,15 @@ export interface Backend {
   describe(bytes: (count: number) => string): string[];
 }
 
-const GiB = 1024 ** 3;
-
 /** The two libtensorflow packages: they register the same backend, so only one may load in a process. */
 export const TFJS_NODE = '@tensorflow/tfjs-node';
 export const TFJS_NODE_GPU = '@tensorflow/tfjs-node-gpu';
 
-/**
- * Where head-by-head attention stops paying on wasm: the work of one
- * (sequence, head)'s score matrix, T²·hd. Head by head costs about ten tfjs
- * ops per sequence and head (40–70 µs each pair, whatever its size); the
- * batched products' plain loop costs 2.5–5 ns per T²·hd. Measured on one
- * wasm thread (B 1–32; H 4, hd 16 and H 12, hd 64), batched attention is
- * 1.2–10× faster up to T²·hd = 16384 (T = 16 at hd 64, T = 32 at hd 16) and
- * 2–5× slower from 4× that. So a batch of short queries, such as concurrent
- * single-query calls gathered by the queue, does not pay per sequence.
- */
-export const SHORT_BATCH_SCORE_WORK = 16384;
-
-/** libtensorflow and plain JavaScript: batched attention, everything in this thread, half the memory up to 8 GiB. */
-const BASE: Omit<Backend, 'name' | 'tfjsName'> = {
+/** libtensorflow and plain JavaScript: everything in this thread. */
+const BASE: Omit<Backend, keyof BackendPolicy | 'tfjsName'> = {
   prepare: async () => undefined,
   started: () => undefined,
-  batchesInFlight: 1,
   guard: (run) => run(),
-  attention: () => 'batched',
-  defaultMemoryBudget: (machineBytes) => Math.min(machineBytes / 2, 8 * GiB),
   threads: () => 1,
   needsWorkersForCores: () => false,
   reserve: () => undefined,
@@ -108,7 +78,7 @@ const BASE: Omit<Backend, 'name' | 'tfjsName'> = {
 
 const WASM: Backend = {
   ...BASE,
-  name: 'wasm',
+  ...POLICIES.wasm,
   tfjsName: 'wasm',
   // tfjs has one wasm backend per process: the first start decides its build and threads.
   prepare: async (_picking, settings) => {
@@ -123,11 +93,6 @@ const WASM: Backend = {
     return undefined;
   },
   dtypes: () => (wasmQ8Failure === undefined ? { supported: DTYPES } : { supported: ['fp32'], q8Failure: wasmQ8Failure }),
-  // tfjs-backend-wasm sends only unbatched, untransposed products to XNNPACK: head by head, but for short batches.
-  attention: (length, headDim) =>
-    length !== undefined && headDim !== undefined && length * length * headDim <= SHORT_BATCH_SCORE_WORK ? 'batched' : 'per-head',
-  // Its heap tops out at 4 GiB.
-  defaultMemoryBudget: () => 3 * GiB,
   threads: () => wasmThreadCount(),
   needsWorkersForCores: () => wasmThreadCount() === 1,
   reserve: (bytes) => reserveWasmHeap(bytes),
@@ -164,7 +129,7 @@ let preparedAdapter: GpuAdapterReport | undefined;
 
 const WEBGPU: Backend = {
   ...BASE,
-  name: 'webgpu',
+  ...POLICIES.webgpu,
   tfjsName: 'webgpu',
   package: '@tensorflow/tfjs-backend-webgpu',
   // The adapter first: tfjs-backend-webgpu registers itself only where navigator.gpu exists.
@@ -178,11 +143,7 @@ const WEBGPU: Backend = {
     startWebGpu(tf.backend(), preparedAdapter!);
     return undefined;
   },
-  batchesInFlight: 2,
   guard: guardWebGpuBatch,
-  attention: () => 'fused',
-  // WebGPU reports no free memory: 4 GiB suits any discrete GPU and leaves integrated ones room.
-  defaultMemoryBudget: () => 4 * GiB,
   device: () => webGpuAdapter(),
   describe: (bytes) => {
     const adapter = webGpuAdapter();
@@ -195,13 +156,13 @@ const WEBGPU: Backend = {
 };
 
 const BACKENDS: Readonly<Record<BackendName, Backend>> = {
-  'tensorflow-gpu': { ...BASE, name: 'tensorflow-gpu', tfjsName: 'tensorflow', package: TFJS_NODE_GPU, started: () => gpuFailure(tf.backend()) },
+  'tensorflow-gpu': { ...BASE, ...POLICIES['tensorflow-gpu'], tfjsName: 'tensorflow', package: TFJS_NODE_GPU, started: () => gpuFailure(tf.backend()) },
   webgpu: WEBGPU,
-  tensorflow: { ...BASE, name: 'tensorflow', tfjsName: 'tensorflow', package: TFJS_NODE },
+  tensorflow: { ...BASE, ...POLICIES.tensorflow, tfjsName: 'tensorflow', package: TFJS_NODE },
   wasm: WASM,
   cpu: {
     ...BASE,
-    name: 'cpu',
+    ...POLICIES.cpu,
     tfjsName: 'cpu',
     started: () => {
       installCpuQ8();

@@ -1,7 +1,7 @@
 import type { ConfigOverrides } from '../weights/config.js';
 import { runtimeLayoutFile } from '../weights/layout-cache.js';
-import { openCheckpoint, runtimeTensorSources } from '../weights/load.js';
-import { readConfig, weightsPath } from '../weights/model-folder.js';
+import { runtimeTensorSources } from '../weights/load.js';
+import { openCheckpoint, readConfig, weightsPath } from '../weights/model-folder.js';
 import { modelFromSources, modelFromSourcesConcurrently, type SlotAllocator, type TensorAllocator, type WeightPacker } from './build-model.js';
 import type { NomicBertModel } from './nomic-bert.js';
 import type { Dtype } from './projection.js';

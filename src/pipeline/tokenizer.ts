@@ -1,6 +1,6 @@
 import { Tokenizer } from '@huggingface/tokenizers';
 import { InputError, ModelFilesError, TextTooLongError } from '../errors.js';
-import { readTokenizerFiles } from '../weights/model-folder.js';
+import type { TokenizerFiles } from '../weights/model-folder.js';
 
 /** Nomic's task prefixes; the model was trained with them and expects one. */
 export const TASK_PREFIXES = {
@@ -58,13 +58,13 @@ export class TextTokenizer {
   ) {}
 
   /**
-   * Loads `tokenizer.json` (required) and `tokenizer_config.json` (optional).
+   * From the parsed `tokenizer.json` and `tokenizer_config.json` (`{}` when
+   * the model has none), read from a folder (`readTokenizerFiles`) or fetched.
    * The maximum length is `maxLength` when given, else `model_max_length` from
    * `tokenizer_config.json`, else the model's `n_positions`: never the 512 of
    * plain BERT configs unless the folder says so.
    */
-  static fromDir(dir: string, modelPositions: number, maxLength?: number): TextTokenizer {
-    const files = readTokenizerFiles(dir);
+  static fromFiles(files: TokenizerFiles, modelPositions: number, maxLength?: number): TextTokenizer {
     let tokenizer: Tokenizer;
     try {
       tokenizer = new Tokenizer(files.tokenizer, files.config as Record<string, unknown>);

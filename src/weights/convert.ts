@@ -2,10 +2,11 @@ import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs
 import { basename, join, resolve } from 'node:path';
 import { ModelFilesError, SafetensorsError } from '../errors.js';
 import type { NomicBertConfig } from './config.js';
-import { CONVERTED_FORMAT, CONVERTED_FORMAT_VERSION, openCheckpoint, Q8_CHECKPOINT_DTYPE, runtimeTensors, type CheckedCheckpoint } from './load.js';
-import { CONFIG_FILE, DEFAULT_WEIGHTS_FILE, readConfig, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, weightsPath } from './model-folder.js';
+import { CONVERTED_FORMAT, CONVERTED_FORMAT_VERSION, Q8_CHECKPOINT_DTYPE, runtimeTensors, type CheckedCheckpoint } from './load.js';
+import { CONFIG_FILE, DEFAULT_WEIGHTS_FILE, openCheckpoint, readConfig, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, weightsPath } from './model-folder.js';
 import { quantizeWeight } from './q8-codes.js';
-import { writeSafetensorsStream, type FloatDtype, type TensorSpec } from './safetensors.js';
+import { type FloatDtype, type TensorSpec } from './safetensors.js';
+import { writeSafetensorsStream } from './safetensors-file.js';
 import { projectionNames, q8Table, weightTable } from './weight-table.js';
 
 export type ConvertDtype = 'float32' | 'float16' | 'q8';

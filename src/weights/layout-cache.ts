@@ -1,8 +1,9 @@
 import { existsSync, statSync } from 'node:fs';
 import type { NomicBertConfig } from './config.js';
 import { writeRuntimeLayout } from './convert.js';
-import { CONVERTED_FORMAT_VERSION, openCheckpoint } from './load.js';
-import { SafetensorsFile } from './safetensors.js';
+import { CONVERTED_FORMAT_VERSION } from './load.js';
+import { openCheckpoint } from './model-folder.js';
+import { openSafetensors } from './safetensors-file.js';
 
 /**
  * Checkpoints smaller than this load in well under a second in either layout;
@@ -48,7 +49,7 @@ export function runtimeLayoutFile(
 
 function isCurrent(cache: string, stamp: Record<string, string>): boolean {
   try {
-    const file = SafetensorsFile.open(cache);
+    const file = openSafetensors(cache);
     file.close();
     const meta = file.metadata;
     return meta.format_version === CONVERTED_FORMAT_VERSION && meta.source_bytes === stamp.source_bytes && meta.source_mtime_ms === stamp.source_mtime_ms;

@@ -20,15 +20,7 @@ export interface CheckedCheckpoint {
   readonly quantized: boolean;
 }
 
-/**
- * Opens a checkpoint (Hugging Face layout or converted) and checks, before any
- * data is read, that it holds exactly the tensors the config calls for.
- */
-export function openCheckpoint(path: string, config: NomicBertConfig): CheckedCheckpoint {
-  return checkCheckpoint(SafetensorsFile.open(path), config);
-}
-
-/** As {@link openCheckpoint}, for a checkpoint already open (bytes in memory, say); closes it when it fails the checks. */
+/** Checks a checkpoint already open (a file, or bytes in memory; `openCheckpoint` opens a file) (bytes in memory, say); closes it when it fails the checks. */
 export function checkCheckpoint(file: SafetensorsFile, config: NomicBertConfig): CheckedCheckpoint {
   const { path } = file;
   try {

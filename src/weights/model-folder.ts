@@ -2,6 +2,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ModelFilesError } from '../errors.js';
 import { parseConfig, type ConfigOverrides, type NomicBertConfig } from './config.js';
+import { checkCheckpoint, type CheckedCheckpoint } from './load.js';
+import { openSafetensors } from './safetensors-file.js';
 
 /**
  * Reading a model folder: `config.json`, the weights file, `tokenizer.json`
@@ -39,7 +41,7 @@ export function weightsPath(dir: string, weightsFile: string = DEFAULT_WEIGHTS_F
 }
 
 export interface TokenizerFiles {
-  /** Where `tokenizer.json` was read, for messages. */
+  /** Where `tokenizer.json` was read (a path or a URL), for messages. */
   readonly path: string;
   readonly tokenizer: object;
   /** `tokenizer_config.json`, or `{}` when the folder has none. */
@@ -63,4 +65,12 @@ export function readTokenizerFiles(dir: string): TokenizerFiles {
     throw new ModelFilesError(path, 'must hold a JSON object');
   }
   return { path, tokenizer, config: config as Record<string, unknown>, configPath };
+}
+
+/**
+ * Opens a checkpoint (Hugging Face layout or converted) and checks, before any
+ * data is read, that it holds exactly the tensors the config calls for.
+ */
+export function openCheckpoint(path: string, config: NomicBertConfig): CheckedCheckpoint {
+  return checkCheckpoint(openSafetensors(path), config);
 }

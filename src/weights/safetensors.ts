@@ -1,6 +1,5 @@
-import { closeSync, fstatSync, openSync, read, readSync, writeSync } from 'node:fs';
 import { SafetensorsError } from '../errors.js';
-import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './half-float.js';
+import { bf16ToF32, f16ToF32 } from './half-float.js';
 
 /**
  * A strict reader and a small writer for the safetensors format
@@ -13,7 +12,7 @@ import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from './half-float.js';
  */
 
 /** Bytes per element of every dtype the format defines; the float ones and I8 (q8 codes) are readable. */
-const DTYPE_SIZES: Readonly<Record<string, number>> = {
+export const DTYPE_SIZES: Readonly<Record<string, number>> = {
   BOOL: 1, U8: 1, I8: 1, F8_E4M3: 1, F8_E5M2: 1,
   I16: 2, U16: 2, F16: 2, BF16: 2,
   I32: 4, U32: 4, F32: 4,
@@ -41,47 +40,12 @@ const MAX_HEADER_BYTES = 100 * 1024 * 1024;
  * memory (a fetched response, a Blob's buffer). Reads return how many bytes
  * they copied, 0 at the end.
  */
-interface ByteSource {
+export interface ByteSource {
   readonly size: number;
   read(into: Uint8Array, offset: number, length: number, position: number): number;
   readAsync(into: Uint8Array, offset: number, length: number, position: number): Promise<number>;
   close(): void;
   readonly closed: boolean;
-}
-
-class FileSource implements ByteSource {
-  readonly size: number;
-  private fd: number | undefined;
-
-  constructor(fd: number) {
-    this.fd = fd;
-    this.size = fstatSync(fd).size;
-  }
-
-  get closed(): boolean {
-    return this.fd === undefined;
-  }
-
-  read(into: Uint8Array, offset: number, length: number, position: number): number {
-    return readSync(this.openFd(), into, offset, length, position);
-  }
-
-  readAsync(into: Uint8Array, offset: number, length: number, position: number): Promise<number> {
-    const fd = this.openFd();
-    return new Promise((resolve, reject) =>
-      read(fd, into, offset, length, position, (error, count) => (error ? reject(error) : resolve(count))),
-    );
-  }
-
-  private openFd(): number {
-    if (this.fd === undefined) throw new Error('closed');
-    return this.fd;
-  }
-
-  close(): void {
-    if (this.fd !== undefined) closeSync(this.fd);
-    this.fd = undefined;
-  }
 }
 
 class MemorySource implements ByteSource {
@@ -126,24 +90,6 @@ export class SafetensorsFile {
     readonly metadata: Readonly<Record<string, string>>,
   ) {}
 
-  /** Opens and validates a file; throws {@link SafetensorsError} naming the fault. */
-  static open(path: string): SafetensorsFile {
-    let fd: number;
-    try {
-      fd = openSync(path, 'r');
-    } catch (cause) {
-      throw new SafetensorsError(path, `cannot open: ${(cause as Error).message}`);
-    }
-    let source: FileSource;
-    try {
-      source = new FileSource(fd);
-    } catch (cause) {
-      closeSync(fd);
-      throw new SafetensorsError(path, `cannot read its size: ${(cause as Error).message}`);
-    }
-    return SafetensorsFile.fromSource(path, source);
-  }
-
   /**
    * Validates a checkpoint held in memory, e.g. a fetched response's body;
    * `label` (its URL) is what errors name. The bytes are read in place, never
@@ -161,7 +107,8 @@ export class SafetensorsFile {
     return SafetensorsFile.fromBytes(await blob.arrayBuffer(), label);
   }
 
-  private static fromSource(path: string, source: ByteSource): SafetensorsFile {
+  /** Validates the checkpoint `source` holds (see `openSafetensors` for a file); closes the source if it is malformed. */
+  static fromSource(path: string, source: ByteSource): SafetensorsFile {
     try {
       const { dataStart, tensors, metadata } = parseHeader(path, source);
       return new SafetensorsFile(path, source, dataStart, tensors, metadata);
@@ -367,73 +314,4 @@ export interface TensorSpec {
 
 export interface TensorToWrite extends TensorSpec {
   readonly data: Float32Array;
-}
-
-/** Writes tensors (float32 data, stored as each one's `dtype`) in the given order. */
-export function writeSafetensors(
-  path: string,
-  tensors: readonly TensorToWrite[],
-  metadata: Readonly<Record<string, string>> = {},
-): void {
-  writeSafetensorsStream(path, tensors, tensors.map((t) => t.data), metadata);
-}
-
-/**
- * Writes the header from `specs`, then each tensor's data as `data` yields it,
- * so a converter never holds more than one tensor in memory.
- */
-export function writeSafetensorsStream(
-  path: string,
-  specs: readonly TensorSpec[],
-  data: Iterable<Float32Array | Int8Array>,
-  metadata: Readonly<Record<string, string>> = {},
-): void {
-  const header: Record<string, unknown> = { __metadata__: metadata };
-  let offset = 0;
-  for (const t of specs) {
-    const bytes = t.shape.reduce((a, b) => a * b, 1) * DTYPE_SIZES[t.dtype];
-    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  let json = JSON.stringify(header);
-  // Pad so the data section starts 8-byte aligned, as the reference writer does.
-  json += ' '.repeat((8 - ((8 + Buffer.byteLength(json)) % 8)) % 8);
-  const length = Buffer.alloc(8);
-  length.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-  const fd = openSync(path, 'w');
-  try {
-    writeSync(fd, length);
-    writeSync(fd, json);
-    let index = 0;
-    for (const values of data) {
-      const spec = specs[index++];
-      const expected = spec?.shape.reduce((a, b) => a * b, 1);
-      if (spec === undefined || values.length !== expected) {
-        throw new SafetensorsError(path, `data for tensor ${index - 1} does not match its header entry`, spec?.name);
-      }
-      // Codes are stored as they are and floats converted: neither is ever taken for the other.
-      if ((spec.dtype === 'I8') !== values instanceof Int8Array) {
-        throw new SafetensorsError(path, `data for ${spec.dtype} must be ${spec.dtype === 'I8' ? 'an Int8Array' : 'a Float32Array'}`, spec.name);
-      }
-      const encoded = encode(spec.dtype, values);
-      writeSync(fd, new Uint8Array(encoded.buffer, encoded.byteOffset, encoded.byteLength));
-    }
-    if (index !== specs.length) throw new SafetensorsError(path, `got data for ${index} of ${specs.length} tensors`);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function encode(dtype: StorageDtype, data: Float32Array | Int8Array): Float32Array | Uint16Array | Int8Array {
-  if (data instanceof Int8Array) return data;
-  switch (dtype) {
-    case 'F32':
-      return data;
-    case 'F16':
-      return f32ToF16(data);
-    case 'BF16':
-      return f32ToBf16(data);
-    case 'I8':
-      throw new TypeError('unreachable: I8 data is checked to be an Int8Array');
-  }
 }
