@@ -1,10 +1,13 @@
 /**
  * Assembles the project's own WebAssembly kernels (`src/backends/q8/gemm-wat.ts`)
  * into `wasm/`, where the kernel loader finds them from `src/` and `dist/`
- * alike. Part of `npm run build`; vitest's global set-up runs it as well, so the
+ * alike, and copies tfjs-backend-wasm's three builds into `wasm/tfjs/`, where
+ * a page's loader points tfjs by default (bundlers copy them from there). Part of `npm run build`; vitest's global set-up runs it as well, so the
  * tests always use kernels assembled from the current source.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import wabt from 'wabt';
 import { q8KernelWat } from '../src/backends/q8/gemm-wat.js';
@@ -29,6 +32,16 @@ export async function buildWasm(): Promise<void> {
       module.destroy();
     }
   }
+  copyTfjsWasm(`${folder}tfjs/`);
+}
+
+/** The files tfjs-backend-wasm fetches at start, under the names it asks for (`setWasmPaths` maps those names). */
+export const TFJS_WASM_FILES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'] as const;
+
+function copyTfjsWasm(target: string): void {
+  const dist = dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm'));
+  mkdirSync(target, { recursive: true });
+  for (const file of TFJS_WASM_FILES) copyFileSync(join(dist, file), join(target, file));
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) await buildWasm();

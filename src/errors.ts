@@ -177,6 +177,8 @@ export class DownloadError extends NomicEmbedError {
   constructor(
     readonly url: string,
     detail: string,
+    /** The HTTP status that refused the file, when a server answered (404: not there). */
+    readonly status?: number,
   ) {
     super(`${url}: ${detail}`);
   }

@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { describe, expect, it } from 'vitest';
 import { AUTO_ORDER, gpuFailure, selectBackend, type BackendName } from '../src/backends/select.js';
-import { describeAdapter, findAdapter, mayHaveGpu } from '../src/backends/webgpu/adapter.js';
+import { describeAdapter, findAdapter } from '../src/backends/webgpu/adapter.js';
+import { mayHaveGpu } from '../src/backends/webgpu/gpu-devices.js';
 import { webGpuAdapter } from '../src/backends/webgpu/device.js';
 import { BackendError } from '../src/errors.js';
 

@@ -19,6 +19,7 @@ const LAYERS: readonly string[][] = [
   ['embedder-core.ts', 'embedder.ts', 'download'],
   ['server', 'queue'],
   ['index.ts', 'cli', 'adapters'],
+  ['browser'],
 ];
 
 function layerOf(path: string): number {

@@ -13,7 +13,8 @@ import { installWasmFusedKernels } from './wasm-fused.js';
 import { installWasmGather } from './wasm-gather.js';
 import { installWasmSlice } from './wasm-slice.js';
 import { threadsFailure, useThreadedWasm, wasmThreadCount } from './wasm-threads.js';
-import { describeAdapter, findAdapter, mayHaveGpu, type GpuAdapterReport } from './webgpu/adapter.js';
+import { describeAdapter, findAdapter, type GpuAdapterReport } from './webgpu/adapter.js';
+import { mayHaveGpu } from './webgpu/gpu-devices.js';
 import { guardWebGpuBatch, startWebGpu, webGpuAdapter } from './webgpu/device.js';
 import { xnnpackPacker } from './xnnpack-packer.js';
 

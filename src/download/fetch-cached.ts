@@ -21,6 +21,8 @@ export interface FetchCachedOptions {
   readonly cache?: ResponseCache | false;
   readonly onProgress?: ProgressCallback;
   readonly signal?: AbortSignal;
+  /** Request headers (an `authorization` for the hub); redirects to another origin drop it, as `fetch` does. */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 /**
@@ -30,7 +32,7 @@ export interface FetchCachedOptions {
  * {@link DownloadError} and is never cached.
  */
 export async function fetchCached(url: string, file: string, options: FetchCachedOptions = {}): Promise<ArrayBuffer> {
-  const { cache = false, onProgress, signal } = options;
+  const { cache = false, onProgress, signal, headers } = options;
   if (cache) {
     const hit = await cache.match(url);
     if (hit?.ok) {
@@ -43,7 +45,7 @@ export async function fetchCached(url: string, file: string, options: FetchCache
   }
   let response: Response;
   try {
-    response = await request(url, { signal });
+    response = await request(url, { signal, headers });
   } catch (error) {
     if (signal?.aborted) throw new DownloadError(url, `${file}: download aborted before the server answered`);
     throw error;

@@ -90,7 +90,7 @@ export async function request(url: string, init: RequestInit): Promise<Response>
   }
   if (init.method !== 'HEAD' && !response.ok) {
     await response.body?.cancel();
-    throw new DownloadError(url, `HTTP ${response.status} ${response.statusText}${authHint(response.status)}`);
+    throw new DownloadError(url, `HTTP ${response.status} ${response.statusText}${authHint(response.status)}`, response.status);
   }
   return response;
 }

@@ -9,6 +9,7 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const SYSTEM_PIECES = [
   { script: 'scripts/setup-vulkan.sh', needed: 'the WebGPU tests (a software Vulkan device where there is no GPU driver)' },
   { script: 'scripts/setup-redis.sh', needed: 'the queue tests (redis-server)' },
+  { script: 'scripts/setup-chromium.sh', needed: 'the browser tests (chromium, driven headless)' },
 ] as const;
 
 export interface PieceReport {

@@ -1,0 +1,100 @@
+import { Embedder, warmUp } from '../embedder-core.js';
+import type { ResponseCache } from '../download/fetch-cached.js';
+import { ConfigError, InputError } from '../errors.js';
+import { loadModelFromBytes } from '../model/load-model-bytes.js';
+import { checkChoice, checkInteger, checkOptionNames, describe } from '../options.js';
+import { TextTokenizer } from '../pipeline/tokenizer.js';
+import { LocalRunner } from '../pool/local-runner.js';
+import { DEFAULT_CACHE_NAME, fetchModelFiles, type ModelFilesOptions } from './model-files.js';
+import { PAGE_BACKENDS, startPageBackend, type PageBackendChoice, type WasmPaths } from './page-backend.js';
+
+export interface PageLoadOptions extends ModelFilesOptions {
+  /** `auto` takes WebGPU on a hardware adapter, else wasm. @default 'auto' */
+  readonly backend?: PageBackendChoice;
+  /** Where tfjs-backend-wasm's `.wasm` files are: a URL prefix, or a URL per file name. @default the package's own copies, beside the bundle */
+  readonly wasmPaths?: WasmPaths;
+  /** Longest sequence in tokens, [CLS] and [SEP] included. @default `model_max_length`, else the config's `n_positions` */
+  readonly maxLength?: number;
+  /** Dynamic NTK rotary scaling factor, replacing the config's. @default the config's */
+  readonly rotaryScalingFactor?: number | null;
+  /** Weight precision; a page runs `fp32` (q8's kernels are Node's for now). @default 'fp32' */
+  readonly dtype?: 'fp32';
+}
+
+export const PAGE_LOAD_OPTION_NAMES = Object.keys({
+  backend: true, wasmPaths: true, maxLength: true, rotaryScalingFactor: true, dtype: true,
+  revision: true, endpoint: true, token: true, cache: true, onProgress: true, signal: true, weightsFile: true,
+} satisfies Record<keyof PageLoadOptions, true>);
+
+/**
+ * Loads a model in a web page (or a Web Worker): a Hugging Face hub
+ * repository id, or the URL of a folder with `config.json`,
+ * `tokenizer.json`, `model.safetensors` and optionally
+ * `tokenizer_config.json`. The files are kept in the Cache API, so a second
+ * load downloads nothing.
+ *
+ * @example
+ * const embedder = await loadEmbedder('nomic-ai/nomic-embed-text-v1.5');
+ * const { embeddings } = await embedder.embed(['hello'], { task: 'search_query' });
+ */
+export async function loadEmbedder(source: string, options: PageLoadOptions = {}): Promise<Embedder> {
+  checkPageOptions(options);
+  const starting = startPageBackend(options.backend ?? 'auto', options.wasmPaths);
+  let files;
+  try {
+    files = await fetchModelFiles(source, options, await openCache(options.cache));
+  } catch (error) {
+    await starting.catch(() => undefined);
+    throw error;
+  }
+  const backend = await starting;
+  const config = loadConfigAndModel(files, options, backend.allocate);
+  const tokenizer = TextTokenizer.fromFiles(files.tokenizer, config.config.n_positions, options.maxLength);
+  const runner = new LocalRunner(config.model, backend.guard, backend.threads, backend.policy.batchesInFlight);
+  const embedder = new Embedder(runner, tokenizer, backend.policy, config.config, {
+    modelName: files.name,
+    machineBytes: machineBytes(),
+    device: backend.device,
+    dtype: 'fp32',
+  });
+  await warmUp(embedder);
+  return embedder;
+}
+
+function loadConfigAndModel(files: Awaited<ReturnType<typeof fetchModelFiles>>, options: PageLoadOptions, allocate: Parameters<typeof loadModelFromBytes>[3]) {
+  const overrides = { label: files.weightsUrl, ...(options.rotaryScalingFactor !== undefined ? { rotary_scaling_factor: options.rotaryScalingFactor } : {}) };
+  const model = loadModelFromBytes(files.config, files.weights, overrides, allocate);
+  return { model, config: model.config };
+}
+
+function checkPageOptions(options: PageLoadOptions): void {
+  checkOptionNames('loadEmbedder options', options, PAGE_LOAD_OPTION_NAMES);
+  if (options.backend !== undefined) checkChoice('backend', options.backend, ['auto', ...PAGE_BACKENDS]);
+  if (options.maxLength !== undefined) checkInteger('maxLength', options.maxLength, 2);
+  if (options.dtype !== undefined && options.dtype !== 'fp32') {
+    throw new ConfigError('dtype', options.dtype, "not in a web page yet: q8's kernels run in Node (wasm and cpu); use 'fp32'");
+  }
+  for (const name of ['revision', 'endpoint', 'token', 'weightsFile'] as const) {
+    const value = options[name];
+    if (value !== undefined && (typeof value !== 'string' || value === '')) throw new InputError(name, `must be a non-empty string, got ${describe(value)}`);
+  }
+  const cache = options.cache;
+  if (cache !== undefined && cache !== false && typeof cache !== 'string' && (typeof cache?.match !== 'function' || typeof cache?.put !== 'function')) {
+    throw new InputError('cache', `must be a cache name, an object with match and put, or false, got ${describe(cache)}`);
+  }
+}
+
+/** The Cache API cache the options name; none where the page has no Cache API (an insecure origin), or with `cache: false`. */
+async function openCache(cache: PageLoadOptions['cache']): Promise<ResponseCache | false> {
+  if (cache === false) return false;
+  if (cache !== undefined && typeof cache !== 'string') return cache;
+  const storage = (globalThis as { caches?: { open(name: string): Promise<ResponseCache> } }).caches;
+  if (storage === undefined) return false;
+  return storage.open(cache ?? DEFAULT_CACHE_NAME);
+}
+
+/** The memory default budgets are a share of: `navigator.deviceMemory` (GiB, rounded down and capped at 8 by browsers), else 4 GiB. */
+function machineBytes(): number {
+  const gib = (globalThis as { navigator?: { deviceMemory?: number } }).navigator?.deviceMemory;
+  return (typeof gib === 'number' && gib > 0 ? gib : 4) * 1024 ** 3;
+}

@@ -1,0 +1,125 @@
+import * as tf from '@tensorflow/tfjs-core';
+import '@tensorflow/tfjs-backend-cpu';
+import { getThreadsCount, setWasmPaths, version_wasm } from '@tensorflow/tfjs-backend-wasm';
+import type { BatchGuard } from '../backends/backend.js';
+import { POLICIES, type BackendPolicy } from '../backends/policy.js';
+import { installWasmFusedKernels } from '../backends/wasm-fused.js';
+import { installWasmGather } from '../backends/wasm-gather.js';
+import { allocateInWasmHeap } from '../backends/wasm-heap.js';
+import { installWasmSlice } from '../backends/wasm-slice.js';
+import { describeAdapter, type AdapterLike, type GpuAdapterReport } from '../backends/webgpu/adapter.js';
+import { guardWebGpuBatch, startWebGpu } from '../backends/webgpu/device.js';
+import { BackendError } from '../errors.js';
+import type { TensorAllocator } from '../model/build-model.js';
+import { yieldToEventLoop } from './yield.js';
+
+/**
+ * The backends of a web page: WebGPU through `navigator.gpu`, WebAssembly
+ * (tfjs starts its threaded build itself where the page is cross-origin
+ * isolated), and plain JavaScript. The same kernels as in Node are
+ * registered; only the starting differs.
+ */
+
+export type PageBackendName = 'webgpu' | 'wasm' | 'cpu';
+export type PageBackendChoice = PageBackendName | 'auto';
+export const PAGE_BACKENDS: readonly PageBackendName[] = ['webgpu', 'wasm', 'cpu'];
+
+/** The `.wasm` files of tfjs-backend-wasm: a URL prefix ending in `/`, or a URL per file name (as tfjs's `setWasmPaths`). */
+export type WasmPaths = string | Partial<Record<'tfjs-backend-wasm.wasm' | 'tfjs-backend-wasm-simd.wasm' | 'tfjs-backend-wasm-threaded-simd.wasm', string>>;
+
+export interface StartedBackend {
+  readonly policy: BackendPolicy;
+  readonly guard: BatchGuard;
+  readonly threads: number;
+  readonly device?: GpuAdapterReport;
+  /** How weights are made on it: straight into the wasm heap there, else tfjs's own upload. */
+  readonly allocate?: TensorAllocator;
+}
+
+interface GpuLike {
+  requestAdapter(options?: { powerPreference?: 'high-performance' | 'low-power' }): Promise<AdapterLike | null>;
+}
+
+/**
+ * Starts a backend for the page. `auto` takes WebGPU on a hardware adapter,
+ * else wasm, else cpu; a software adapter (the browser's fallback) only when
+ * `webgpu` is asked for by name. `wasmPaths` default to the copies this
+ * package ships in its `wasm/tfjs/` folder, which bundlers such as Vite
+ * copy beside the page.
+ */
+export async function startPageBackend(choice: PageBackendChoice, wasmPaths?: WasmPaths): Promise<StartedBackend> {
+  if (choice !== 'auto' && !PAGE_BACKENDS.includes(choice)) {
+    throw new BackendError(String(choice), `unknown backend in a page; choose one of auto, ${PAGE_BACKENDS.join(', ')}`);
+  }
+  const order = choice === 'auto' ? PAGE_BACKENDS : [choice];
+  const failures: string[] = [];
+  for (const name of order) {
+    try {
+      return await START[name](choice === 'auto', wasmPaths);
+    } catch (error) {
+      if (choice !== 'auto') throw error instanceof BackendError ? error : new BackendError(name, (error as Error).message);
+      failures.push(`${name}: ${(error as Error).message}`);
+    }
+  }
+  throw new BackendError('auto', `no backend could start:\n  ${failures.join('\n  ')}`);
+}
+
+const START: Record<PageBackendName, (picking: boolean, wasmPaths?: WasmPaths) => Promise<StartedBackend>> = {
+  webgpu: async (picking) => {
+    const gpu = (globalThis as { navigator?: { gpu?: GpuLike } }).navigator?.gpu;
+    if (gpu === undefined) throw new BackendError('webgpu', 'this browser has no WebGPU (navigator.gpu), or the page is not a secure context');
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (adapter === null) throw new BackendError('webgpu', 'the browser offers no WebGPU adapter (a blocklisted GPU or driver, or WebGPU turned off)');
+    const report = describeAdapter(adapter);
+    if (picking && report.software) {
+      throw new BackendError('webgpu', `only a software adapter is here (${report.description}); ask for backend 'webgpu' to use it anyway`);
+    }
+    // Imported only when asked for, so that a page on wasm does not carry it.
+    await import('@tensorflow/tfjs-backend-webgpu');
+    await activate('webgpu');
+    startWebGpu(tf.backend(), report);
+    return { policy: POLICIES.webgpu, guard: guardWebGpuBatch, threads: 1, device: report };
+  },
+  wasm: async (_picking, wasmPaths) => {
+    setWasmPaths(wasmPaths ?? packagedWasmPaths() as Record<string, string>);
+    await activate('wasm');
+    for (const failure of [installWasmSlice(version_wasm), installWasmGather(version_wasm), installWasmFusedKernels(version_wasm)]) {
+      if (failure !== undefined) console.warn(failure);
+    }
+    return { policy: POLICIES.wasm, guard: yieldFirst, threads: getThreadsCount(), allocate: allocateInWasmHeap };
+  },
+  cpu: async () => {
+    await activate('cpu');
+    return { policy: POLICIES.cpu, guard: yieldFirst, threads: 1 };
+  },
+};
+
+/** Batches on the CPU run synchronously: each waits for a turn of the event loop first, so the page (or an abort) is not shut out for a whole call. */
+const yieldFirst: BatchGuard = async (run) => {
+  await yieldToEventLoop();
+  return run();
+};
+
+async function activate(name: PageBackendName): Promise<void> {
+  let started: boolean;
+  try {
+    started = await tf.setBackend(name);
+    await tf.ready();
+  } catch (error) {
+    throw new BackendError(name, `the backend failed to initialise: ${(error as Error).message}`);
+  }
+  if (!started) throw new BackendError(name, 'the backend failed to initialise');
+}
+
+/**
+ * The package's own copies of tfjs-backend-wasm's files. Written as
+ * `new URL('…', import.meta.url)` with literal paths, which bundlers (Vite,
+ * webpack 5, esbuild with a loader) recognise and copy.
+ */
+function packagedWasmPaths(): WasmPaths {
+  return {
+    'tfjs-backend-wasm.wasm': new URL('../../wasm/tfjs/tfjs-backend-wasm.wasm', import.meta.url).href,
+    'tfjs-backend-wasm-simd.wasm': new URL('../../wasm/tfjs/tfjs-backend-wasm-simd.wasm', import.meta.url).href,
+    'tfjs-backend-wasm-threaded-simd.wasm': new URL('../../wasm/tfjs/tfjs-backend-wasm-threaded-simd.wasm', import.meta.url).href,
+  };
+}

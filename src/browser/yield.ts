@@ -1,0 +1,23 @@
+/**
+ * Lets the thread's event loop run: input events on a page's main thread, an
+ * abort message in a worker. A wasm or cpu batch computes synchronously and
+ * its read-back settles as a microtask, so without this a whole call's
+ * batches run back to back and nothing else gets a turn. `scheduler.yield`
+ * where the browser has it, else a message to a fresh channel (setTimeout is
+ * clamped to 4 ms once nested).
+ */
+export function yieldToEventLoop(): Promise<void> {
+  const scheduler = (globalThis as { scheduler?: { yield?: () => Promise<void> } }).scheduler;
+  if (typeof scheduler?.yield === 'function') return scheduler.yield();
+  if (typeof MessageChannel === 'function') {
+    return new Promise((resolve) => {
+      const { port1, port2 } = new MessageChannel() as unknown as { port1: { onmessage: (() => void) | null; close(): void }; port2: { postMessage(message: unknown): void } };
+      port1.onmessage = () => {
+        port1.close();
+        resolve();
+      };
+      port2.postMessage(undefined);
+    });
+  }
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}

@@ -1,0 +1,214 @@
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEmbedderWorker, type WorkerLike } from '../src/browser/embedder-worker.js';
+import { loadEmbedder } from '../src/browser/load-embedder.js';
+import { modelBaseUrl } from '../src/browser/model-files.js';
+import { serveEmbedder, type MessageScope } from '../src/browser/worker.js';
+import { ConfigError, DownloadError, InputError, SafetensorsError } from '../src/errors.js';
+import type { ResponseCache } from '../src/download/fetch-cached.js';
+import { expectClose, FIXTURES, reference, TOLERANCE } from './helpers/fixtures.js';
+import { startPageServer } from './helpers/page-server.js';
+
+/**
+ * The page's loader and its worker protocol, run in Node on the cpu backend:
+ * everything a page does but start a browser's backends (test/browser.test.ts
+ * does that in Chromium).
+ */
+
+const texts = reference('nomic-tiny').texts;
+let server: Awaited<ReturnType<typeof startPageServer>>;
+let model: string;
+
+beforeAll(async () => {
+  server = await startPageServer({ '/models/': FIXTURES }, { hubFolder: `${FIXTURES}nomic-tiny`, hubToken: 'hf_secret' });
+  model = `${server.origin}/models/nomic-tiny/`;
+});
+afterAll(() => server.close());
+
+/** A cache object as the option allows: anything with the Cache API's match and put. */
+function memoryCache(): ResponseCache & { urls: string[] } {
+  const stored = new Map<string, Response>();
+  return {
+    urls: [],
+    async match(url: string) {
+      return stored.get(url)?.clone();
+    },
+    async put(url: string, response: Response) {
+      this.urls.push(url);
+      stored.set(url, response);
+    },
+  };
+}
+
+describe("a page's model URLs", () => {
+  it('resolves a hub id at a revision on a mirror, and a relative folder against the page', () => {
+    expect(modelBaseUrl('nomic-ai/nomic-embed-text-v1.5', {})).toBe('https://huggingface.co/nomic-ai/nomic-embed-text-v1.5/resolve/main/');
+    expect(modelBaseUrl('nomic-ai/nomic-embed-text-v1.5', { revision: 'v1.0', endpoint: 'https://hf-mirror.com/' })).toBe('https://hf-mirror.com/nomic-ai/nomic-embed-text-v1.5/resolve/v1.0/');
+    expect(modelBaseUrl('./models/tiny', {}, 'https://example.org/app/index.html')).toBe('https://example.org/app/models/tiny/');
+    expect(modelBaseUrl('/models/tiny/', {}, 'https://example.org/app/')).toBe('https://example.org/models/tiny/');
+  });
+
+  it('refuses a revision with a URL, and what is neither', () => {
+    expect(() => modelBaseUrl('https://example.org/m/', { revision: 'main' })).toThrow(InputError);
+    expect(() => modelBaseUrl('not a url', {})).toThrow(/neither a hub repository id/);
+    expect(() => modelBaseUrl('', {})).toThrow(InputError);
+  });
+});
+
+describe("the page's loadEmbedder (cpu, in Node)", () => {
+  it('matches the reference from a model folder URL, with progress for each file', async () => {
+    const progress = new Map<string, [number, number | undefined]>();
+    const embedder = await loadEmbedder(model, { backend: 'cpu', cache: false, onProgress: (file, loaded, total) => progress.set(file, [loaded, total]) });
+    try {
+      expect(embedder.backend).toBe('cpu');
+      expect(embedder.modelName).toBe('nomic-tiny');
+      const { embeddings } = await embedder.embed(texts.map((t) => t.text));
+      texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, `${t.name} embedding`));
+      const [loaded, total] = progress.get('model.safetensors')!;
+      expect(loaded).toBe(total);
+      expect([...progress.keys()].sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json']);
+    } finally {
+      await embedder.dispose();
+    }
+  });
+
+  it('a second load with a cache requests no file, and embeds alike', async () => {
+    const cache = memoryCache();
+    const first = await loadEmbedder(model, { backend: 'cpu', cache });
+    const before = server.requests.length;
+    const second = await loadEmbedder(model, { backend: 'cpu', cache });
+    try {
+      // Only the optional tokenizer_config.json, missing from the fixture, is asked for again.
+      expect(server.requests.slice(before).map((r) => r.path)).toEqual(['/models/nomic-tiny/tokenizer_config.json']);
+      expect(cache.urls.map((u) => u.slice(model.length)).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json']);
+      const [a, b] = await Promise.all([first.embed([texts[0].text]), second.embed([texts[0].text])]);
+      expect(b.embeddings[0]).toEqual(a.embeddings[0]);
+    } finally {
+      await Promise.all([first.dispose(), second.dispose()]);
+    }
+  });
+
+  it('a hub id sends the token to the hub and not to the CDN it redirects to', async () => {
+    const embedder = await loadEmbedder('nomic-ai/nomic-tiny', { backend: 'cpu', cache: false, endpoint: server.origin, token: 'hf_secret' });
+    try {
+      expect(embedder.modelName).toBe('nomic-tiny');
+      const { embeddings } = await embedder.embed([texts[0].text]);
+      expectClose(embeddings[0], texts[0].embedding, TOLERANCE.embedding, 'embedding');
+      const cdn = server.requests.filter((r) => r.path.startsWith('/cdn/'));
+      expect(cdn.at(-1)?.authorization).toBeUndefined();
+      expect(server.requests.filter((r) => r.path.includes('/resolve/')).every((r) => r.authorization === 'Bearer hf_secret')).toBe(true);
+    } finally {
+      await embedder.dispose();
+    }
+  });
+
+  it('a missing model folder is a DownloadError with status 404, naming the URL', async () => {
+    const error = await loadEmbedder(`${server.origin}/models/no-such-model/`, { backend: 'cpu', cache: false }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DownloadError);
+    expect(error).toMatchObject({ status: 404, url: `${server.origin}/models/no-such-model/config.json` });
+  });
+
+  it('a hub id without its token is refused with the status', async () => {
+    const error = await loadEmbedder('nomic-ai/nomic-tiny', { backend: 'cpu', cache: false, endpoint: server.origin }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(DownloadError);
+    expect((error as DownloadError).status).toBe(401);
+  });
+
+  it('corrupted weights are a SafetensorsError naming the file, and nothing is cached for them under a good name', async () => {
+    server.setFaults({ corrupt: ['/models/nomic-tiny/model.safetensors'] });
+    try {
+      const error = await loadEmbedder(model, { backend: 'cpu', cache: false }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(SafetensorsError);
+      expect((error as Error).message).toContain('model.safetensors');
+    } finally {
+      server.setFaults({});
+    }
+  });
+
+  it('an aborted download rejects with a DownloadError at once', async () => {
+    server.setFaults({ stall: { '/models/nomic-tiny/model.safetensors': 1000 } });
+    try {
+      const controller = new AbortController();
+      const loading = loadEmbedder(model, {
+        backend: 'cpu',
+        cache: false,
+        signal: controller.signal,
+        onProgress: (file, loaded) => file === 'model.safetensors' && loaded > 0 && controller.abort(),
+      });
+      const error = await loading.catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(DownloadError);
+      expect((error as Error).message).toMatch(/abort/);
+    } finally {
+      server.setFaults({});
+    }
+  });
+
+  it('refuses an unknown option, q8, and a cache that is not one', async () => {
+    await expect(loadEmbedder(model, { backends: 'cpu' } as never)).rejects.toThrow(/backends/);
+    await expect(loadEmbedder(model, { dtype: 'q8' } as never)).rejects.toThrow(ConfigError);
+    await expect(loadEmbedder(model, { cache: {} as never })).rejects.toThrow(/cache/);
+  });
+});
+
+/** The two ends of a MessageChannel, standing in for a Worker and its global scope. */
+function workerPair(): { worker: WorkerLike; transfers: ArrayBuffer[][] } {
+  const { port1, port2 } = new MessageChannel();
+  const transfers: ArrayBuffer[][] = [];
+  const scope: MessageScope = {
+    postMessage: (message, transfer = []) => {
+      transfers.push(transfer);
+      port1.postMessage(message, transfer);
+    },
+    addEventListener: (type, listener) => port1.on(type, (data) => listener({ data })),
+  };
+  serveEmbedder(scope);
+  const listen = (port: MessagePort) => (type: string, listener: (event: never) => void) => {
+    if (type === 'message') port.on('message', (data) => listener({ data } as never));
+  };
+  const worker: WorkerLike = { postMessage: (m) => port2.postMessage(m), addEventListener: listen(port2) as WorkerLike['addEventListener'], terminate: () => port2.close() };
+  return { worker, transfers };
+}
+
+describe('the worker wrapper (a MessageChannel for the Worker)', () => {
+  it('loads, reports, embeds with progress, and transfers the vectors rather than copying them', async () => {
+    const { worker, transfers } = workerPair();
+    const files: string[] = [];
+    const embedder = await createEmbedderWorker(model, { backend: 'cpu', cache: false, onProgress: (file) => files.push(file) }, worker);
+    try {
+      expect(embedder).toMatchObject({ backend: 'cpu', modelName: 'nomic-tiny', dimensions: 64, dtype: 'fp32' });
+      expect(files).toContain('model.safetensors');
+      const done: number[] = [];
+      const { embeddings, stats } = await embedder.embed(texts.map((t) => t.text), { maxBatchSize: 4, onProgress: (n) => done.push(n) });
+      texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, `${t.name} embedding`));
+      expect(stats.texts).toBe(texts.length);
+      expect(done.at(-1)).toBe(texts.length);
+      const sent = transfers.at(-1)!;
+      expect(sent.length).toBeGreaterThan(0);
+      // Transferred buffers are detached on the sending side.
+      expect(sent.every((buffer) => buffer.byteLength === 0)).toBe(true);
+    } finally {
+      await embedder.dispose();
+    }
+  });
+
+  it("the worker's errors arrive as this package's classes, and an aborted embed call rejects", async () => {
+    const { worker } = workerPair();
+    const missing = await createEmbedderWorker(`${server.origin}/models/none/`, { backend: 'cpu', cache: false }, worker).catch((e: unknown) => e);
+    expect(missing).toBeInstanceOf(DownloadError);
+    expect((missing as DownloadError).status).toBe(404);
+
+    const embedder = await createEmbedderWorker(model, { backend: 'cpu', cache: false }, workerPair().worker);
+    try {
+      await expect(embedder.embed(['a'], { task: 'nope' as never })).rejects.toBeInstanceOf(InputError);
+      const controller = new AbortController();
+      controller.abort();
+      await expect(embedder.embed(texts.map((t) => t.text), { signal: controller.signal })).rejects.toMatchObject({ name: 'CancelledError' });
+      const midway = new AbortController();
+      const call = embedder.embed(texts.map((t) => t.text), { maxBatchSize: 1, signal: midway.signal, onProgress: () => midway.abort() });
+      await expect(call).rejects.toMatchObject({ name: 'CancelledError' });
+    } finally {
+      await embedder.dispose();
+    }
+    await expect(embedder.embed(['a'])).rejects.toMatchObject({ name: 'DisposedError' });
+  });
+});
