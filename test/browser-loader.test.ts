@@ -7,7 +7,7 @@ import { serveEmbedder, type MessageScope } from '../src/browser/worker.js';
 import { ConfigError, DownloadError, InputError, SafetensorsError } from '../src/errors.js';
 import type { ResponseCache } from '../src/download/fetch-cached.js';
 import { expectClose, FIXTURES, reference, TOLERANCE } from './helpers/fixtures.js';
-import { startPageServer } from './helpers/page-server.js';
+import { startPageServer } from '../scripts/browser/page-server.js';
 
 /**
  * The page's loader and its worker protocol, run in Node on the cpu backend:

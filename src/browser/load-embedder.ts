@@ -13,6 +13,8 @@ export interface PageLoadOptions extends ModelFilesOptions {
   readonly backend?: PageBackendChoice;
   /** Where tfjs-backend-wasm's `.wasm` files are: a URL prefix, or a URL per file name. @default the package's own copies, beside the bundle */
   readonly wasmPaths?: WasmPaths;
+  /** Threads of wasm's threaded build, which tfjs takes where the page is cross-origin isolated. @default `navigator.hardwareConcurrency` */
+  readonly threads?: number;
   /** Longest sequence in tokens, [CLS] and [SEP] included. @default `model_max_length`, else the config's `n_positions` */
   readonly maxLength?: number;
   /** Dynamic NTK rotary scaling factor, replacing the config's. @default the config's */
@@ -22,7 +24,7 @@ export interface PageLoadOptions extends ModelFilesOptions {
 }
 
 export const PAGE_LOAD_OPTION_NAMES = Object.keys({
-  backend: true, wasmPaths: true, maxLength: true, rotaryScalingFactor: true, dtype: true,
+  backend: true, wasmPaths: true, threads: true, maxLength: true, rotaryScalingFactor: true, dtype: true,
   revision: true, endpoint: true, token: true, cache: true, onProgress: true, signal: true, weightsFile: true,
 } satisfies Record<keyof PageLoadOptions, true>);
 
@@ -39,7 +41,7 @@ export const PAGE_LOAD_OPTION_NAMES = Object.keys({
  */
 export async function loadEmbedder(source: string, options: PageLoadOptions = {}): Promise<Embedder> {
   checkPageOptions(options);
-  const starting = startPageBackend(options.backend ?? 'auto', options.wasmPaths);
+  const starting = startPageBackend(options.backend ?? 'auto', { wasmPaths: options.wasmPaths, threads: options.threads });
   let files;
   try {
     files = await fetchModelFiles(source, options, await openCache(options.cache));
@@ -71,6 +73,7 @@ function checkPageOptions(options: PageLoadOptions): void {
   checkOptionNames('loadEmbedder options', options, PAGE_LOAD_OPTION_NAMES);
   if (options.backend !== undefined) checkChoice('backend', options.backend, ['auto', ...PAGE_BACKENDS]);
   if (options.maxLength !== undefined) checkInteger('maxLength', options.maxLength, 2);
+  if (options.threads !== undefined) checkInteger('threads', options.threads, 1);
   if (options.dtype !== undefined && options.dtype !== 'fp32') {
     throw new ConfigError('dtype', options.dtype, "not in a web page yet: q8's kernels run in Node (wasm and cpu); use 'fp32'");
   }

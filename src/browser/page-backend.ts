@@ -1,6 +1,6 @@
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
-import { getThreadsCount, setWasmPaths, version_wasm } from '@tensorflow/tfjs-backend-wasm';
+import { getThreadsCount, setThreadsCount, setWasmPaths, version_wasm } from '@tensorflow/tfjs-backend-wasm';
 import type { BatchGuard } from '../backends/backend.js';
 import { POLICIES, type BackendPolicy } from '../backends/policy.js';
 import { installWasmFusedKernels } from '../backends/wasm-fused.js';
@@ -47,7 +47,13 @@ interface GpuLike {
  * package ships in its `wasm/tfjs/` folder, which bundlers such as Vite
  * copy beside the page.
  */
-export async function startPageBackend(choice: PageBackendChoice, wasmPaths?: WasmPaths): Promise<StartedBackend> {
+export interface PageBackendOptions {
+  readonly wasmPaths?: WasmPaths;
+  /** Threads of wasm's threaded build (a cross-origin isolated page). @default `navigator.hardwareConcurrency` */
+  readonly threads?: number;
+}
+
+export async function startPageBackend(choice: PageBackendChoice, options: PageBackendOptions = {}): Promise<StartedBackend> {
   if (choice !== 'auto' && !PAGE_BACKENDS.includes(choice)) {
     throw new BackendError(String(choice), `unknown backend in a page; choose one of auto, ${PAGE_BACKENDS.join(', ')}`);
   }
@@ -55,7 +61,7 @@ export async function startPageBackend(choice: PageBackendChoice, wasmPaths?: Wa
   const failures: string[] = [];
   for (const name of order) {
     try {
-      return await START[name](choice === 'auto', wasmPaths);
+      return await START[name](choice === 'auto', options);
     } catch (error) {
       if (choice !== 'auto') throw error instanceof BackendError ? error : new BackendError(name, (error as Error).message);
       failures.push(`${name}: ${(error as Error).message}`);
@@ -64,7 +70,7 @@ export async function startPageBackend(choice: PageBackendChoice, wasmPaths?: Wa
   throw new BackendError('auto', `no backend could start:\n  ${failures.join('\n  ')}`);
 }
 
-const START: Record<PageBackendName, (picking: boolean, wasmPaths?: WasmPaths) => Promise<StartedBackend>> = {
+const START: Record<PageBackendName, (picking: boolean, options: PageBackendOptions) => Promise<StartedBackend>> = {
   webgpu: async (picking) => {
     const gpu = (globalThis as { navigator?: { gpu?: GpuLike } }).navigator?.gpu;
     if (gpu === undefined) throw new BackendError('webgpu', 'this browser has no WebGPU (navigator.gpu), or the page is not a secure context');
@@ -80,9 +86,12 @@ const START: Record<PageBackendName, (picking: boolean, wasmPaths?: WasmPaths) =
     startWebGpu(tf.backend(), report);
     return { policy: POLICIES.webgpu, guard: guardWebGpuBatch, threads: 1, device: report };
   },
-  wasm: async (_picking, wasmPaths) => {
-    setWasmPaths(wasmPaths ?? packagedWasmPaths() as Record<string, string>);
-    await activate('wasm');
+  wasm: async (_picking, { wasmPaths, threads }) => {
+    setWasmPaths(wasmPaths ?? (packagedWasmPaths() as Record<string, string>));
+    // tfjs takes half the cores (at most 4) by default; as in Node, all of them unless told.
+    const wanted = threads ?? Math.max(1, navigatorOf().hardwareConcurrency ?? 1);
+    setThreadsCount(wanted);
+    await withReportedCores(2 * wanted, () => activate('wasm'));
     for (const failure of [installWasmSlice(version_wasm), installWasmGather(version_wasm), installWasmFusedKernels(version_wasm)]) {
       if (failure !== undefined) console.warn(failure);
     }
@@ -99,6 +108,29 @@ const yieldFirst: BatchGuard = async (run) => {
   await yieldToEventLoop();
   return run();
 };
+
+function navigatorOf(): { hardwareConcurrency?: number } {
+  return (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator ?? {};
+}
+
+/**
+ * Runs `start` while the page's navigator reports `cores` logical cores. The
+ * threaded build's C++ side caps its thread pool at half of them ("two
+ * threads per core"), read once as the module starts, which would leave one
+ * thread on a 2-core machine whatever `setThreadsCount` asks; Node's start
+ * answers the same query the same way (backends/wasm-threads.ts). The
+ * navigator's own value is back as soon as the module has started.
+ */
+async function withReportedCores<T>(cores: number, start: () => Promise<T>): Promise<T> {
+  const navigator = (globalThis as { navigator?: object }).navigator;
+  if (navigator === undefined) return start();
+  Object.defineProperty(navigator, 'hardwareConcurrency', { value: cores, configurable: true });
+  try {
+    return await start();
+  } finally {
+    delete (navigator as { hardwareConcurrency?: number }).hardwareConcurrency;
+  }
+}
 
 async function activate(name: PageBackendName): Promise<void> {
   let started: boolean;

@@ -1,0 +1,49 @@
+/** Driving Debian's chromium for the browser tests and the browser benchmark. */
+import { spawnSync } from 'node:child_process';
+import { build } from 'esbuild';
+import { launch, type Browser } from 'puppeteer-core';
+
+/** Debian's chromium, as scripts/setup-chromium.sh installs it. */
+export function chromiumPath(): string | undefined {
+  const found = spawnSync('sh', ['-c', 'command -v chromium'], { encoding: 'utf8' });
+  return found.status === 0 ? found.stdout.trim() : undefined;
+}
+
+/**
+ * Headless chromium by its executablePath (nothing downloads a browser).
+ * `--no-sandbox`: the suite may run as root; `--enable-unsafe-webgpu`: WebGPU
+ * on SwiftShader where there is no GPU, a fallback adapter.
+ */
+export function launchChromium(): Promise<Browser> {
+  const executablePath = chromiumPath();
+  if (executablePath === undefined) throw new Error('no chromium on the PATH; run scripts/setup-chromium.sh');
+  return launch({
+    executablePath,
+    headless: true,
+    args: ['--no-sandbox', '--enable-unsafe-webgpu', '--disable-dev-shm-usage'],
+  });
+}
+
+/**
+ * The browser entry and its worker script bundled for a page, as a bundler
+ * would: ES modules with shared chunks, in `outdir`'s `browser/` folder (so
+ * the default `../../wasm/tfjs/` of the wasm files is the server's `/wasm/tfjs/`
+ * when the bundle is served at `/<any>/browser/`). `pages`: more entries
+ * (name: source), such as a test harness, sharing its chunks.
+ */
+export async function bundleBrowserEntry(outdir: string, pages: Record<string, string> = {}): Promise<{ bytes: Record<string, number> }> {
+  const result = await build({
+    entryPoints: { 'browser/index': 'src/browser/index.ts', 'browser/worker-entry': 'src/browser/worker-entry.ts', ...pages },
+    chunkNames: 'browser/[name]-[hash]',
+    bundle: true,
+    splitting: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    minify: true,
+    outdir,
+    metafile: true,
+    logLevel: 'silent',
+  });
+  return { bytes: Object.fromEntries(Object.entries(result.metafile.outputs).map(([file, out]) => [file, out.bytes])) };
+}

@@ -1,0 +1,157 @@
+import { writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Browser, Page } from 'puppeteer-core';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import type { Harness } from './browser/harness.js';
+import { bundleBrowserEntry, chromiumSuite, launchChromium } from './helpers/chromium.js';
+import { expectClose, FIXTURE_NAMES, FIXTURES, reference, TOLERANCE } from './helpers/fixtures.js';
+import { startPageServer } from '../scripts/browser/page-server.js';
+import { tempDir } from './helpers/tmp.js';
+
+/**
+ * The browser entry in a real headless Chromium (Debian's, by its
+ * executablePath), on pages served cross-origin isolated: parity on each
+ * backend, the Cache API round trip, failures as typed errors, the worker.
+ */
+
+const WASM = fileURLToPath(new URL('../wasm/tfjs/', import.meta.url));
+const suite = chromiumSuite();
+
+suite('in headless Chromium', () => {
+  let server: Awaited<ReturnType<typeof startPageServer>>;
+  let browser: Browser;
+  let page: Page;
+  let model: (fixture: string) => string;
+  const consoleLines: string[] = [];
+
+  /** Calls the page's harness (test/browser/harness.ts). */
+  const call = <K extends keyof Harness>(name: K, ...args: Parameters<Harness[K]>): Promise<Awaited<ReturnType<Harness[K]>>> =>
+    page.evaluate((n, a) => (globalThis as unknown as { harness: Record<string, (...x: unknown[]) => unknown> }).harness[n](...a), name, args as unknown[]) as never;
+
+  beforeAll(async () => {
+    const app = tempDir();
+    await bundleBrowserEntry(app, { 'browser/harness': 'test/browser/harness.ts' });
+    writeFileSync(`${app}/index.html`, '<!doctype html><meta charset="utf-8"><title>harness</title><script type="module" src="browser/harness.js"></script>');
+    server = await startPageServer({ '/app/': app, '/wasm/tfjs/': WASM, '/models/': FIXTURES }, { hubFolder: `${FIXTURES}nomic-tiny` });
+    model = (fixture) => `/models/${fixture}/`;
+    browser = await launchChromium();
+    page = await browser.newPage();
+    page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => consoleLines.push(`pageerror: ${(e as Error).message}`));
+    await page.goto(`${server.origin}/app/index.html`);
+    await page.waitForFunction(() => 'harness' in globalThis);
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await server?.close();
+  });
+
+  it.each(['wasm', 'cpu', 'webgpu'] as const)('%s: matches the reference on both fixtures', async (backend) => {
+    for (const fixture of FIXTURE_NAMES) {
+      const loaded = await call('load', model(fixture), { backend, cache: false });
+      expect(loaded.backend, consoleLines.join('\n')).toBe(backend);
+      const texts = reference(fixture).texts;
+      const { embeddings } = await call('embed', texts.map((t) => t.text));
+      texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, `${backend} ${fixture} ${t.name} embedding`));
+      if (backend === 'wasm') {
+        // The slow backends (cpu, and webgpu on SwiftShader) check the normalised vector only.
+        const pooled = (await call('embed', texts.map((t) => t.text), { normalize: false })).embeddings;
+        texts.forEach((t, i) => expectClose(pooled[i], t.mean_pooled, TOLERANCE.meanPooled, `${backend} ${fixture} ${t.name} mean_pooled`));
+      }
+      if (backend === 'webgpu') expect(loaded.device).toMatchObject({ software: true });
+      if (backend === 'wasm') {
+        // Cross-origin isolated: tfjs takes its threaded build.
+        expect(loaded.isolated).toBe(true);
+        expect(loaded.threads).toBeGreaterThan(1);
+      }
+    }
+    await call('dispose');
+  });
+
+  it('auto passes over the software adapter and runs wasm', async () => {
+    const loaded = await call('load', model('nomic-tiny'), { cache: false });
+    expect(loaded.backend).toBe('wasm');
+    await call('dispose');
+  });
+
+  it('the wasm files are found where the package keeps them, with no wasmPaths', async () => {
+    const before = server.count('.wasm');
+    await call('load', model('nomic-tiny'), { backend: 'wasm', cache: false });
+    // The backend started in an earlier test; a fresh page fetches one build.
+    const fresh = await browser.newPage();
+    try {
+      await fresh.goto(`${server.origin}/app/index.html`);
+      await fresh.waitForFunction(() => 'harness' in globalThis);
+      const loaded = await fresh.evaluate((m) => (globalThis as unknown as { harness: Harness }).harness.load(m, { backend: 'wasm', cache: false }), model('nomic-tiny'));
+      expect(loaded.backend).toBe('wasm');
+      expect(server.requests.slice(before).filter((r) => r.path.endsWith('.wasm')).map((r) => r.path)).toContain('/wasm/tfjs/tfjs-backend-wasm-threaded-simd.wasm');
+    } finally {
+      await fresh.close();
+      await call('dispose');
+    }
+  });
+
+  it('a second load from the Cache API makes no request for the weights, and embeds alike', async () => {
+    await call('clearCache', 'round-trip');
+    const weights = '/models/nomic-tiny/model.safetensors';
+    const before = server.count(weights);
+    const first = await call('load', model('nomic-tiny'), { backend: 'wasm', cache: 'round-trip' });
+    const a = await call('embed', [reference('nomic-tiny').texts[0].text]);
+    expect(server.count(weights)).toBe(before + 1);
+    const second = await call('load', model('nomic-tiny'), { backend: 'wasm', cache: 'round-trip' });
+    const b = await call('embed', [reference('nomic-tiny').texts[0].text]);
+    expect(server.count(weights)).toBe(before + 1);
+    expect(b.embeddings).toEqual(a.embeddings);
+    // Progress is reported from the cache as from the network: every byte.
+    for (const loaded of [first, second]) {
+      const last = loaded.progress.filter(([file]) => file === 'model.safetensors').at(-1)!;
+      expect(last[1]).toBe(last[2]);
+    }
+    await call('dispose');
+  });
+
+  it('a hub id loads through the redirect to another origin', async () => {
+    const loaded = await call('load', 'nomic-ai/nomic-tiny', { backend: 'wasm', cache: false, endpoint: server.origin, token: 'hf_token' });
+    expect(loaded.modelName).toBe('nomic-tiny');
+    const { embeddings } = await call('embed', [reference('nomic-tiny').texts[0].text]);
+    expectClose(embeddings[0], reference('nomic-tiny').texts[0].embedding, TOLERANCE.embedding, 'hub embedding');
+    // The browser drops Authorization on the redirect to another origin; the CDN would refuse it.
+    const cdn = server.requests.filter((r) => r.path.startsWith('/cdn/'));
+    expect(cdn.length).toBeGreaterThan(0);
+    expect(cdn.every((r) => r.authorization === undefined)).toBe(true);
+    await call('dispose');
+  });
+
+  it('a missing folder, corrupted weights and an aborted download are typed errors', async () => {
+    expect(await call('failedLoad', '/models/no-such-model/', { backend: 'wasm', cache: false })).toMatchObject({ name: 'DownloadError', ours: true, status: 404 });
+    server.setFaults({ corrupt: ['/models/nomic-tiny/model.safetensors'], stall: { '/models/nomic-tiny-ntk/model.safetensors': 4096 } });
+    try {
+      const corrupt = await call('failedLoad', model('nomic-tiny'), { backend: 'wasm', cache: false });
+      expect(corrupt).toMatchObject({ name: 'SafetensorsError', ours: true });
+      expect((corrupt as { message: string }).message).toContain('model.safetensors');
+      expect(await call('abortedLoad', model('nomic-tiny-ntk'), { backend: 'wasm', cache: false })).toMatchObject({ name: 'DownloadError', ours: true, message: expect.stringMatching(/abort/) });
+    } finally {
+      server.setFaults({});
+    }
+  });
+
+  it('the worker wrapper matches the reference, and the page keeps running while it embeds', async () => {
+    const loaded = await call('loadInWorker', model('nomic-tiny'), { backend: 'wasm', cache: false });
+    expect(loaded).toMatchObject({ backend: 'wasm', modelName: 'nomic-tiny' });
+    const texts = reference('nomic-tiny').texts;
+    const { embeddings, kinds } = await call('embed', texts.map((t) => t.text));
+    expect(new Set(kinds)).toEqual(new Set(['Float32Array']));
+    texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, `worker ${t.name} embedding`));
+    const many = Array.from({ length: 256 }, (_, i) => `${texts[i % texts.length].text} ${i}`);
+    expect(await call('ticksDuring', many, { maxBatchSize: 8 })).toBeGreaterThan(3);
+    await call('dispose');
+  });
+
+  it('on the main thread, a long call lets the page have turns between batches', async () => {
+    await call('load', model('nomic-tiny'), { backend: 'wasm', cache: false });
+    const texts = reference('nomic-tiny').texts;
+    const many = Array.from({ length: 256 }, (_, i) => `${texts[i % texts.length].text} ${i}`);
+    expect(await call('ticksDuring', many, { maxBatchSize: 8 })).toBeGreaterThan(3);
+    await call('dispose');
+  });
+});

@@ -1,0 +1,93 @@
+/**
+ * The page side of test/browser.test.ts, bundled with the browser entry:
+ * what the tests call through `page.evaluate(… window.harness …)`. Results
+ * come back as plain data (vectors as arrays), errors as their class name,
+ * whether they are this package's, and their fields.
+ */
+import * as lib from '../../src/browser/index.js';
+import type { Embedder, PageLoadOptions, WorkerEmbedder } from '../../src/browser/index.js';
+
+let embedder: Embedder | WorkerEmbedder | undefined;
+
+export interface ErrorReport {
+  readonly name: string;
+  readonly message: string;
+  readonly ours: boolean;
+  readonly status?: number;
+}
+
+function report(error: unknown): ErrorReport {
+  const e = error as Error & { status?: number };
+  return { name: e.name, message: e.message, ours: error instanceof lib.NomicEmbedError, status: e.status };
+}
+
+async function describeLoad(loaded: Embedder | WorkerEmbedder, progress: [string, number, number | undefined][]) {
+  embedder = loaded;
+  return { backend: loaded.backend, device: loaded.device, threads: loaded.threads, modelName: loaded.modelName, isolated: (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated, progress };
+}
+
+const harness = {
+  async load(source: string, options: PageLoadOptions = {}) {
+    await embedder?.dispose();
+    const progress: [string, number, number | undefined][] = [];
+    return describeLoad(await lib.loadEmbedder(source, { ...options, onProgress: (f, l, t) => progress.push([f, l, t]) }), progress);
+  },
+
+  async loadInWorker(source: string, options: PageLoadOptions = {}) {
+    await embedder?.dispose();
+    const progress: [string, number, number | undefined][] = [];
+    return describeLoad(await lib.createEmbedderWorker(source, { ...options, onProgress: (f, l, t) => progress.push([f, l, t]) }), progress);
+  },
+
+  async embed(texts: string[], options: Parameters<Embedder['embed']>[1] = {}) {
+    const { embeddings, stats } = await embedder!.embed(texts, options);
+    return { embeddings: embeddings.map((v) => Array.from(v)), kinds: embeddings.map((v) => v.constructor.name), stats };
+  },
+
+  /** A load that must fail: its error as data. */
+  async failedLoad(source: string, options: PageLoadOptions = {}): Promise<ErrorReport | 'loaded'> {
+    try {
+      const loaded = await lib.loadEmbedder(source, options);
+      await loaded.dispose();
+      return 'loaded';
+    } catch (error) {
+      return report(error);
+    }
+  },
+
+  /** A load withdrawn once the weights have started to arrive. */
+  async abortedLoad(source: string, options: PageLoadOptions = {}): Promise<ErrorReport | 'loaded'> {
+    const controller = new AbortController();
+    return harness.failedLoad(source, {
+      ...options,
+      signal: controller.signal,
+      onProgress: (file, loaded) => file.endsWith('.safetensors') && loaded > 0 && controller.abort(),
+    });
+  },
+
+  async clearCache(name: string) {
+    return (globalThis as unknown as { caches: { delete(name: string): Promise<boolean> } }).caches.delete(name);
+  },
+
+  /** Turns of the event loop (a 0 ms timer each) seen while `embed` runs: 0 when it shuts the thread out. */
+  async ticksDuring(texts: string[], options: Parameters<Embedder['embed']>[1] = {}) {
+    let ticks = 0;
+    let running = true;
+    const tick = () => {
+      ticks++;
+      if (running) setTimeout(tick, 0);
+    };
+    setTimeout(tick, 0);
+    await embedder!.embed(texts, options);
+    running = false;
+    return ticks;
+  },
+
+  async dispose() {
+    await embedder?.dispose();
+    embedder = undefined;
+  },
+};
+
+(globalThis as { harness?: typeof harness }).harness = harness;
+export type Harness = typeof harness;
