@@ -1,6 +1,6 @@
 /** Driving Debian's chromium for the browser tests and the browser benchmark. */
 import { spawnSync } from 'node:child_process';
-import { build } from 'esbuild';
+import { build, type Metafile } from 'esbuild';
 import { launch, type Browser } from 'puppeteer-core';
 
 /** Debian's chromium, as scripts/setup-chromium.sh installs it. */
@@ -31,7 +31,7 @@ export function launchChromium(): Promise<Browser> {
  * when the bundle is served at `/<any>/browser/`). `pages`: more entries
  * (name: source), such as a test harness, sharing its chunks.
  */
-export async function bundleBrowserEntry(outdir: string, pages: Record<string, string> = {}): Promise<{ bytes: Record<string, number> }> {
+export async function bundleBrowserEntry(outdir: string, pages: Record<string, string> = {}): Promise<Metafile> {
   const result = await build({
     entryPoints: { 'browser/index': 'src/browser/index.ts', 'browser/worker-entry': 'src/browser/worker-entry.ts', ...pages },
     chunkNames: 'browser/[name]-[hash]',
@@ -45,5 +45,17 @@ export async function bundleBrowserEntry(outdir: string, pages: Record<string, s
     metafile: true,
     logLevel: 'silent',
   });
-  return { bytes: Object.fromEntries(Object.entries(result.metafile.outputs).map(([file, out]) => [file, out.bytes])) };
+  return result.metafile;
+}
+
+/** Bytes an output loads before it runs: itself and, transitively, what it imports statically (not `import()`). */
+export function eagerBytes(metafile: Metafile, output: string): number {
+  const seen = new Set<string>();
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    for (const imported of metafile.outputs[file].imports) if (imported.kind === 'import-statement' && !imported.external) visit(imported.path);
+  };
+  visit(output);
+  return [...seen].reduce((sum, file) => sum + metafile.outputs[file].bytes, 0);
 }

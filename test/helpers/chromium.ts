@@ -1,7 +1,7 @@
 import { describe } from 'vitest';
 import { chromiumPath } from '../../scripts/browser/chromium.js';
 
-export { bundleBrowserEntry, launchChromium } from '../../scripts/browser/chromium.js';
+export { bundleBrowserEntry, eagerBytes, launchChromium } from '../../scripts/browser/chromium.js';
 
 /**
  * `describe` where chromium runs; elsewhere `describe.skip`, with a message
