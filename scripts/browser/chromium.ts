@@ -48,8 +48,8 @@ export async function bundleBrowserEntry(outdir: string, pages: Record<string, s
   return result.metafile;
 }
 
-/** Bytes an output loads before it runs: itself and, transitively, what it imports statically (not `import()`). */
-export function eagerBytes(metafile: Metafile, output: string): number {
+/** The files an output loads before it runs: itself and, transitively, what it imports statically (not `import()`). */
+export function eagerFiles(metafile: Metafile, output: string): string[] {
   const seen = new Set<string>();
   const visit = (file: string) => {
     if (seen.has(file)) return;
@@ -57,5 +57,9 @@ export function eagerBytes(metafile: Metafile, output: string): number {
     for (const imported of metafile.outputs[file].imports) if (imported.kind === 'import-statement' && !imported.external) visit(imported.path);
   };
   visit(output);
-  return [...seen].reduce((sum, file) => sum + metafile.outputs[file].bytes, 0);
+  return [...seen];
+}
+
+export function eagerBytes(metafile: Metafile, output: string): number {
+  return eagerFiles(metafile, output).reduce((sum, file) => sum + metafile.outputs[file].bytes, 0);
 }

@@ -1,5 +1,6 @@
 /**
- * The page side of test/browser.test.ts, bundled with the browser entry:
+ * The page side of test/browser.test.ts and scripts/bench-browser.ts, bundled
+ * with the browser entry:
  * what the tests call through `page.evaluate(… window.harness …)`. Results
  * come back as plain data (vectors as arrays), errors as their class name,
  * whether they are this package's, and their fields.
@@ -81,6 +82,26 @@ const harness = {
     await embedder!.embed(texts, options);
     running = false;
     return ticks;
+  },
+
+  /** Wall milliseconds of each of `rounds` calls embedding `texts` (the benchmark page's measure). */
+  async timeEmbed(texts: string[], rounds: number, options: Parameters<Embedder['embed']>[1] = {}) {
+    const times: number[] = [];
+    for (let i = 0; i < rounds; i++) {
+      const start = performance.now();
+      await embedder!.embed(texts, options);
+      times.push(performance.now() - start);
+    }
+    return times;
+  },
+
+  /** A load timed in the page, from the call to an embedder ready (warm-up included), as Node's is timed. */
+  async timeLoad(source: string, options: PageLoadOptions = {}) {
+    await embedder?.dispose();
+    embedder = undefined;
+    const start = performance.now();
+    embedder = await lib.loadEmbedder(source, options);
+    return performance.now() - start;
   },
 
   async dispose() {

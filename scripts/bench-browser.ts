@@ -1,0 +1,104 @@
+/**
+ * npm run bench:browser [-- --texts 64 --rounds 5]
+ *
+ * The browser entry in headless Chromium against Node, on the same machine in
+ * one run, on the full-size random checkpoint (weights/bench-random):
+ * - wasm throughput: `--texts` texts of 128 tokens (set a), the median of
+ *   `--rounds` calls, in Node (all cores, the threaded build) and in a cross-
+ *   origin isolated page (all cores);
+ * - load: Node's `loadEmbedder` from disk (its second, once the runtime
+ *   layout is written) against the page's second
+ *   `loadEmbedder`, from the Cache API, both timed from the call to an
+ *   embedder ready (warm-up included); the first page load, over loopback
+ *   HTTP, for reference;
+ * - the bundle a page on wasm loads, minified and gzipped.
+ * Prints the ratios and writes JSON to bench-results/.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { gzipSync } from 'node:zlib';
+import type { Harness } from '../test/browser/harness.js';
+import { loadEmbedder } from '../src/embedder.js';
+import { ensureRandomCheckpoint } from './bench/random-checkpoint.js';
+import { loadSet } from './bench/sets.js';
+import { bundleBrowserEntry, eagerBytes, eagerFiles, launchChromium } from './browser/chromium.js';
+import { startPageServer } from './browser/page-server.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const { values } = parseArgs({ options: { texts: { type: 'string', default: '64' }, rounds: { type: 'string', default: '5' } } });
+const count = Number(values.texts);
+const rounds = Number(values.rounds);
+const cores = availableParallelism();
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+const model = ensureRandomCheckpoint(`${ROOT}weights/bench-random`, `${ROOT}test/fixtures/nomic-embed-text-v1.5/tokenizer.json`);
+const texts = loadSet('a').slice(0, count);
+
+// Node: wasm, one worker on every core (the threaded build), as the page runs.
+// The first load may write the runtime layout once; the second is what a user's every later start costs.
+await (await loadEmbedder(model, { backend: 'wasm', workers: 1, threads: cores })).dispose();
+let start = performance.now();
+const node = await loadEmbedder(model, { backend: 'wasm', workers: 1, threads: cores });
+const nodeLoadMs = performance.now() - start;
+const nodeTimes: number[] = [];
+await node.embed(texts);
+for (let i = 0; i < rounds; i++) {
+  start = performance.now();
+  await node.embed(texts);
+  nodeTimes.push(performance.now() - start);
+}
+await node.dispose();
+
+// The page: the test harness's bundle, served cross-origin isolated.
+const app = `${ROOT}bench-results/browser-app/`;
+mkdirSync(app, { recursive: true });
+const metafile = await bundleBrowserEntry(app, { 'browser/harness': 'test/browser/harness.ts' });
+writeFileSync(`${app}index.html`, '<!doctype html><meta charset="utf-8"><title>bench</title><script type="module" src="browser/harness.js"></script>');
+const server = await startPageServer({ '/app/': app, '/wasm/tfjs/': `${ROOT}wasm/tfjs/`, '/models/': `${ROOT}weights/` });
+const browser = await launchChromium();
+const page = await browser.newPage();
+await page.goto(`${server.origin}/app/index.html`);
+await page.waitForFunction(() => 'harness' in globalThis);
+const call = <K extends keyof Harness>(name: K, ...args: Parameters<Harness[K]>): Promise<Awaited<ReturnType<Harness[K]>>> =>
+  page.evaluate((n, a) => (globalThis as unknown as { harness: Record<string, (...x: unknown[]) => unknown> }).harness[n](...a), name, args as unknown[]) as never;
+
+const url = '/models/bench-random/';
+await call('clearCache', 'bench');
+const pageFirstLoadMs = await call('timeLoad', url, { backend: 'wasm', cache: 'bench' });
+const weightRequests = server.count('/model.safetensors');
+const pageCacheLoadMs = await call('timeLoad', url, { backend: 'wasm', cache: 'bench' });
+if (server.count('/model.safetensors') !== weightRequests) throw new Error('the second page load requested the weights again');
+const threads = (await call('load', url, { backend: 'wasm', cache: 'bench' })).threads;
+await call('timeEmbed', texts, 1);
+const pageTimes = await call('timeEmbed', texts, rounds);
+await call('dispose');
+await browser.close();
+await server.close();
+
+const entry = Object.keys(metafile.outputs).find((f) => f.endsWith('browser/index.js'))!;
+const eager = eagerBytes(metafile, entry);
+const files = eagerFiles(metafile, entry);
+const gzip = files.reduce((sum, f) => sum + gzipSync(readFileSync(f)).length, 0);
+const wasmFile = readFileSync(`${ROOT}wasm/tfjs/tfjs-backend-wasm-threaded-simd.wasm`);
+
+const nodeRate = (count * 1000) / median(nodeTimes);
+const pageRate = (count * 1000) / median(pageTimes);
+const results = {
+  machine: { cores },
+  texts: count,
+  tokensPerText: 128,
+  rounds,
+  node: { threads: cores, textsPerSecond: nodeRate, loadMs: nodeLoadMs, times: nodeTimes },
+  chromium: { threads, textsPerSecond: pageRate, firstLoadMs: pageFirstLoadMs, cacheLoadMs: pageCacheLoadMs, times: pageTimes },
+  ratios: { throughput: pageRate / nodeRate, cacheLoadOverNodeLoad: pageCacheLoadMs / nodeLoadMs },
+  bundle: { eagerBytes: eager, eagerFiles: files, gzipBytes: gzip, threadedWasmBytes: wasmFile.length, threadedWasmGzipBytes: gzipSync(wasmFile).length },
+};
+console.log(`wasm, ${count} × 128 tokens, median of ${rounds}: Node ${nodeRate.toFixed(1)} texts/s (${cores} threads), Chromium ${pageRate.toFixed(1)} texts/s (${threads} threads): ${results.ratios.throughput.toFixed(2)}× (target ≥ 0.8×)`);
+console.log(`load: Node from disk ${(nodeLoadMs / 1000).toFixed(2)} s, Chromium from the Cache API ${(pageCacheLoadMs / 1000).toFixed(2)} s: ${results.ratios.cacheLoadOverNodeLoad.toFixed(2)}× (target ≤ 1.5×); the first page load over loopback HTTP ${(pageFirstLoadMs / 1000).toFixed(2)} s`);
+console.log(`bundle for a page on wasm: ${(eager / 1024).toFixed(0)} KiB minified, ${(gzip / 1024).toFixed(0)} KiB gzipped, plus the threaded .wasm ${(wasmFile.length / 1024).toFixed(0)} KiB (${(gzipSync(wasmFile).length / 1024).toFixed(0)} KiB gzipped)`);
+mkdirSync(`${ROOT}bench-results`, { recursive: true });
+const out = `${ROOT}bench-results/browser-${new Date().toISOString().replace(/[:.]/g, '-')}.json`;
+writeFileSync(out, `${JSON.stringify(results, null, 2)}\n`);
+console.log(`wrote ${out}`);
