@@ -1,4 +1,7 @@
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
+import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEmbedderWorker, type WorkerLike } from '../src/browser/embedder-worker.js';
 import { loadEmbedder } from '../src/browser/load-embedder.js';
@@ -8,6 +11,7 @@ import { ConfigError, DownloadError, InputError, SafetensorsError } from '../src
 import type { ResponseCache } from '../src/download/fetch-cached.js';
 import { expectClose, FIXTURES, reference, TOLERANCE } from './helpers/fixtures.js';
 import { startPageServer } from '../scripts/browser/page-server.js';
+import { tempDir } from './helpers/tmp.js';
 
 /**
  * The page's loader and its worker protocol, run in Node on the cpu backend:
@@ -19,8 +23,15 @@ const texts = reference('nomic-tiny').texts;
 let server: Awaited<ReturnType<typeof startPageServer>>;
 let model: string;
 
+let broken: string;
+
 beforeAll(async () => {
-  server = await startPageServer({ '/models/': FIXTURES }, { hubFolder: `${FIXTURES}nomic-tiny`, hubToken: 'hf_secret' });
+  // A model folder whose tokenizer.json is JSON but no tokenizer: it fails after the weights are on the backend.
+  broken = tempDir();
+  mkdirSync(join(broken, 'no-tokenizer'));
+  for (const file of ['config.json', 'model.safetensors']) copyFileSync(join(FIXTURES, 'nomic-tiny', file), join(broken, 'no-tokenizer', file));
+  writeFileSync(join(broken, 'no-tokenizer', 'tokenizer.json'), '{}');
+  server = await startPageServer({ '/models/': FIXTURES, '/broken/': broken }, { hubFolder: `${FIXTURES}nomic-tiny`, hubToken: 'hf_secret' });
   model = `${server.origin}/models/nomic-tiny/`;
 });
 afterAll(() => server.close());
@@ -141,6 +152,13 @@ describe("the page's loadEmbedder (cpu, in Node)", () => {
     } finally {
       server.setFaults({});
     }
+  });
+
+  it('a load that fails once the weights are on the backend frees them', async () => {
+    await tf.setBackend('cpu');
+    const before = tf.memory().numTensors;
+    await expect(loadEmbedder(`${server.origin}/broken/no-tokenizer/`, { backend: 'cpu', cache: false })).rejects.toThrow();
+    expect(tf.memory().numTensors).toBe(before);
   });
 
   it('refuses an unknown option, q8, and a cache that is not one', async () => {

@@ -51,16 +51,22 @@ export async function loadEmbedder(source: string, options: PageLoadOptions = {}
   }
   const backend = await starting;
   const config = loadConfigAndModel(files, options, backend.allocate);
-  const tokenizer = TextTokenizer.fromFiles(files.tokenizer, config.config.n_positions, options.maxLength);
-  const runner = new LocalRunner(config.model, backend.guard, backend.threads, backend.policy.batchesInFlight);
-  const embedder = new Embedder(runner, tokenizer, backend.policy, config.config, {
-    modelName: files.name,
-    machineBytes: machineBytes(),
-    device: backend.device,
-    dtype: 'fp32',
-  });
-  await warmUp(embedder);
-  return embedder;
+  // From here the model holds its weights on the backend: a failure frees them.
+  try {
+    const tokenizer = TextTokenizer.fromFiles(files.tokenizer, config.config.n_positions, options.maxLength);
+    const runner = new LocalRunner(config.model, backend.guard, backend.threads, backend.policy.batchesInFlight);
+    const embedder = new Embedder(runner, tokenizer, backend.policy, config.config, {
+      modelName: files.name,
+      machineBytes: machineBytes(),
+      device: backend.device,
+      dtype: 'fp32',
+    });
+    await warmUp(embedder);
+    return embedder;
+  } catch (error) {
+    config.model.dispose();
+    throw error;
+  }
 }
 
 function loadConfigAndModel(files: Awaited<ReturnType<typeof fetchModelFiles>>, options: PageLoadOptions, allocate: Parameters<typeof loadModelFromBytes>[3]) {
