@@ -2,7 +2,8 @@
  * Assembles the project's own WebAssembly kernels (`src/backends/q8/gemm-wat.ts`)
  * into `wasm/`, where the kernel loader finds them from `src/` and `dist/`
  * alike, and copies tfjs-backend-wasm's three builds into `wasm/tfjs/`, where
- * a page's loader points tfjs by default (bundlers copy them from there). Part of `npm run build`; vitest's global set-up runs it as well, so the
+ * a page's loader points tfjs by default (bundlers copy them from there).
+ * Part of `npm run build`; vitest's global set-up runs it as well, so the
  * tests always use kernels assembled from the current source.
  */
 import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
@@ -36,7 +37,7 @@ export async function buildWasm(): Promise<void> {
 }
 
 /** The files tfjs-backend-wasm fetches at start, under the names it asks for (`setWasmPaths` maps those names). */
-export const TFJS_WASM_FILES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'] as const;
+const TFJS_WASM_FILES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'] as const;
 
 function copyTfjsWasm(target: string): void {
   const dist = dirname(createRequire(import.meta.url).resolve('@tensorflow/tfjs-backend-wasm'));

@@ -50,12 +50,12 @@ export async function loadEmbedder(source: string, options: PageLoadOptions = {}
     throw error;
   }
   const backend = await starting;
-  const config = loadConfigAndModel(files, options, backend.allocate);
+  const model = loadModelFromBytes(files.config, files.weights, modelOverrides(files.weightsUrl, options), backend.allocate);
   // From here the model holds its weights on the backend: a failure frees them.
   try {
-    const tokenizer = TextTokenizer.fromFiles(files.tokenizer, config.config.n_positions, options.maxLength);
-    const runner = new LocalRunner(config.model, backend.guard, backend.threads, backend.policy.batchesInFlight);
-    const embedder = new Embedder(runner, tokenizer, backend.policy, config.config, {
+    const tokenizer = TextTokenizer.fromFiles(files.tokenizer, model.config.n_positions, options.maxLength);
+    const runner = new LocalRunner(model, backend.guard, backend.threads, backend.policy.batchesInFlight);
+    const embedder = new Embedder(runner, tokenizer, backend.policy, model.config, {
       modelName: files.name,
       machineBytes: machineBytes(),
       device: backend.device,
@@ -64,15 +64,14 @@ export async function loadEmbedder(source: string, options: PageLoadOptions = {}
     await warmUp(embedder);
     return embedder;
   } catch (error) {
-    config.model.dispose();
+    model.dispose();
     throw error;
   }
 }
 
-function loadConfigAndModel(files: Awaited<ReturnType<typeof fetchModelFiles>>, options: PageLoadOptions, allocate: Parameters<typeof loadModelFromBytes>[3]) {
-  const overrides = { label: files.weightsUrl, ...(options.rotaryScalingFactor !== undefined ? { rotary_scaling_factor: options.rotaryScalingFactor } : {}) };
-  const model = loadModelFromBytes(files.config, files.weights, overrides, allocate);
-  return { model, config: model.config };
+/** The weights' label in errors, and the config fields the options replace. */
+function modelOverrides(weightsUrl: string, options: PageLoadOptions) {
+  return { label: weightsUrl, ...(options.rotaryScalingFactor !== undefined ? { rotary_scaling_factor: options.rotaryScalingFactor } : {}) };
 }
 
 function checkPageOptions(options: PageLoadOptions): void {

@@ -22,23 +22,19 @@ function report(error: unknown): ErrorReport {
   return { name: e.name, message: e.message, ours: error instanceof lib.NomicEmbedError, status: e.status };
 }
 
-async function describeLoad(loaded: Embedder | WorkerEmbedder, progress: [string, number, number | undefined][]) {
+/** Loads with `load` in place of the last embedder, recording each progress call. */
+async function loadWith(load: (source: string, options: PageLoadOptions) => Promise<Embedder | WorkerEmbedder>, source: string, options: PageLoadOptions) {
+  await embedder?.dispose();
+  const progress: [string, number, number | undefined][] = [];
+  const loaded = await load(source, { ...options, onProgress: (f, l, t) => progress.push([f, l, t]) });
   embedder = loaded;
   return { backend: loaded.backend, device: loaded.device, threads: loaded.threads, modelName: loaded.modelName, isolated: (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated, progress };
 }
 
 const harness = {
-  async load(source: string, options: PageLoadOptions = {}) {
-    await embedder?.dispose();
-    const progress: [string, number, number | undefined][] = [];
-    return describeLoad(await lib.loadEmbedder(source, { ...options, onProgress: (f, l, t) => progress.push([f, l, t]) }), progress);
-  },
+  load: (source: string, options: PageLoadOptions = {}) => loadWith(lib.loadEmbedder, source, options),
 
-  async loadInWorker(source: string, options: PageLoadOptions = {}) {
-    await embedder?.dispose();
-    const progress: [string, number, number | undefined][] = [];
-    return describeLoad(await lib.createEmbedderWorker(source, { ...options, onProgress: (f, l, t) => progress.push([f, l, t]) }), progress);
-  },
+  loadInWorker: (source: string, options: PageLoadOptions = {}) => loadWith(lib.createEmbedderWorker, source, options),
 
   async embed(texts: string[], options: Parameters<Embedder['embed']>[1] = {}) {
     const { embeddings, stats } = await embedder!.embed(texts, options);
