@@ -56,7 +56,7 @@ const app = `${ROOT}bench-results/browser-app/`;
 mkdirSync(app, { recursive: true });
 const metafile = await bundleBrowserEntry(app, { 'browser/harness': 'test/browser/harness.ts' });
 writeFileSync(`${app}index.html`, '<!doctype html><meta charset="utf-8"><title>bench</title><script type="module" src="browser/harness.js"></script>');
-const server = await startPageServer({ '/app/': app, '/wasm/tfjs/': `${ROOT}wasm/tfjs/`, '/models/': `${ROOT}weights/` });
+const server = await startPageServer({ '/app/': app, '/wasm/': `${ROOT}wasm/`, '/models/': `${ROOT}weights/` });
 const browser = await launchChromium();
 const page = await browser.newPage();
 await page.goto(`${server.origin}/app/index.html`);

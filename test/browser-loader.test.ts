@@ -7,9 +7,9 @@ import { createEmbedderWorker, type WorkerLike } from '../src/browser/embedder-w
 import { loadEmbedder } from '../src/browser/load-embedder.js';
 import { modelBaseUrl } from '../src/browser/model-files.js';
 import { serveEmbedder, type MessageScope } from '../src/browser/worker.js';
-import { ConfigError, DownloadError, InputError, SafetensorsError } from '../src/errors.js';
+import { DownloadError, InputError, SafetensorsError } from '../src/errors.js';
 import type { ResponseCache } from '../src/download/fetch-cached.js';
-import { expectClose, FIXTURES, reference, TOLERANCE } from './helpers/fixtures.js';
+import { cosine, expectClose, FIXTURES, reference, TOLERANCE } from './helpers/fixtures.js';
 import { startPageServer } from '../scripts/browser/page-server.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -161,9 +161,24 @@ describe("the page's loadEmbedder (cpu, in Node)", () => {
     expect(tf.memory().numTensors).toBe(before);
   });
 
-  it('refuses an unknown option, q8, and a cache that is not one', async () => {
+  it("q8: the projections as int8 codes, within the stated cosine of float32 (the README's bound)", async () => {
+    const embedder = await loadEmbedder(model, { backend: 'cpu', cache: false, dtype: 'q8' });
+    try {
+      expect(embedder.dtype).toBe('q8');
+      const { embeddings } = await embedder.embed(texts.map((t) => t.text));
+      const cosines = texts.map((t, i) => cosine(embeddings[i], t.embedding));
+      expect(cosines.reduce((a, b) => a + b, 0) / cosines.length).toBeGreaterThanOrEqual(0.999);
+      expect(Math.min(...cosines)).toBeGreaterThanOrEqual(0.995);
+      // Not float32 under another name: quantization moves the vectors.
+      expect(cosines.some((c) => c < 0.99999)).toBe(true);
+    } finally {
+      await embedder.dispose();
+    }
+  });
+
+  it('refuses an unknown option, an unknown dtype, and a cache that is not one', async () => {
     await expect(loadEmbedder(model, { backends: 'cpu' } as never)).rejects.toThrow(/backends/);
-    await expect(loadEmbedder(model, { dtype: 'q8' } as never)).rejects.toThrow(ConfigError);
+    await expect(loadEmbedder(model, { dtype: 'fp16' } as never)).rejects.toThrow(/dtype.*'fp32' or 'q8'.*fp16/);
     await expect(loadEmbedder(model, { cache: {} as never })).rejects.toThrow(/cache/);
   });
 });

@@ -4,7 +4,7 @@ import type { Browser, Page } from 'puppeteer-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { Harness } from './browser/harness.js';
 import { bundleBrowserEntry, chromiumSuite, launchChromium } from './helpers/chromium.js';
-import { expectClose, FIXTURE_NAMES, FIXTURES, reference, TOLERANCE } from './helpers/fixtures.js';
+import { cosine, expectClose, FIXTURE_NAMES, FIXTURES, reference, TOLERANCE } from './helpers/fixtures.js';
 import { startPageServer } from '../scripts/browser/page-server.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -14,7 +14,7 @@ import { tempDir } from './helpers/tmp.js';
  * backend, the Cache API round trip, failures as typed errors, the worker.
  */
 
-const WASM = fileURLToPath(new URL('../wasm/tfjs/', import.meta.url));
+const WASM = fileURLToPath(new URL('../wasm/', import.meta.url));
 const suite = chromiumSuite();
 
 suite('in headless Chromium', () => {
@@ -32,7 +32,7 @@ suite('in headless Chromium', () => {
     const app = tempDir();
     await bundleBrowserEntry(app, { 'browser/harness': 'test/browser/harness.ts' });
     writeFileSync(`${app}/index.html`, '<!doctype html><meta charset="utf-8"><title>harness</title><script type="module" src="browser/harness.js"></script>');
-    server = await startPageServer({ '/app/': app, '/wasm/tfjs/': WASM, '/models/': FIXTURES }, { hubFolder: `${FIXTURES}nomic-tiny` });
+    server = await startPageServer({ '/app/': app, '/wasm/': WASM, '/models/': FIXTURES }, { hubFolder: `${FIXTURES}nomic-tiny` });
     model = (fixture) => `/models/${fixture}/`;
     browser = await launchChromium();
     page = await browser.newPage();
@@ -63,9 +63,29 @@ suite('in headless Chromium', () => {
         // Cross-origin isolated: tfjs takes its threaded build.
         expect(loaded.isolated).toBe(true);
         expect(loaded.threads).toBeGreaterThan(1);
+        // The projections run on our product kernel, as in Node, not on tfjs's matMul.
+        const kernels = await call('kernelsOf', [texts[0].text]);
+        expect(kernels).toContain('NomicF32MatMul');
       }
     }
     await call('dispose');
+  });
+
+  it("wasm q8: our int8 kernel on every thread, within the stated cosine of float32; webgpu refuses it before downloading", async () => {
+    const loaded = await call('load', model('nomic-tiny'), { backend: 'wasm', cache: false, dtype: 'q8' });
+    expect(loaded.dtype).toBe('q8');
+    const texts = reference('nomic-tiny').texts;
+    const { embeddings } = await call('embed', texts.map((t) => t.text));
+    const cosines = texts.map((t, i) => cosine(embeddings[i], t.embedding));
+    expect(cosines.reduce((a, b) => a + b, 0) / cosines.length).toBeGreaterThanOrEqual(0.999);
+    expect(Math.min(...cosines)).toBeGreaterThanOrEqual(0.995);
+    expect(cosines.some((c) => c < 0.99999)).toBe(true);
+    expect(await call('kernelsOf', [texts[0].text])).toContain('NomicQ8MatMul');
+    await call('dispose');
+    const weights = '/models/nomic-tiny/model.safetensors';
+    const before = server.count(weights);
+    expect(await call('failedLoad', model('nomic-tiny'), { backend: 'webgpu', cache: false, dtype: 'q8' })).toMatchObject({ name: 'ConfigError', ours: true, message: expect.stringMatching(/q8/) });
+    expect(server.count(weights)).toBe(before);
   });
 
   it('auto passes over the software adapter and runs wasm', async () => {
@@ -85,6 +105,7 @@ suite('in headless Chromium', () => {
       const loaded = await fresh.evaluate((m) => (globalThis as unknown as { harness: Harness }).harness.load(m, { backend: 'wasm', cache: false }), model('nomic-tiny'));
       expect(loaded.backend).toBe('wasm');
       expect(server.requests.slice(before).filter((r) => r.path.endsWith('.wasm')).map((r) => r.path)).toContain('/wasm/tfjs/tfjs-backend-wasm-threaded-simd.wasm');
+      expect(server.requests.slice(before).map((r) => r.path)).toContain('/wasm/q8-kernels-shared.wasm');
     } finally {
       await fresh.close();
       await call('dispose');

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { q8KernelModule } from '../src/backends/q8/kernel-file.js';
 import { instantiateQ8Kernels, type WasmMemory } from '../src/backends/q8/kernel-module.js';
 import * as tf from '@tensorflow/tfjs-core';
 import { F32Packer, packF32Weight, placeInJs } from '../src/backends/q8/q8-packer.js';
@@ -26,7 +27,7 @@ function matrix(rows: number, columns: number, seed: number, spread = 1): Float3
 function onMemory(shared: boolean) {
   const Memory = (globalThis as unknown as { WebAssembly: { Memory: new (d: object) => WasmMemory } }).WebAssembly.Memory;
   const memory = new Memory({ initial: 64, maximum: 65536, shared });
-  const kernels = instantiateQ8Kernels(memory);
+  const kernels = instantiateQ8Kernels(q8KernelModule(shared), memory);
   let next = 64;
   const place = (bytes: number) => {
     const at = next;

@@ -5,6 +5,8 @@ import type { NomicBertModel } from '../model/nomic-bert.js';
 import { DTYPES, type Dtype } from '../model/projection.js';
 import { installCpuQ8 } from './q8/cpu-q8.js';
 import { F32Packer, placeInJs, QuantizingPacker } from './q8/q8-packer.js';
+import { q8KernelModule } from './q8/kernel-file.js';
+import { spawnNodeHelpers } from './q8/node-helpers.js';
 import { installWasmQ8, placeInWasmHeap, wasmProductKernelsInstalled } from './q8/wasm-q8.js';
 import { POLICIES, type BackendPolicy } from './policy.js';
 import type { BackendName, BackendSettings } from './select.js';
@@ -90,7 +92,10 @@ const WASM: Backend = {
     warnOnce(installWasmSlice());
     warnOnce(installWasmGather(version_wasm));
     warnOnce(installWasmFusedKernels(version_wasm));
-    wasmQ8Failure = installWasmQ8(version_wasm);
+    wasmQ8Failure = installWasmQ8(version_wasm, {
+      module: q8KernelModule,
+      helpers: (module, memory) => (wasmThreadCount() > 1 ? spawnNodeHelpers(module, memory, wasmThreadCount() - 1) : undefined),
+    });
     return undefined;
   },
   dtypes: () => (wasmQ8Failure === undefined ? { supported: DTYPES } : { supported: ['fp32'], q8Failure: wasmQ8Failure }),

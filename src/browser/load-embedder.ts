@@ -2,11 +2,12 @@ import { Embedder, warmUp } from '../embedder-core.js';
 import type { ResponseCache } from '../download/fetch-cached.js';
 import { ConfigError, InputError } from '../errors.js';
 import { loadModelFromBytes } from '../model/load-model-bytes.js';
+import { DTYPES, type Dtype } from '../model/projection.js';
 import { checkChoice, checkInteger, checkOptionNames, describe } from '../options.js';
 import { TextTokenizer } from '../pipeline/tokenizer.js';
 import { LocalRunner } from '../pool/local-runner.js';
 import { DEFAULT_CACHE_NAME, fetchModelFiles, type ModelFilesOptions } from './model-files.js';
-import { PAGE_BACKENDS, startPageBackend, type PageBackendChoice, type WasmPaths } from './page-backend.js';
+import { PAGE_BACKENDS, startPageBackend, type PageBackendChoice, type StartedBackend, type WasmPaths } from './page-backend.js';
 
 export interface PageLoadOptions extends ModelFilesOptions {
   /** `auto` takes WebGPU on a hardware adapter, else wasm. @default 'auto' */
@@ -19,8 +20,8 @@ export interface PageLoadOptions extends ModelFilesOptions {
   readonly maxLength?: number;
   /** Dynamic NTK rotary scaling factor, replacing the config's. @default the config's */
   readonly rotaryScalingFactor?: number | null;
-  /** Weight precision; a page runs `fp32` (q8's kernels are Node's for now). @default 'fp32' */
-  readonly dtype?: 'fp32';
+  /** Weight precision: `q8` holds the projections as int8 and runs them on our int8 kernel (wasm; cpu, slowly). @default 'fp32' */
+  readonly dtype?: Dtype;
 }
 
 export const PAGE_LOAD_OPTION_NAMES = Object.keys({
@@ -42,6 +43,9 @@ export const PAGE_LOAD_OPTION_NAMES = Object.keys({
 export async function loadEmbedder(source: string, options: PageLoadOptions = {}): Promise<Embedder> {
   checkPageOptions(options);
   const starting = startPageBackend(options.backend ?? 'auto', { wasmPaths: options.wasmPaths, threads: options.threads });
+  const dtype = options.dtype ?? 'fp32';
+  // Whether the backend runs q8 is known once it has started: before the download, not after it.
+  if (dtype !== 'fp32') packerFor(await starting, dtype);
   let files;
   try {
     files = await fetchModelFiles(source, options, await openCache(options.cache));
@@ -50,7 +54,8 @@ export async function loadEmbedder(source: string, options: PageLoadOptions = {}
     throw error;
   }
   const backend = await starting;
-  const model = loadModelFromBytes(files.config, files.weights, modelOverrides(files.weightsUrl, options), backend.allocate);
+  const packer = packerFor(backend, dtype);
+  const model = loadModelFromBytes(files.config, files.weights, modelOverrides(files.weightsUrl, options), backend.allocate, packer);
   // From here the model holds its weights on the backend: a failure frees them.
   try {
     const tokenizer = TextTokenizer.fromFiles(files.tokenizer, model.config.n_positions, options.maxLength);
@@ -59,7 +64,7 @@ export async function loadEmbedder(source: string, options: PageLoadOptions = {}
       modelName: files.name,
       machineBytes: machineBytes(),
       device: backend.device,
-      dtype: 'fp32',
+      dtype,
     });
     await warmUp(embedder);
     return embedder;
@@ -67,6 +72,13 @@ export async function loadEmbedder(source: string, options: PageLoadOptions = {}
     model.dispose();
     throw error;
   }
+}
+
+/** How the backend makes the projections for `dtype`; a {@link ConfigError} where it cannot run it. */
+function packerFor(backend: StartedBackend, dtype: Dtype) {
+  const packer = backend.packer(dtype);
+  if (typeof packer === 'string') throw new ConfigError('dtype', dtype, `not on the ${backend.policy.name} backend here: ${packer}`);
+  return packer;
 }
 
 /** The weights' label in errors, and the config fields the options replace. */
@@ -79,9 +91,7 @@ function checkPageOptions(options: PageLoadOptions): void {
   if (options.backend !== undefined) checkChoice('backend', options.backend, ['auto', ...PAGE_BACKENDS]);
   if (options.maxLength !== undefined) checkInteger('maxLength', options.maxLength, 2);
   if (options.threads !== undefined) checkInteger('threads', options.threads, 1);
-  if (options.dtype !== undefined && options.dtype !== 'fp32') {
-    throw new ConfigError('dtype', options.dtype, "not in a web page yet: q8's kernels run in Node (wasm and cpu); use 'fp32'");
-  }
+  if (options.dtype !== undefined) checkChoice('dtype', options.dtype, DTYPES);
   for (const name of ['revision', 'endpoint', 'token', 'weightsFile'] as const) {
     const value = options[name];
     if (value !== undefined && (typeof value !== 'string' || value === '')) throw new InputError(name, `must be a non-empty string, got ${describe(value)}`);

@@ -10,7 +10,12 @@ import { installWasmSlice } from '../backends/wasm-slice.js';
 import { describeAdapter, type AdapterLike, type GpuAdapterReport } from '../backends/webgpu/adapter.js';
 import { guardWebGpuBatch, startWebGpu } from '../backends/webgpu/device.js';
 import { BackendError } from '../errors.js';
-import type { TensorAllocator } from '../model/build-model.js';
+import type { TensorAllocator, WeightPacker } from '../model/build-model.js';
+import { installCpuQ8 } from '../backends/q8/cpu-q8.js';
+import { F32Packer, placeInJs, QuantizingPacker } from '../backends/q8/q8-packer.js';
+import type { Dtype } from '../model/projection.js';
+import { placeInWasmHeap, wasmProductKernelsInstalled } from '../backends/q8/wasm-q8.js';
+import { installPageKernels } from './page-kernels.js';
 import { yieldToEventLoop } from './yield.js';
 
 /**
@@ -24,8 +29,20 @@ export type PageBackendName = 'webgpu' | 'wasm' | 'cpu';
 export type PageBackendChoice = PageBackendName | 'auto';
 export const PAGE_BACKENDS: readonly PageBackendName[] = ['webgpu', 'wasm', 'cpu'];
 
-/** The `.wasm` files of tfjs-backend-wasm: a URL prefix ending in `/`, or a URL per file name (as tfjs's `setWasmPaths`). */
-export type WasmPaths = string | Partial<Record<'tfjs-backend-wasm.wasm' | 'tfjs-backend-wasm-simd.wasm' | 'tfjs-backend-wasm-threaded-simd.wasm', string>>;
+/** The `.wasm` files tfjs-backend-wasm starts and our product kernels, as the package's `wasm/` and `wasm/tfjs/` hold them. */
+export type WasmFileName =
+  | 'tfjs-backend-wasm.wasm'
+  | 'tfjs-backend-wasm-simd.wasm'
+  | 'tfjs-backend-wasm-threaded-simd.wasm'
+  | 'q8-kernels.wasm'
+  | 'q8-kernels-shared.wasm';
+
+/**
+ * Where the `.wasm` files are: a URL prefix ending in `/` that holds them
+ * all, or a URL per file name (as tfjs's `setWasmPaths`; a file left out of
+ * the map is taken from the package's copy).
+ */
+export type WasmPaths = string | Partial<Record<WasmFileName, string>>;
 
 export interface StartedBackend {
   readonly policy: BackendPolicy;
@@ -34,6 +51,12 @@ export interface StartedBackend {
   readonly device?: GpuAdapterReport;
   /** How weights are made on it: straight into the wasm heap there, else tfjs's own upload. */
   readonly allocate?: TensorAllocator;
+  /**
+   * How the projections are made for `dtype`: q8 codes, or fp32 packed for
+   * our kernel where it runs (undefined: plain weights); a string says why
+   * `dtype` cannot run here.
+   */
+  readonly packer: (dtype: Dtype) => WeightPacker | undefined | string;
 }
 
 interface GpuLike {
@@ -84,10 +107,11 @@ const START: Record<PageBackendName, (picking: boolean, options: PageBackendOpti
     await import('@tensorflow/tfjs-backend-webgpu');
     await activate('webgpu');
     startWebGpu(tf.backend(), report);
-    return { policy: POLICIES.webgpu, guard: guardWebGpuBatch, threads: 1, device: report };
+    return { policy: POLICIES.webgpu, guard: guardWebGpuBatch, threads: 1, device: report, packer: (dtype) => (dtype === 'q8' ? NO_Q8_ON_GPU : undefined) };
   },
   wasm: async (_picking, { wasmPaths, threads }) => {
-    setWasmPaths(wasmPaths ?? (packagedWasmPaths() as Record<string, string>));
+    const path = wasmPath(wasmPaths);
+    setWasmPaths(Object.fromEntries(TFJS_WASM_FILES.map((file) => [file, path(file)])));
     // tfjs takes half the cores (at most 4) by default; as in Node, all of them unless told.
     const wanted = threads ?? Math.max(1, navigatorOf().hardwareConcurrency ?? 1);
     setThreadsCount(wanted);
@@ -95,13 +119,29 @@ const START: Record<PageBackendName, (picking: boolean, options: PageBackendOpti
     for (const failure of [installWasmSlice(version_wasm), installWasmGather(version_wasm), installWasmFusedKernels(version_wasm)]) {
       if (failure !== undefined) console.warn(failure);
     }
-    return { policy: POLICIES.wasm, guard: yieldFirst, threads: getThreadsCount(), allocate: allocateInWasmHeap };
+    const kernelFailure = await installPageKernels(path, getThreadsCount() - 1);
+    if (kernelFailure !== undefined) console.warn(kernelFailure);
+    return {
+      policy: POLICIES.wasm,
+      guard: yieldFirst,
+      threads: getThreadsCount(),
+      allocate: allocateInWasmHeap,
+      // As Node's wasm backend loads: q8 codes, or fp32 packed for our kernel, which holds that copy only.
+      packer: (dtype) => {
+        if (!wasmProductKernelsInstalled()) return dtype === 'q8' ? kernelFailure : undefined;
+        if (dtype === 'q8') return new QuantizingPacker(placeInWasmHeap);
+        return new F32Packer(placeInWasmHeap, (shape, weight) => allocateInWasmHeap(shape, (target) => target.set(weight)));
+      },
+    };
   },
   cpu: async () => {
     await activate('cpu');
-    return { policy: POLICIES.cpu, guard: yieldFirst, threads: 1 };
+    installCpuQ8();
+    return { policy: POLICIES.cpu, guard: yieldFirst, threads: 1, packer: (dtype) => (dtype === 'q8' ? new QuantizingPacker(placeInJs) : undefined) };
   },
 };
+
+const NO_Q8_ON_GPU = 'webgpu has no q8 kernel; q8 runs on wasm and cpu';
 
 /** Batches on the CPU run synchronously: each waits for a turn of the event loop first, so the page (or an abort) is not shut out for a whole call. */
 const yieldFirst: BatchGuard = async (run) => {
@@ -148,10 +188,23 @@ async function activate(name: PageBackendName): Promise<void> {
  * `new URL('…', import.meta.url)` with literal paths, which bundlers (Vite,
  * webpack 5, esbuild with a loader) recognise and copy.
  */
-function packagedWasmPaths(): WasmPaths {
+function packagedWasmPaths(): Record<WasmFileName, string> {
   return {
     'tfjs-backend-wasm.wasm': new URL('../../wasm/tfjs/tfjs-backend-wasm.wasm', import.meta.url).href,
     'tfjs-backend-wasm-simd.wasm': new URL('../../wasm/tfjs/tfjs-backend-wasm-simd.wasm', import.meta.url).href,
     'tfjs-backend-wasm-threaded-simd.wasm': new URL('../../wasm/tfjs/tfjs-backend-wasm-threaded-simd.wasm', import.meta.url).href,
+    'q8-kernels.wasm': new URL('../../wasm/q8-kernels.wasm', import.meta.url).href,
+    'q8-kernels-shared.wasm': new URL('../../wasm/q8-kernels-shared.wasm', import.meta.url).href,
+  };
+}
+
+const TFJS_WASM_FILES = ['tfjs-backend-wasm.wasm', 'tfjs-backend-wasm-simd.wasm', 'tfjs-backend-wasm-threaded-simd.wasm'] as const;
+
+/** Each file's URL under `wasmPaths`: the prefix's, the map's, else the package's copy. */
+function wasmPath(wasmPaths: WasmPaths | undefined): (file: string) => string {
+  const packaged = packagedWasmPaths();
+  return (file) => {
+    if (typeof wasmPaths === 'string') return `${wasmPaths}${file}`;
+    return wasmPaths?.[file as WasmFileName] ?? packaged[file as WasmFileName];
   };
 }

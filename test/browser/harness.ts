@@ -5,6 +5,7 @@
  * come back as plain data (vectors as arrays), errors as their class name,
  * whether they are this package's, and their fields.
  */
+import * as tf from '@tensorflow/tfjs-core';
 import * as lib from '../../src/browser/index.js';
 import type { Embedder, PageLoadOptions, WorkerEmbedder } from '../../src/browser/index.js';
 
@@ -28,13 +29,19 @@ async function loadWith(load: (source: string, options: PageLoadOptions) => Prom
   const progress: [string, number, number | undefined][] = [];
   const loaded = await load(source, { ...options, onProgress: (f, l, t) => progress.push([f, l, t]) });
   embedder = loaded;
-  return { backend: loaded.backend, device: loaded.device, threads: loaded.threads, modelName: loaded.modelName, isolated: (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated, progress };
+  return { backend: loaded.backend, dtype: loaded.dtype, device: loaded.device, threads: loaded.threads, modelName: loaded.modelName, isolated: (globalThis as { crossOriginIsolated?: boolean }).crossOriginIsolated, progress };
 }
 
 const harness = {
   load: (source: string, options: PageLoadOptions = {}) => loadWith(lib.loadEmbedder, source, options),
 
   loadInWorker: (source: string, options: PageLoadOptions = {}) => loadWith(lib.createEmbedderWorker, source, options),
+
+  /** The kernels one call runs on this thread's tfjs (not a worker's). */
+  async kernelsOf(texts: string[]) {
+    const info = await tf.profile(async () => void (await embedder!.embed(texts)));
+    return [...new Set(info.kernels.map((k) => k.name))];
+  },
 
   async embed(texts: string[], options: Parameters<Embedder['embed']>[1] = {}) {
     const { embeddings, stats } = await embedder!.embed(texts, options);

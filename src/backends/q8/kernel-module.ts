@@ -1,6 +1,3 @@
-import { readFileSync } from 'node:fs';
-import { KERNEL_FOLDER, Q8_KERNEL_FILES } from './kernel-files.js';
-
 /** The exports of the q8 kernel module; every argument is a byte address in the memory it was given, or a count. */
 export interface Q8Kernels {
   quantize_rows(x: number, rows: number, k: number, codes: number, scales: number): void;
@@ -29,34 +26,25 @@ export interface WasmMemory {
   readonly buffer: ArrayBuffer | SharedArrayBuffer;
   grow(pages: number): number;
 }
-type WasmModule = object;
+/** A compiled kernel module: `WebAssembly.Module`, which the project's types do not declare. */
+export type WasmModule = object;
 interface WasmApi {
   Module: new (bytes: Uint8Array) => WasmModule;
   Instance: new (module: WasmModule, imports: object) => { exports: object };
 }
 const Wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
 
-const compiled = new Map<boolean, WasmModule>();
-
-/** The compiled module for a shared or an unshared memory, read from the package's `wasm/` folder once. */
-export function q8KernelModule(sharedMemory: boolean): WasmModule {
-  let module = compiled.get(sharedMemory);
-  if (module === undefined) {
-    const file = new URL(sharedMemory ? Q8_KERNEL_FILES.shared : Q8_KERNEL_FILES.single, KERNEL_FOLDER);
-    let bytes: Uint8Array;
-    try {
-      bytes = readFileSync(file);
-    } catch (error) {
-      throw new Error(`the q8 kernels are missing (${file.pathname}): run \`npm run build\`, which assembles them`, { cause: error });
-    }
-    module = new Wasm.Module(bytes);
-    compiled.set(sharedMemory, module);
-  }
-  return module;
+/** Whether `memory` is shared (the threaded build's heap): the kernel module must be the one built for it. */
+export function isSharedMemory(memory: WasmMemory): boolean {
+  return typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
 }
 
-/** The kernels running on `memory`: it must be the memory the module was built for (shared or not). */
-export function instantiateQ8Kernels(memory: WasmMemory): Q8Kernels {
-  const shared = typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer;
-  return new Wasm.Instance(q8KernelModule(shared), { env: { memory } }).exports as unknown as Q8Kernels;
+/** Compiles an assembled kernel module (Node reads it from the package, a page fetches it). */
+export function compileQ8Kernels(bytes: Uint8Array): WasmModule {
+  return new Wasm.Module(bytes);
+}
+
+/** The kernels of `module` running on `memory`, which must be the kind of memory the module was built for (shared or not). */
+export function instantiateQ8Kernels(module: WasmModule, memory: WasmMemory): Q8Kernels {
+  return new Wasm.Instance(module, { env: { memory } }).exports as unknown as Q8Kernels;
 }

@@ -1,5 +1,4 @@
-import { Worker } from 'node:worker_threads';
-import type { Q8Kernels, WasmMemory } from './kernel-module.js';
+import type { Q8Kernels } from './kernel-module.js';
 
 /**
  * Our products (q8 and float32) on every core: threads of our own that share the threaded
@@ -26,10 +25,12 @@ export const MIN_ROWS_PER_THREAD = 16;
 /** Below this many columns per thread (a product of a few rows is then microseconds), waking a helper costs more than it saves. */
 export const MIN_COLUMNS_PER_THREAD = 64;
 
-/** The helper's whole program; an eval'd worker, so that it loads from `src/` and `dist/` alike. */
-const HELPER = `
-const { workerData } = require('node:worker_threads');
-const { module, memory, control, index } = workerData;
+/**
+ * A helper's loop, as the source of a function of `(module, memory, control,
+ * index)`: Node's worker threads and a page's Web Workers each wrap it in
+ * the way they receive those four (see `node-helpers.ts`, `page-kernels.ts`).
+ */
+export const HELPER_LOOP = `
 const { gemm, gemm_f32 } = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const c = new Int32Array(control);
 const base = ${SLOTS} * (index + 1);
@@ -64,27 +65,49 @@ export function productShares(m: number, n: number, threads: number): [number, n
   return Array.from({ length: byColumns }, (_, i) => [0, m, Math.min(n, i * share), i === byColumns - 1 ? n : Math.min(n, (i + 1) * share)]);
 }
 
+/** Threads running {@link HELPER_LOOP} on one control block. */
+export interface ProductHelpers {
+  readonly control: Int32Array;
+  /** Helper i runs with index i. */
+  readonly threads: readonly { terminate(): unknown }[];
+}
+
+/** The control block for `helpers` helpers: shared where there are any, so a runtime without SharedArrayBuffer runs the kernels too. */
+export function helperControl(helpers: number): Int32Array {
+  const bytes = (helpers + 1) * SLOTS * 4;
+  return new Int32Array(helpers > 0 ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
+}
+
+/** No helpers: the calling thread runs every product. */
+export const NO_HELPERS: ProductHelpers = { control: helperControl(0), threads: [] };
+
+/**
+ * Whether this thread may block in `Atomics.wait`: a page's main thread may
+ * not (it spins on the helpers' answers instead, as Emscripten's threads do
+ * there).
+ */
+function mayBlock(): boolean {
+  try {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 1);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export class Q8ThreadPool {
   private readonly control: Int32Array;
-  private readonly workers: Worker[];
+  private readonly workers: readonly { terminate(): unknown }[];
+  private readonly blocks: boolean;
   private generation = 0;
 
-  /** `helpers` threads besides the caller's, on `memory` (shared; none needed without helpers), running `module`. */
   constructor(
-    module: object,
-    memory: WasmMemory | undefined,
-    helpers: number,
     private readonly kernels: Q8Kernels,
+    helpers: ProductHelpers = NO_HELPERS,
   ) {
-    // Without helpers nothing is shared, and a runtime without SharedArrayBuffer runs the kernels too.
-    const bytes = (helpers + 1) * SLOTS * 4;
-    this.control = new Int32Array(helpers > 0 ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
-    this.workers = Array.from({ length: helpers }, (_, index) => {
-      const worker = new Worker(HELPER, { eval: true, workerData: { module, memory, control: this.control.buffer, index } });
-      // Idle helpers wait on the control block; they must not keep the process alive.
-      worker.unref();
-      return worker;
-    });
+    this.control = helpers.control;
+    this.workers = helpers.threads;
+    this.blocks = this.workers.length === 0 || mayBlock();
   }
 
   get threads(): number {
@@ -116,7 +139,9 @@ export class Q8ThreadPool {
     for (let i = 0; i < this.workers.length; i++) {
       const done = SLOTS * (i + 1) + DONE;
       // Wait on the very value compared: loading it again for the wait could read the helper's answer and sleep on it for ever.
-      for (let seen = Atomics.load(this.control, done); seen !== generation; seen = Atomics.load(this.control, done)) Atomics.wait(this.control, done, seen);
+      for (let seen = Atomics.load(this.control, done); seen !== generation; seen = Atomics.load(this.control, done)) {
+        if (this.blocks) Atomics.wait(this.control, done, seen);
+      }
     }
   }
 

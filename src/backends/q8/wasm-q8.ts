@@ -1,9 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { CODE_ALIGNMENT_BYTES, F32_MATMUL, Q8_MATMUL } from '../../model/projection.js';
 import { WASM_INTERNALS_VERSION, type WasmBackendInternals } from '../wasm-internals.js';
-import { wasmThreadCount } from '../wasm-threads.js';
-import { instantiateQ8Kernels, q8KernelModule, type Q8Kernels, type WasmMemory } from './kernel-module.js';
-import { Q8ThreadPool } from './q8-threads.js';
+import { instantiateQ8Kernels, isSharedMemory, type Q8Kernels, type WasmMemory, type WasmModule } from './kernel-module.js';
+import { Q8ThreadPool, type ProductHelpers } from './q8-threads.js';
 import type { CodePlacer } from './q8-packer.js';
 
 /**
@@ -18,9 +17,18 @@ const ALIGNMENT = CODE_ALIGNMENT_BYTES;
 const align = (address: number) => Math.ceil(address / ALIGNMENT) * ALIGNMENT;
 
 let kernels: Q8Kernels | undefined;
-/** On the threaded build, helpers that split each product with the calling thread; made at the first q8 product. */
+/** On the threaded build, with helpers that split each product with the calling thread. */
 let pool: Q8ThreadPool | undefined;
-let threadedMemory: WasmMemory | undefined;
+
+/**
+ * What the kernels need from the runtime, for the heap they run on: the
+ * module assembled for it (shared or not), and on a shared heap the helper
+ * threads (Node's worker threads, a page's Web Workers; none on one thread).
+ */
+export interface ProductKernelSetup {
+  module(shared: boolean): WasmModule;
+  helpers(module: WasmModule, memory: WasmMemory): ProductHelpers | undefined;
+}
 
 function backendInternals(): WasmBackendInternals {
   return tf.findBackend('wasm') as unknown as WasmBackendInternals;
@@ -30,20 +38,26 @@ function memoryOf(backend: WasmBackendInternals): WasmMemory | undefined {
   return backend.wasm.wasmMemory ?? backend.wasm.asm?.memory;
 }
 
+/** The started wasm backend's heap, where tfjs 4.22 keeps it; undefined before it starts. */
+export function wasmBackendMemory(): WasmMemory | undefined {
+  const backend = backendInternals();
+  return backend === null ? undefined : memoryOf(backend);
+}
+
 /**
  * Registers our product kernels once per process on the release whose
  * internals they read; call after the wasm backend has started. Returns why
  * they cannot run here (then `dtype: 'q8'` cannot, and float32 products are
  * XNNPACK's), or undefined.
  */
-export function installWasmQ8(wasmVersion: string): string | undefined {
+export function installWasmQ8(wasmVersion: string, setup: ProductKernelSetup): string | undefined {
   if (kernels !== undefined) return undefined;
   if (wasmVersion !== WASM_INTERNALS_VERSION) return `q8 needs @tensorflow/tfjs-backend-wasm ${WASM_INTERNALS_VERSION}, whose memory its kernel reads; this is ${wasmVersion}`;
-  const backend = backendInternals();
-  const memory = backend === null ? undefined : memoryOf(backend);
+  const memory = wasmBackendMemory();
   if (memory === undefined) return 'the wasm backend has not started, or its memory is not where tfjs 4.22 keeps it';
-  kernels = instantiateQ8Kernels(memory);
-  if (typeof SharedArrayBuffer !== 'undefined' && memory.buffer instanceof SharedArrayBuffer) threadedMemory = memory;
+  const module = setup.module(isSharedMemory(memory));
+  kernels = instantiateQ8Kernels(module, memory);
+  pool = new Q8ThreadPool(kernels, isSharedMemory(memory) ? setup.helpers(module, memory) : undefined);
   tf.registerKernel({ kernelName: Q8_MATMUL, backendName: 'wasm', kernelFunc: q8MatMul as unknown as tf.KernelFunc });
   tf.registerKernel({ kernelName: F32_MATMUL, backendName: 'wasm', kernelFunc: f32MatMul as unknown as tf.KernelFunc });
   return undefined;
@@ -59,7 +73,7 @@ function f32MatMul({ inputs, attrs, backend }: { inputs: { x: tf.TensorInfo; pac
   const N = attrs.columns;
   const out = backend.makeOutput([M, N], 'float32');
   const offset = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId)!.memoryOffset;
-  productPool().run('gemm_f32', [offset(inputs.x), M, K, align(offset(inputs.packed)), N, offset(out)], M, N);
+  pool!.run('gemm_f32', [offset(inputs.x), M, K, align(offset(inputs.packed)), N, offset(out)], M, N);
   return out;
 }
 
@@ -74,21 +88,13 @@ function q8MatMul({ inputs, backend }: { inputs: { x: tf.TensorInfo; codes: tf.T
     const codes = align(scratch);
     const rowScales = align(codes + M * K * 2);
     kernels!.quantize_rows(offset(inputs.x), M, K, codes, rowScales);
-    productPool().run('gemm', [codes, rowScales, M, K, align(offset(inputs.codes)), offset(inputs.scales), N, offset(out)], M, N);
+    pool!.run('gemm', [codes, rowScales, M, K, align(offset(inputs.codes)), offset(inputs.scales), N, offset(out)], M, N);
   } finally {
     backend.wasm._free(scratch);
   }
   return out;
 }
 
-/** The thread pool for the backend's threads (one thread, the caller alone, on the single-threaded build). */
-function productPool(): Q8ThreadPool {
-  if (pool === undefined) {
-    const helpers = threadedMemory === undefined ? 0 : wasmThreadCount() - 1;
-    pool = new Q8ThreadPool(q8KernelModule(threadedMemory !== undefined), threadedMemory, helpers, kernels!);
-  }
-  return pool;
-}
 
 /** Codes in the wasm heap, from the tensor's first 64-byte boundary, where the kernel reads them. */
 export const placeInWasmHeap: CodePlacer = (words, write) => {

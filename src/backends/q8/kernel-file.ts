@@ -1,0 +1,22 @@
+import { readFileSync } from 'node:fs';
+import { compileQ8Kernels, type WasmModule } from './kernel-module.js';
+import { KERNEL_FOLDER, Q8_KERNEL_FILES } from './kernel-files.js';
+
+const compiled = new Map<boolean, WasmModule>();
+
+/** Node: the compiled module for a shared or an unshared memory, read from the package's `wasm/` folder once. */
+export function q8KernelModule(sharedMemory: boolean): WasmModule {
+  let module = compiled.get(sharedMemory);
+  if (module === undefined) {
+    const file = new URL(sharedMemory ? Q8_KERNEL_FILES.shared : Q8_KERNEL_FILES.single, KERNEL_FOLDER);
+    let bytes: Uint8Array;
+    try {
+      bytes = readFileSync(file);
+    } catch (error) {
+      throw new Error(`the q8 kernels are missing (${file.pathname}): run \`npm run build\`, which assembles them`, { cause: error });
+    }
+    module = compileQ8Kernels(bytes);
+    compiled.set(sharedMemory, module);
+  }
+  return module;
+}
