@@ -4,10 +4,10 @@ import { loadModel, loadModelConcurrently, type LoadModelOptions } from '../mode
 import type { NomicBertModel } from '../model/nomic-bert.js';
 import { DTYPES, type Dtype } from '../model/projection.js';
 import { installCpuQ8 } from './q8/cpu-q8.js';
-import { F32Packer, placeInJs, QuantizingPacker } from './q8/q8-packer.js';
+import { placeInJs, QuantizingPacker } from './q8/q8-packer.js';
 import { q8KernelModule } from './q8/kernel-file.js';
 import { spawnNodeHelpers } from './q8/node-helpers.js';
-import { installWasmQ8, placeInWasmHeap, wasmProductKernelsInstalled } from './q8/wasm-q8.js';
+import { installWasmQ8, wasmKernelPacker, wasmProductKernelsInstalled } from './q8/wasm-q8.js';
 import { POLICIES, type BackendPolicy } from './policy.js';
 import type { BackendName, BackendSettings } from './select.js';
 import { allocateInWasmHeap, reserveWasmHeap, wasmHeapSlots } from './wasm-heap.js';
@@ -110,12 +110,7 @@ const WASM: Backend = {
    * `xnnpackPacker`). Single threaded: the same, one tensor after another.
    */
   loadModel: async (dir, options) => {
-    const packer = () =>
-      options.dtype === 'q8'
-        ? new QuantizingPacker(placeInWasmHeap)
-        : wasmProductKernelsInstalled()
-          ? new F32Packer(placeInWasmHeap, (shape, weight) => allocateInWasmHeap(shape, (target) => target.set(weight)))
-          : xnnpackPacker();
+    const packer = () => (options.dtype === 'q8' || wasmProductKernelsInstalled() ? wasmKernelPacker(options.dtype ?? 'fp32') : xnnpackPacker());
     const slots = wasmHeapSlots();
     if (slots !== undefined) return loadModelConcurrently(dir, options, slots, packer());
     return loadModel(dir, options, allocateInWasmHeap, packer());

@@ -12,9 +12,9 @@ import { guardWebGpuBatch, startWebGpu } from '../backends/webgpu/device.js';
 import { BackendError } from '../errors.js';
 import type { TensorAllocator, WeightPacker } from '../model/build-model.js';
 import { installCpuQ8 } from '../backends/q8/cpu-q8.js';
-import { F32Packer, placeInJs, QuantizingPacker } from '../backends/q8/q8-packer.js';
+import { placeInJs, QuantizingPacker } from '../backends/q8/q8-packer.js';
 import type { Dtype } from '../model/projection.js';
-import { placeInWasmHeap, wasmProductKernelsInstalled } from '../backends/q8/wasm-q8.js';
+import { wasmKernelPacker, wasmProductKernelsInstalled } from '../backends/q8/wasm-q8.js';
 import { installPageKernels } from './page-kernels.js';
 import { yieldToEventLoop } from './yield.js';
 
@@ -127,11 +127,7 @@ const START: Record<PageBackendName, (picking: boolean, options: PageBackendOpti
       threads: getThreadsCount(),
       allocate: allocateInWasmHeap,
       // As Node's wasm backend loads: q8 codes, or fp32 packed for our kernel, which holds that copy only.
-      packer: (dtype) => {
-        if (!wasmProductKernelsInstalled()) return dtype === 'q8' ? kernelFailure : undefined;
-        if (dtype === 'q8') return new QuantizingPacker(placeInWasmHeap);
-        return new F32Packer(placeInWasmHeap, (shape, weight) => allocateInWasmHeap(shape, (target) => target.set(weight)));
-      },
+      packer: (dtype) => (wasmProductKernelsInstalled() ? wasmKernelPacker(dtype) : dtype === 'q8' ? kernelFailure : undefined),
     };
   },
   cpu: async () => {

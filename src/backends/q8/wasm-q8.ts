@@ -3,7 +3,10 @@ import { CODE_ALIGNMENT_BYTES, F32_MATMUL, Q8_MATMUL } from '../../model/project
 import { WASM_INTERNALS_VERSION, type WasmBackendInternals } from '../wasm-internals.js';
 import { instantiateQ8Kernels, isSharedMemory, type Q8Kernels, type WasmMemory, type WasmModule } from './kernel-module.js';
 import { Q8ThreadPool, type ProductHelpers } from './q8-threads.js';
-import type { CodePlacer } from './q8-packer.js';
+import type { WeightPacker } from '../../model/build-model.js';
+import type { Dtype } from '../../model/projection.js';
+import { allocateInWasmHeap } from '../wasm-heap.js';
+import { F32Packer, QuantizingPacker, type CodePlacer } from './q8-packer.js';
 
 /**
  * Our products on the wasm backend, q8 and float32: our kernel module (`gemm-wat.ts`)
@@ -95,6 +98,12 @@ function q8MatMul({ inputs, backend }: { inputs: { x: tf.TensorInfo; codes: tf.T
   return out;
 }
 
+
+/** How our kernels' projections are made for `dtype` (once they are installed): q8 codes, or float32 packed, holding that copy only. */
+export function wasmKernelPacker(dtype: Dtype): WeightPacker {
+  if (dtype === 'q8') return new QuantizingPacker(placeInWasmHeap);
+  return new F32Packer(placeInWasmHeap, (shape, weight) => allocateInWasmHeap(shape, (target) => target.set(weight)));
+}
 
 /** Codes in the wasm heap, from the tensor's first 64-byte boundary, where the kernel reads them. */
 export const placeInWasmHeap: CodePlacer = (words, write) => {
