@@ -1,14 +1,16 @@
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createEmbedderWorker, type WorkerLike } from '../src/browser/embedder-worker.js';
 import { loadEmbedder } from '../src/browser/load-embedder.js';
 import { modelBaseUrl } from '../src/browser/model-files.js';
+import { runtimeEntryUrl } from '../src/browser/runtime-weights.js';
 import { serveEmbedder, type MessageScope } from '../src/browser/worker.js';
-import { DownloadError, InputError, SafetensorsError } from '../src/errors.js';
+import { DownloadError, InputError, NonFiniteWeightError, SafetensorsError } from '../src/errors.js';
 import type { ResponseCache } from '../src/download/fetch-cached.js';
+import { SafetensorsFile } from '../src/weights/safetensors.js';
 import { cosine, expectClose, FIXTURES, reference, TOLERANCE } from './helpers/fixtures.js';
 import { startPageServer } from '../scripts/browser/page-server.js';
 import { tempDir } from './helpers/tmp.js';
@@ -31,22 +33,54 @@ beforeAll(async () => {
   mkdirSync(join(broken, 'no-tokenizer'));
   for (const file of ['config.json', 'model.safetensors']) copyFileSync(join(FIXTURES, 'nomic-tiny', file), join(broken, 'no-tokenizer', file));
   writeFileSync(join(broken, 'no-tokenizer', 'tokenizer.json'), '{}');
+  // A model folder whose weights hold a NaN in a layer's fused q/k/v.
+  mkdirSync(join(broken, 'nan'));
+  for (const file of ['config.json', 'tokenizer.json']) copyFileSync(join(FIXTURES, 'nomic-tiny', file), join(broken, 'nan', file));
+  writeFileSync(join(broken, 'nan', 'model.safetensors'), withNaN(readFileSync(join(FIXTURES, 'nomic-tiny', 'model.safetensors')), 'encoder.layers.1.attn.Wqkv.weight', 5));
   server = await startPageServer({ '/models/': FIXTURES, '/broken/': broken }, { hubFolder: `${FIXTURES}nomic-tiny`, hubToken: 'hf_secret' });
   model = `${server.origin}/models/nomic-tiny/`;
 });
 afterAll(() => server.close());
 
-/** A cache object as the option allows: anything with the Cache API's match and put. */
-function memoryCache(): ResponseCache & { urls: string[] } {
+/** Safetensors bytes with element `index` of float32 tensor `name` set to NaN. */
+function withNaN(bytes: Buffer, name: string, index: number): Buffer {
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8')) as Record<string, { data_offsets: [number, number] }>;
+  const copy = Buffer.from(bytes);
+  copy.writeFloatLE(NaN, 8 + headerLength + header[name].data_offsets[0] + 4 * index);
+  return copy;
+}
+
+/** The layout of the weights a cache holds under `url`. */
+async function keptLayout(cache: ResponseCache, url: string) {
+  const kept = await cache.match(url);
+  const file = SafetensorsFile.fromBytes(await kept!.arrayBuffer(), url);
+  file.close();
+  return file.metadata.format === 'nomic-embed-tfjs' ? 'runtime' : 'hf';
+}
+
+/** The embedder matches the reference on its short texts (the long paragraph takes seconds on cpu, and the first test covers it). */
+async function expectReference(embedder: { embed(texts: string[]): Promise<{ embeddings: Float32Array[] }> }) {
+  const short = texts.filter((t) => t.text.length < 200);
+  const { embeddings } = await embedder.embed(short.map((t) => t.text));
+  short.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, `${t.name} embedding`));
+}
+
+/** A cache object as the option allows: anything with the Cache API's match and put (and here delete). */
+function memoryCache(): ResponseCache & { urls: string[]; stored: Map<string, Response> } {
   const stored = new Map<string, Response>();
   return {
     urls: [],
+    stored,
     async match(url: string) {
       return stored.get(url)?.clone();
     },
     async put(url: string, response: Response) {
       this.urls.push(url);
       stored.set(url, response);
+    },
+    async delete(url: string) {
+      return stored.delete(url);
     },
   };
 }
@@ -91,12 +125,71 @@ describe("the page's loadEmbedder (cpu, in Node)", () => {
     try {
       // Only the optional tokenizer_config.json, missing from the fixture, is asked for again.
       expect(server.requests.slice(before).map((r) => r.path)).toEqual(['/models/nomic-tiny/tokenizer_config.json']);
-      expect(cache.urls.map((u) => u.slice(model.length)).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json']);
+      expect(cache.urls.map((u) => u.slice(model.length)).sort()).toEqual(['config.json', `model.safetensors?nomic-embed-layout=runtime-1`, 'tokenizer.json']);
+      // The weights are kept converted, so a load from the cache has no transposing to do.
+      expect(await keptLayout(cache, runtimeEntryUrl(`${model}model.safetensors`))).toBe('runtime');
       const [a, b] = await Promise.all([first.embed([texts[0].text]), second.embed([texts[0].text])]);
       expect(b.embeddings[0]).toEqual(a.embeddings[0]);
+      texts.forEach((t, i) => i === 0 && expectClose(b.embeddings[0], t.embedding, TOLERANCE.embedding, `${t.name} embedding`));
     } finally {
       await Promise.all([first.dispose(), second.dispose()]);
     }
+  });
+
+  it("an earlier version's cache (the original file under its own URL) loads without a download, and is replaced by the runtime layout", async () => {
+    const cache = memoryCache();
+    const weightsUrl = `${model}model.safetensors`;
+    cache.stored.set(weightsUrl, new Response(readFileSync(join(FIXTURES, 'nomic-tiny', 'model.safetensors'))));
+    const before = server.count('/models/nomic-tiny/model.safetensors');
+    const embedder = await loadEmbedder(model, { backend: 'cpu', cache });
+    try {
+      expect(server.count('/models/nomic-tiny/model.safetensors')).toBe(before);
+      expect(cache.stored.has(weightsUrl)).toBe(false);
+      expect(await keptLayout(cache, runtimeEntryUrl(weightsUrl))).toBe('runtime');
+      await expectReference(embedder);
+    } finally {
+      await embedder.dispose();
+    }
+  });
+
+  it('a damaged runtime entry is downloaded again and replaced', async () => {
+    const cache = memoryCache();
+    const key = runtimeEntryUrl(`${model}model.safetensors`);
+    cache.stored.set(key, new Response(new Uint8Array(1000).fill(7)));
+    const before = server.count('/models/nomic-tiny/model.safetensors');
+    const embedder = await loadEmbedder(model, { backend: 'cpu', cache });
+    try {
+      expect(server.count('/models/nomic-tiny/model.safetensors')).toBe(before + 1);
+      expect(await keptLayout(cache, key)).toBe('runtime');
+      await expectReference(embedder);
+    } finally {
+      await embedder.dispose();
+    }
+  });
+
+  it('a cache that refuses the weights costs a warning, not the load; the next load downloads them again', async () => {
+    const cache = memoryCache();
+    const put = cache.put.bind(cache);
+    cache.put = async (url, response) => (url.includes('.safetensors') ? Promise.reject(new Error('QuotaExceededError')) : put(url, response));
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    const before = server.count('/models/nomic-tiny/model.safetensors');
+    try {
+      const embedder = await loadEmbedder(model, { backend: 'cpu', cache });
+      await expectReference(embedder).finally(() => embedder.dispose());
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/model\.safetensors could not be kept in the cache \(QuotaExceededError\)/));
+      await (await loadEmbedder(model, { backend: 'cpu', cache })).dispose();
+      expect(server.count('/models/nomic-tiny/model.safetensors')).toBe(before + 2);
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
+  it("a NaN weight is the load's NonFiniteWeightError with a cache too, and nothing is kept for it", async () => {
+    const cache = memoryCache();
+    const error = await loadEmbedder(`${server.origin}/broken/nan/`, { backend: 'cpu', cache }).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(NonFiniteWeightError);
+    expect((error as Error).message).toContain('encoder.layers.1.attn.Wqkv.weight');
+    expect([...cache.stored.keys()].filter((url) => url.includes('.safetensors'))).toEqual([]);
   });
 
   it('a hub id sends the token to the hub and not to the CDN it redirects to', async () => {

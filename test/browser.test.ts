@@ -123,6 +123,9 @@ suite('in headless Chromium', () => {
     const b = await call('embed', [reference('nomic-tiny').texts[0].text]);
     expect(server.count(weights)).toBe(before + 1);
     expect(b.embeddings).toEqual(a.embeddings);
+    // The weights are kept in the runtime layout only, not also as the original file.
+    const kept = (await call('cachedUrls', 'round-trip')).filter((url) => url.includes('model.safetensors')).map((url) => new URL(url).pathname + new URL(url).search);
+    expect(kept).toEqual([`${weights}?nomic-embed-layout=runtime-1`]);
     // Progress is reported from the cache as from the network: every byte.
     for (const loaded of [first, second]) {
       const last = loaded.progress.filter(([file]) => file === 'model.safetensors').at(-1)!;

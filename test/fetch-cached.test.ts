@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { fetchCached, type ResponseCache } from '../src/download/fetch-cached.js';
 import { DownloadError } from '../src/errors.js';
 import { SafetensorsFile } from '../src/weights/safetensors.js';
@@ -72,6 +72,33 @@ describe('fetchCached', () => {
       put: async () => {},
     };
     const bytes = await fetchCached(url('config.json'), 'config.json', { cache: broken });
+    expect(Buffer.from(bytes).equals(readFileSync(`${folder}/config.json`))).toBe(true);
+    expect(gets(hub.requests, 'config.json')).toBe(1);
+  });
+
+  it('a cache that refuses a file costs a warning, not the fetch; with store false a fetched file is not put, a cached one still read', async () => {
+    const { hub, url } = await serve();
+    const refusing: ResponseCache = { match: async () => undefined, put: () => Promise.reject(new Error('QuotaExceededError')) };
+    const warn = vi.spyOn(console, 'warn').mockImplementation(() => {});
+    try {
+      const bytes = await fetchCached(url('config.json'), 'config.json', { cache: refusing });
+      expect(Buffer.from(bytes).equals(readFileSync(`${folder}/config.json`))).toBe(true);
+      expect(warn).toHaveBeenCalledWith(expect.stringMatching(/config\.json could not be kept in the cache \(QuotaExceededError\)/));
+    } finally {
+      warn.mockRestore();
+    }
+    const cache = memoryCache();
+    await fetchCached(url('config.json'), 'config.json', { cache, store: false });
+    expect(cache.stored.size).toBe(0);
+    cache.stored.set(url('config.json'), new Uint8Array([123, 125]).buffer);
+    expect(new TextDecoder().decode(await fetchCached(url('config.json'), 'config.json', { cache, store: false }))).toBe('{}');
+    expect(gets(hub.requests, 'config.json')).toBe(2);
+  });
+
+  it('a cached copy shorter than its Content-Length is fetched again', async () => {
+    const { hub, url } = await serve();
+    const short: ResponseCache = { match: async () => new Response('{', { headers: { 'content-length': '100' } }), put: async () => {} };
+    const bytes = await fetchCached(url('config.json'), 'config.json', { cache: short });
     expect(Buffer.from(bytes).equals(readFileSync(`${folder}/config.json`))).toBe(true);
     expect(gets(hub.requests, 'config.json')).toBe(1);
   });

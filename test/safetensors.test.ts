@@ -5,6 +5,7 @@ import { SafetensorsError } from '../src/errors.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../src/weights/half-float.js';
 import { SafetensorsFile } from '../src/weights/safetensors.js';
 import { openSafetensors, writeSafetensors, writeSafetensorsStream } from '../src/weights/safetensors-file.js';
+import { encodeSafetensors } from '../src/weights/safetensors-encode.js';
 import { FIXTURE_NAMES, fixtureDir } from './helpers/fixtures.js';
 import { tempDir } from './helpers/tmp.js';
 
@@ -150,6 +151,36 @@ describe('safetensors reader', () => {
     expect(() => fromBytes.readFloat32('q')).toThrow(SafetensorsError);
     fromFile.close();
     fromBytes.close();
+  });
+
+  it('encodes in memory what the file writer writes, its length known before any tensor is made', () => {
+    const specs = [
+      { name: 'f', dtype: 'F32', shape: [3] },
+      { name: 'h', dtype: 'F16', shape: [2] },
+      { name: 'q', dtype: 'I8', shape: [5] },
+    ] as const;
+    const data = [new Float32Array([1, -2, 3.5]), new Float32Array([0.5, 2]), new Int8Array([-3, 0, 1, 2, 127])];
+    let made = 0;
+    const encoded = encodeSafetensors('memory', specs, (function* () {
+      for (const d of data) {
+        made++;
+        yield d;
+      }
+    })(), { source: 'x' });
+    const length = encoded.byteLength;
+    expect(made).toBe(0);
+    const bytes = Buffer.concat([...encoded.chunks()]);
+    expect(bytes.length).toBe(length);
+    const path = join(dir, 'encoded.safetensors');
+    writeSafetensorsStream(path, specs, data, { source: 'x' });
+    expect(bytes.equals(readFileSync(path))).toBe(true);
+    const file = SafetensorsFile.fromBytes(bytes, 'memory');
+    expect(Array.from(file.readFloat32('f'))).toEqual([1, -2, 3.5]);
+    expect(file.metadata).toEqual({ source: 'x' });
+    file.close();
+    // Data that does not match its header entry is refused as it is reached, naming the tensor.
+    const wrong = encodeSafetensors('memory', specs, [data[0], new Float32Array(3)]);
+    expect(() => [...wrong.chunks()]).toThrow(/data for tensor 1 does not match its header entry/);
   });
 
   it('names the label given to bytes in memory when they are malformed', () => {

@@ -48,7 +48,7 @@ export async function loadEmbedder(source: string, options: PageLoadOptions = {}
   if (dtype !== 'fp32') packerFor(await starting, dtype);
   let files;
   try {
-    files = await fetchModelFiles(source, options, await openCache(options.cache));
+    files = await fetchModelFiles(source, options, await openCache(options.cache), configOverrides(options));
   } catch (error) {
     await starting.catch(() => undefined);
     throw error;
@@ -83,7 +83,11 @@ function packerFor(backend: StartedBackend, dtype: Dtype) {
 
 /** The weights' label in errors, and the config fields the options replace. */
 function modelOverrides(weightsUrl: string, options: PageLoadOptions) {
-  return { label: weightsUrl, ...(options.rotaryScalingFactor !== undefined ? { rotary_scaling_factor: options.rotaryScalingFactor } : {}) };
+  return { label: weightsUrl, ...configOverrides(options) };
+}
+
+function configOverrides(options: PageLoadOptions) {
+  return options.rotaryScalingFactor !== undefined ? { rotary_scaling_factor: options.rotaryScalingFactor } : {};
 }
 
 function checkPageOptions(options: PageLoadOptions): void {

@@ -1,7 +1,9 @@
 import { fetchCached, type ProgressCallback, type ResponseCache } from '../download/fetch-cached.js';
 import { DownloadError, InputError } from '../errors.js';
 import { describe } from '../options.js';
+import { parseConfig, type ConfigOverrides } from '../weights/config.js';
 import type { TokenizerFiles } from '../weights/model-folder.js';
+import { fetchRuntimeWeights } from './runtime-weights.js';
 
 /**
  * A model's files fetched over HTTP: from a Hugging Face hub repository
@@ -72,8 +74,12 @@ export function modelBaseUrl(source: string, options: Pick<ModelFilesOptions, 'r
   return url.href.endsWith('/') ? url.href : `${url.href}/`;
 }
 
-/** Fetches the four files of a model (`tokenizer_config.json` may be missing), the weights last so progress reads in order. */
-export async function fetchModelFiles(source: string, options: ModelFilesOptions, cache: ResponseCache | false): Promise<FetchedModel> {
+/**
+ * Fetches the four files of a model (`tokenizer_config.json` may be
+ * missing), the weights last so progress reads in order; the config, checked
+ * with `overrides` first, says what runtime layout the weights are kept in.
+ */
+export async function fetchModelFiles(source: string, options: ModelFilesOptions, cache: ResponseCache | false, overrides: ConfigOverrides = {}): Promise<FetchedModel> {
   const url = modelBaseUrl(source, options, (globalThis as { location?: { href: string } }).location?.href);
   const headers: Record<string, string> = options.token && isHubRepository(source) ? { authorization: `Bearer ${options.token}` } : {};
   const fetchOptions = { cache, onProgress: options.onProgress, signal: options.signal, headers };
@@ -96,7 +102,7 @@ export async function fetchModelFiles(source: string, options: ModelFilesOptions
     if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new DownloadError(url + file, `${file} must hold a JSON object`);
   }
   const weightsFile = options.weightsFile ?? 'model.safetensors';
-  const weights = await fetchCached(url + weightsFile, weightsFile, fetchOptions);
+  const weights = await fetchRuntimeWeights(url + weightsFile, weightsFile, parseConfig(config, overrides), fetchOptions);
   const name = isHubRepository(source) ? source.split('/')[1] : (new URL(url).pathname.split('/').filter(Boolean).pop() ?? 'model');
   return {
     url,

@@ -2,12 +2,10 @@ import { copyFileSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs
 import { basename, join, resolve } from 'node:path';
 import { ModelFilesError, SafetensorsError } from '../errors.js';
 import type { NomicBertConfig } from './config.js';
-import { CONVERTED_FORMAT, CONVERTED_FORMAT_VERSION, Q8_CHECKPOINT_DTYPE, runtimeTensors, type CheckedCheckpoint } from './load.js';
+import type { CheckedCheckpoint } from './load.js';
 import { CONFIG_FILE, DEFAULT_WEIGHTS_FILE, openCheckpoint, readConfig, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, weightsPath } from './model-folder.js';
-import { quantizeWeight } from './q8-codes.js';
-import { type FloatDtype, type TensorSpec } from './safetensors.js';
-import { writeSafetensorsStream } from './safetensors-file.js';
-import { projectionNames, q8Table, weightTable } from './weight-table.js';
+import { encodeRuntimeLayout, type RuntimeStorage } from './runtime-layout.js';
+import { writeChunks } from './safetensors-file.js';
 
 export type ConvertDtype = 'float32' | 'float16' | 'q8';
 
@@ -29,8 +27,6 @@ export interface ConvertOptions {
 
 /** Tokenizer and config files copied next to the converted weights when present. */
 const COMPANION_FILES = [CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, 'special_tokens_map.json', 'vocab.txt'];
-
-const LARGEST_F16 = 65504;
 
 /**
  * Converts a Hugging Face checkpoint folder into the runtime layout: matrices
@@ -63,9 +59,6 @@ export function convertWeights(sourceDir: string, outDir: string, options: Conve
   }
 }
 
-/** Every tensor as one float type, or the projections as q8 codes and scales and the rest as float32. */
-export type RuntimeStorage = FloatDtype | typeof Q8_CHECKPOINT_DTYPE;
-
 /**
  * Writes a checkpoint's tensors in the runtime layout, with the format
  * version, dtype and `metadata` in its `__metadata__`. The file is written
@@ -80,50 +73,14 @@ export function writeRuntimeLayout(
   metadata: Readonly<Record<string, string>>,
   onProgress?: (done: number, total: number) => void,
 ): number {
-  const table = weightTable(config, 'runtime', checkpoint.ffnWidth);
-  const projections = storage === Q8_CHECKPOINT_DTYPE ? projectionNames(config.n_layer) : new Set<string>();
-  const specs: TensorSpec[] = [...q8Table(table, projections)].map(([name, shape]) => ({
-    name,
-    shape,
-    dtype: storage !== Q8_CHECKPOINT_DTYPE ? storage : projections.has(name) ? 'I8' : 'F32',
-  }));
   const partial = `${target}.${process.pid}.partial`;
-  let done = 0;
-  function* checked() {
-    for (const tensor of runtimeTensors(checkpoint, config)) {
-      if (projections.has(tensor.name)) {
-        const [K, N] = tensor.shape;
-        const { codes, scales } = quantizeWeight(tensor.data, K, N);
-        yield codes;
-        onProgress?.(++done, table.size);
-        yield scales;
-        continue;
-      }
-      if (storage === 'F16') {
-        const overflow = tensor.data.findIndex((x) => Math.abs(x) > LARGEST_F16);
-        if (overflow >= 0) {
-          throw new SafetensorsError(
-            checkpoint.file.path,
-            `value ${tensor.data[overflow]} at flat index ${overflow} does not fit in float16; convert to float32`,
-            tensor.source ?? tensor.name,
-          );
-        }
-      }
-      yield tensor.data;
-      onProgress?.(++done, table.size);
-    }
-  }
+  const encoded = encodeRuntimeLayout(checkpoint, config, storage, metadata, onProgress);
   try {
-    writeSafetensorsStream(partial, specs, checked(), {
-      ...metadata,
-      format: CONVERTED_FORMAT,
-      format_version: CONVERTED_FORMAT_VERSION,
-      dtype: storage,
-    });
+    writeChunks(partial, encoded);
     renameSync(partial, target);
   } catch (error) {
     rmSync(partial, { force: true });
     throw error;
   }
-  return table.size;
+  return encoded.tensors;
 }

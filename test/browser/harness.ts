@@ -69,6 +69,12 @@ const harness = {
     });
   },
 
+  /** The URLs a Cache API cache holds. */
+  async cachedUrls(name: string) {
+    const cache = await (globalThis as unknown as { caches: { open(name: string): Promise<{ keys(): Promise<Request[]> }> } }).caches.open(name);
+    return (await cache.keys()).map((request) => request.url);
+  },
+
   async clearCache(name: string) {
     return (globalThis as unknown as { caches: { delete(name: string): Promise<boolean> } }).caches.delete(name);
   },
