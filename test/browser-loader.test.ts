@@ -10,6 +10,7 @@ import { runtimeEntryUrl } from '../src/browser/runtime-weights.js';
 import { serveEmbedder, type MessageScope } from '../src/browser/worker.js';
 import { DownloadError, InputError, NonFiniteWeightError, SafetensorsError } from '../src/errors.js';
 import type { ResponseCache } from '../src/download/fetch-cached.js';
+import { convertWeights } from '../src/weights/convert.js';
 import { SafetensorsFile } from '../src/weights/safetensors.js';
 import { cosine, expectClose, FIXTURES, reference, TOLERANCE } from './helpers/fixtures.js';
 import { startPageServer } from '../scripts/browser/page-server.js';
@@ -33,6 +34,8 @@ beforeAll(async () => {
   mkdirSync(join(broken, 'no-tokenizer'));
   for (const file of ['config.json', 'model.safetensors']) copyFileSync(join(FIXTURES, 'nomic-tiny', file), join(broken, 'no-tokenizer', file));
   writeFileSync(join(broken, 'no-tokenizer', 'tokenizer.json'), '{}');
+  // The fixture converted to the runtime layout, as `npm run convert` writes it.
+  convertWeights(join(FIXTURES, 'nomic-tiny'), join(broken, 'converted'));
   // A model folder whose weights hold a NaN in a layer's fused q/k/v.
   mkdirSync(join(broken, 'nan'));
   for (const file of ['config.json', 'tokenizer.json']) copyFileSync(join(FIXTURES, 'nomic-tiny', file), join(broken, 'nan', file));
@@ -146,6 +149,22 @@ describe("the page's loadEmbedder (cpu, in Node)", () => {
       expect(server.count('/models/nomic-tiny/model.safetensors')).toBe(before);
       expect(cache.stored.has(weightsUrl)).toBe(false);
       expect(await keptLayout(cache, runtimeEntryUrl(weightsUrl))).toBe('runtime');
+      await expectReference(embedder);
+    } finally {
+      await embedder.dispose();
+    }
+  });
+
+  it('a converted folder is kept as it is, byte for byte, and loads from the cache with no request', async () => {
+    const cache = memoryCache();
+    const converted = `${server.origin}/broken/converted/`;
+    await (await loadEmbedder(converted, { backend: 'cpu', cache })).dispose();
+    const kept = await cache.match(runtimeEntryUrl(`${converted}model.safetensors`));
+    expect(Buffer.from(await kept!.arrayBuffer()).equals(readFileSync(join(broken, 'converted', 'model.safetensors')))).toBe(true);
+    const before = server.count('/broken/converted/model.safetensors');
+    const embedder = await loadEmbedder(converted, { backend: 'cpu', cache });
+    try {
+      expect(server.count('/broken/converted/model.safetensors')).toBe(before);
       await expectReference(embedder);
     } finally {
       await embedder.dispose();

@@ -119,7 +119,10 @@ suite('in headless Chromium', () => {
     const first = await call('load', model('nomic-tiny'), { backend: 'wasm', cache: 'round-trip' });
     const a = await call('embed', [reference('nomic-tiny').texts[0].text]);
     expect(server.count(weights)).toBe(before + 1);
+    const kernelFetches = server.count('q8-kernels-shared.wasm') + server.count('q8-kernels.wasm');
     const second = await call('load', model('nomic-tiny'), { backend: 'wasm', cache: 'round-trip' });
+    // A later load in the page finds our kernels running: no second module, no second set of helpers.
+    expect(server.count('q8-kernels-shared.wasm') + server.count('q8-kernels.wasm')).toBe(kernelFetches);
     const b = await call('embed', [reference('nomic-tiny').texts[0].text]);
     expect(server.count(weights)).toBe(before + 1);
     expect(b.embeddings).toEqual(a.embeddings);

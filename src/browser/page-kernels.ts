@@ -2,7 +2,7 @@ import { version_wasm } from '@tensorflow/tfjs-backend-wasm';
 import { isSharedMemory, type WasmMemory, type WasmModule } from '../backends/q8/kernel-module.js';
 import { Q8_KERNEL_FILES } from '../backends/q8/kernel-files.js';
 import { HELPER_LOOP, helperControl, type ProductHelpers } from '../backends/q8/q8-threads.js';
-import { installWasmQ8, wasmBackendMemory } from '../backends/q8/wasm-q8.js';
+import { installWasmQ8, wasmBackendMemory, wasmProductKernelsInstalled } from '../backends/q8/wasm-q8.js';
 
 /** The slice of the browser's API used here, which the project's types (ES2022, Node) do not declare. */
 interface PageWorker {
@@ -38,6 +38,8 @@ const HELPER_START_MS = 10_000;
  * on XNNPACK), or undefined.
  */
 export async function installPageKernels(url: (file: string) => string, helpers: number): Promise<string | undefined> {
+  // A later load in the same page finds them running: no second module, no helpers left idle.
+  if (wasmProductKernelsInstalled()) return undefined;
   const memory = wasmBackendMemory();
   if (memory === undefined) return 'the wasm backend has not started';
   const shared = isSharedMemory(memory);

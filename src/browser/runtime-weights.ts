@@ -15,6 +15,12 @@ import { SafetensorsFile } from '../weights/safetensors.js';
  * and replaced.
  */
 
+const PUT_CHUNK_BYTES = 8 * 2 ** 20;
+
+function* slices(bytes: Uint8Array, size: number): Generator<Uint8Array> {
+  for (let offset = 0; offset < bytes.length; offset += size) yield bytes.subarray(offset, offset + size);
+}
+
 /** The cache key of the runtime layout of the weights at `weightsUrl`, of this format version. */
 export function runtimeEntryUrl(weightsUrl: string): string {
   const url = new URL(weightsUrl);
@@ -79,35 +85,29 @@ async function downloadAndKeep(
 ): Promise<ArrayBuffer | undefined> {
   const bytes = await fetchCached(weightsUrl, file, { ...options, cache, store: false });
   const checkpoint = checkCheckpoint(SafetensorsFile.fromBytes(bytes, weightsUrl), config);
+  const runtime = checkpoint.layout === 'runtime';
+  const encoded = runtime ? undefined : encodeRuntimeLayout(checkpoint, config, 'F32', { source: weightsUrl });
+  const chunks = encoded?.chunks() ?? slices(new Uint8Array(bytes), PUT_CHUNK_BYTES);
   let failure: unknown;
-  let body: ArrayBuffer | ReadableStream<Uint8Array>;
-  let byteLength: number;
-  if (checkpoint.layout === 'runtime') {
-    checkpoint.file.close();
-    body = bytes;
-    byteLength = bytes.byteLength;
-  } else {
-    const encoded = encodeRuntimeLayout(checkpoint, config, 'F32', { source: weightsUrl });
-    const chunks = encoded.chunks();
-    byteLength = encoded.byteLength;
-    // Pulled one tensor at a time as the cache reads it (a cache of the caller's may read
-    // after its put has returned): never a second whole copy in memory.
-    body = new ReadableStream<Uint8Array>({
-      pull(controller) {
-        try {
-          const next = chunks.next();
-          if (!next.done) return controller.enqueue(next.value);
-          checkpoint.file.close();
-          controller.close();
-        } catch (error) {
-          failure = error;
-          checkpoint.file.close();
-          controller.error(error);
-        }
-      },
-      cancel: () => checkpoint.file.close(),
-    });
-  }
+  // Pulled a tensor (or a slice) at a time as the cache reads it (a cache of the caller's may
+  // read after its put has returned): never a second whole copy in memory. Chromium's put
+  // of a response made from one 550 MB buffer fails now and then; streamed, it does not.
+  const body = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      try {
+        const next = chunks.next();
+        if (!next.done) return controller.enqueue(next.value);
+        checkpoint.file.close();
+        controller.close();
+      } catch (error) {
+        failure = error;
+        checkpoint.file.close();
+        controller.error(error);
+      }
+    },
+    cancel: () => checkpoint.file.close(),
+  });
+  const byteLength = encoded?.byteLength ?? bytes.byteLength;
   try {
     await cache.put(key, new Response(body, { headers: { 'content-type': 'application/octet-stream', 'content-length': String(byteLength) } }));
   } catch (error) {
