@@ -1,4 +1,4 @@
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs-core';
@@ -122,7 +122,11 @@ describe("the page's loadEmbedder (cpu, in Node)", () => {
 
   it('a second load with a cache requests no file, and embeds alike', async () => {
     const cache = memoryCache();
-    const first = await loadEmbedder(model, { backend: 'cpu', cache });
+    const progress: number[] = [];
+    const first = await loadEmbedder(model, { backend: 'cpu', cache, onProgress: (file, loaded) => file === 'model.safetensors' && progress.push(loaded) });
+    // The download's progress only, never back to 0 for the read of the kept copy.
+    expect(progress.every((loaded, i) => i === 0 || loaded >= progress[i - 1])).toBe(true);
+    expect(progress.at(-1)).toBe(statSync(join(FIXTURES, 'nomic-tiny', 'model.safetensors')).size);
     const before = server.requests.length;
     const second = await loadEmbedder(model, { backend: 'cpu', cache });
     try {

@@ -48,7 +48,8 @@ export async function fetchRuntimeWeights(weightsUrl: string, file: string, conf
   const unkept = await downloadAndKeep(cache, key, weightsUrl, file, config, options);
   if (unkept !== undefined) return unkept;
   // Read back rather than converted again in memory: the kept copy is what every later load reads.
-  return (await readRuntimeEntry(cache, key, file, config, options)) ?? fetchCached(weightsUrl, file, { ...options, cache: false });
+  // Its progress is not told: the download already came to the whole file, and a bar would jump back.
+  return (await readRuntimeEntry(cache, key, file, config, { ...options, onProgress: undefined })) ?? fetchCached(weightsUrl, file, { ...options, cache: false });
 }
 
 /** The entry under `key` where it is a runtime layout for `config`; one that is there but is not is deleted. */
