@@ -15,12 +15,6 @@ import { SafetensorsFile } from '../weights/safetensors.js';
  * and replaced.
  */
 
-const PUT_CHUNK_BYTES = 8 * 2 ** 20;
-
-function* slices(bytes: Uint8Array, size: number): Generator<Uint8Array> {
-  for (let offset = 0; offset < bytes.length; offset += size) yield bytes.subarray(offset, offset + size);
-}
-
 /** The cache key of the runtime layout of the weights at `weightsUrl`, of this format version. */
 export function runtimeEntryUrl(weightsUrl: string): string {
   const url = new URL(weightsUrl);
@@ -119,4 +113,11 @@ async function downloadAndKeep(
   }
   await cache.delete?.(weightsUrl).catch(() => false);
   return undefined;
+}
+
+/** How much of a file already in the page's memory each pull of its cached body takes. */
+const PUT_CHUNK_BYTES = 8 * 2 ** 20;
+
+function* slices(bytes: Uint8Array, size: number): Generator<Uint8Array> {
+  for (let offset = 0; offset < bytes.length; offset += size) yield bytes.subarray(offset, offset + size);
 }

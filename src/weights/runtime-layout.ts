@@ -63,5 +63,5 @@ export function encodeRuntimeLayout(
     format_version: CONVERTED_FORMAT_VERSION,
     dtype: storage,
   });
-  return { byteLength: encoded.byteLength, chunks: () => encoded.chunks(), tensors: table.size };
+  return { ...encoded, tensors: table.size };
 }
