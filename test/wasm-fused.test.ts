@@ -1,6 +1,11 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { FUSED_MAX_LENGTH, POLICIES } from '../src/backends/policy.js';
+import { simdResidualLayerNorm } from '../src/backends/q8/simd-layers.js';
+import type { WasmBackendInternals } from '../src/backends/wasm-internals.js';
 import {
+  FUSED_ATTENTION,
+  fusedAttention,
   hasFusedKernel,
   RESIDUAL_LAYER_NORM,
   residualLayerNorm,
@@ -11,6 +16,7 @@ import {
 } from '../src/model/fused-ops.js';
 import { stackedRotaryTables, type RotaryTables } from '../src/model/rotary.js';
 import { useBackend } from './helpers/backend.js';
+import { attentionFloat64, attentionTables, compositeAttention, maxAbsError, paddingBias } from './helpers/attention.js';
 import { expectClose, maxAbsDiff } from './helpers/fixtures.js';
 
 /** `LayerNorm(x + residual)` of each row in float64. */
@@ -39,6 +45,97 @@ describe('fused kernels of the wasm backend against the tfjs composites they rep
   it('are registered for wasm', () => {
     expect(hasFusedKernel(RESIDUAL_LAYER_NORM)).toBe(true);
     expect(hasFusedKernel(ROTARY_HEADS)).toBe(true);
+    expect(hasFusedKernel(FUSED_ATTENTION)).toBe(true);
+  });
+
+  it('the wasm policy runs batches up to FUSED_MAX_LENGTH through our attention kernel, longer ones and odd heads through tfjs', () => {
+    const attention = POLICIES.wasm.attention;
+    expect(attention(1, 64)).toBe('fused');
+    expect(attention(FUSED_MAX_LENGTH, 64)).toBe('fused');
+    expect(attention(FUSED_MAX_LENGTH, 16)).toBe('fused');
+    expect(attention(FUSED_MAX_LENGTH + 1, 64)).toBe('per-head');
+    // Half-heads of 3 and 5 floats are not whole vectors: tfjs's ops take them.
+    expect(attention(8, 12)).toBe('batched');
+    expect(attention(64, 10)).toBe('per-head');
+  });
+
+  /** Both compute in float32 with other summation orders (and our exp is within 2 ulp of float32's). */
+  const KERNEL_TOLERANCE = 1e-5;
+
+  it.each([
+    [1, 1, 1, 8, false],
+    [2, 5, 3, 16, false],
+    [3, 7, 4, 16, true],
+    [2, 37, 12, 64, true],
+    [1, 64, 2, 64, false],
+    // Longer than the policy sends it, which it must still compute right.
+    [2, 130, 2, 32, true],
+  ])('rotary attention of B=%i, T=%i, H=%i, hd=%i (a table per row: %s) with padded keys equals the composite', (B, T, H, hd, perRow) => {
+    tf.tidy(() => {
+      const [q, k, v] = [1, 2, 3].map((seed) => tf.randomNormal([B, T, H, hd], 0, 1, 'float32', seed) as tf.Tensor4D);
+      const rotary = attentionTables(B, T, hd, perRow);
+      // Row 0 unpadded; the others lose up to half their keys, so lengths that are no multiple of 4 are met.
+      const bias = paddingBias(B, T, (b) => Math.floor((b * T) / (2 * B)));
+      const scale = 1 / Math.sqrt(hd);
+      const fused = fusedAttention(q, k, v, rotary, bias, scale);
+      expect(fused.shape).toEqual([B, T, H, hd]);
+      expectClose(fused.dataSync(), compositeAttention(q, k, v, rotary, bias, scale).dataSync(), KERNEL_TOLERANCE, `attention [${B}, ${T}, ${H}, ${hd}]`);
+    });
+  });
+
+  it('attention ignores what padded keys hold, bit for bit, and each query sees only its own sequence', () => {
+    tf.tidy(() => {
+      const [B, T, H, hd] = [3, 11, 2, 16];
+      const [q, k, v] = [4, 5, 6].map((seed) => tf.randomNormal([B, T, H, hd], 0, 1, 'float32', seed) as tf.Tensor4D);
+      const rotary = attentionTables(B, T, hd, false);
+      const padding = (b: number) => 2 * b + 1;
+      const bias = paddingBias(B, T, padding);
+      const reference = fusedAttention(q, k, v, rotary, bias, 0.25).dataSync();
+      // Other keys and values at the padded positions of every row.
+      const padded = tf.tensor4d(Array.from({ length: B * T }, (_, i) => (i % T >= T - padding(Math.floor(i / T)) ? 1 : 0)).flatMap((m) => Array(H * hd).fill(m)), [B, T, H, hd]);
+      const noise = tf.mul(padded, 1e4) as tf.Tensor4D;
+      const changed = fusedAttention(q, tf.add(k, noise) as tf.Tensor4D, tf.add(v, noise) as tf.Tensor4D, rotary, bias, 0.25).dataSync();
+      expect([...changed].filter((x, i) => !Object.is(x, reference[i])).length).toBe(0);
+      // Row 1 alone, as a batch of one: the same values.
+      const row = (t: tf.Tensor4D) => tf.slice(t, [1, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D;
+      const alone = fusedAttention(row(q), row(k), row(v), rotary, tf.slice(bias, [1, 0, 0, 0], [1, -1, -1, -1]) as tf.Tensor4D, 0.25).dataSync();
+      const rowOne = reference.slice(T * H * hd, 2 * T * H * hd);
+      expect([...alone].filter((x, i) => !Object.is(x, rowOne[i])).length).toBe(0);
+    });
+  });
+
+  it('attention with scores far from zero, where a naive softmax overflows, is no further from float64 than the composite', () => {
+    tf.tidy(() => {
+      const [B, T, H, hd] = [1, 50, 2, 16];
+      const [q, k, v] = [4, 5, 6].map((seed) => tf.randomNormal([B, T, H, hd], 0, 1, 'float32', seed) as tf.Tensor4D);
+      const rotary = attentionTables(1, T, hd, false);
+      const fused = fusedAttention(q, k, v, rotary, undefined, 30).dataSync();
+      const composite = compositeAttention(q, k, v, rotary, tf.zeros([1, 1, 1, T]) as tf.Tensor4D, 30).dataSync();
+      const [Q, K, V, cos, sin] = [q, k, v, rotary.cos, rotary.sin].map((t) => t.dataSync() as Float32Array);
+      const exact = attentionFloat64(Q, K, V, cos, sin, [T, H, hd], 30);
+      expect(fused.every(Number.isFinite)).toBe(true);
+      expect(maxAbsError(fused, exact)).toBeLessThanOrEqual(maxAbsError(composite, exact));
+    });
+  });
+
+  it('attention refuses heads whose halves are not whole vectors, naming the size', () => {
+    tf.tidy(() => {
+      const q = tf.zeros([1, 4, 2, 12]) as tf.Tensor4D;
+      expect(() => fusedAttention(q, q, q, attentionTables(1, 4, 12, false), undefined, 1)).toThrow(/multiple of 8 floats, not 12/);
+    });
+  });
+
+  it('LayerNorm runs in our SIMD kernel on rows of whole vectors, and in JavaScript on others', () => {
+    tf.tidy(() => {
+      const backend = tf.backend() as unknown as WasmBackendInternals;
+      for (const [width, simd] of [[64, true], [10, false]] as const) {
+        const [x, residual] = [1, 2].map((seed) => tf.randomNormal([3, width], 0, 1, 'float32', seed));
+        const [gamma, beta] = [3, 4].map((seed) => tf.randomNormal([width], 0, 1, 'float32', seed));
+        const out = backend.makeOutput([3, width], 'float32');
+        expect(simdResidualLayerNorm(backend, { x, residual, gamma, beta }, 1e-12, out), `width ${width}`).toBe(simd);
+        tf.engine().makeTensorFromTensorInfo(out).dispose();
+      }
+    });
   });
 
   it.each([
@@ -63,6 +160,7 @@ describe('fused kernels of the wasm backend against the tfjs composites they rep
     [1, 64, 1e-12],
     [300, 768, 1e-12],
     [7, 16, 0.5],
+    [5, 10, 1e-12],
   ])('residual LayerNorm of [%i, %i] (epsilon %f) matches float64, closer than the float32 composite does', (rows, width, eps) => {
     tf.tidy(() => {
       // Rows far from zero mean, where a one-pass variance would lose digits.

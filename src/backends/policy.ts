@@ -1,4 +1,6 @@
 import type { AttentionKernel } from '../model/attention.js';
+import { FUSED_ATTENTION, hasFusedKernel } from '../model/fused-ops.js';
+import { simdAttentionTakes } from './q8/simd-layers.js';
 import type { BackendName } from './select.js';
 
 /**
@@ -36,6 +38,29 @@ const GiB = 1024 ** 3;
  */
 export const SHORT_BATCH_SCORE_WORK = 16384;
 
+/**
+ * The longest batch our wasm attention kernel takes. Its cost grows with
+ * T²·hd per (sequence, head); head by head, XNNPACK's products are faster
+ * per score but cost a fixed 40–60 µs per pair in tfjs ops. Measured on one
+ * thread, the attention alone: at hd 64 (B·T = 1024) ours is 4–5× faster
+ * than either tfjs path up to T = 32, 1.35× at T = 64, 0.77× at T = 128; at
+ * hd 16 (B·T = 512) 3–6× up to T = 32 and even at T = 64.
+ */
+export const FUSED_MAX_LENGTH = 64;
+
+/**
+ * Our module's rotary attention kernel where it is registered (see
+ * `backends/q8/simd-layers.ts`) and the scores are small enough for it to
+ * win; tfjs-backend-wasm sends only unbatched, untransposed products to
+ * XNNPACK, so beyond that head by head (but for short batches where our
+ * kernel is missing: batched products).
+ */
+function wasmAttention(length?: number, headDim?: number): AttentionKernel {
+  if (length === undefined || headDim === undefined) return 'per-head';
+  if (length <= FUSED_MAX_LENGTH && simdAttentionTakes(headDim) && hasFusedKernel(FUSED_ATTENTION)) return 'fused';
+  return length * length * headDim <= SHORT_BATCH_SCORE_WORK ? 'batched' : 'per-head';
+}
+
 /** libtensorflow and plain JavaScript: batched attention, one batch at a time, half the memory up to 8 GiB. */
 const BASE = {
   batchesInFlight: 1,
@@ -50,9 +75,7 @@ export const POLICIES: Readonly<Record<BackendName, BackendPolicy>> = {
   wasm: {
     ...BASE,
     name: 'wasm',
-    // tfjs-backend-wasm sends only unbatched, untransposed products to XNNPACK: head by head, but for short batches.
-    attention: (length, headDim) =>
-      length !== undefined && headDim !== undefined && length * length * headDim <= SHORT_BATCH_SCORE_WORK ? 'batched' : 'per-head',
+    attention: wasmAttention,
     // Its heap tops out at 4 GiB.
     defaultMemoryBudget: () => 3 * GiB,
   },

@@ -5,6 +5,7 @@ import {
   type ResidualLayerNormAttrs,
   type RotaryHeadsAttrs,
 } from '../model/fused-ops.js';
+import { simdResidualLayerNorm } from './q8/simd-layers.js';
 import { WASM_INTERNALS_VERSION, type WasmBackendInternals } from './wasm-internals.js';
 
 /**
@@ -48,6 +49,7 @@ export function installWasmFusedKernels(wasmVersion: string): string | undefined
 function residualLayerNormKernel({ inputs, attrs, backend }: KernelArgs<'x' | 'residual' | 'gamma' | 'beta', ResidualLayerNormAttrs>): tf.TensorInfo {
   const [rows, width] = inputs.x.shape;
   const out = backend.makeOutput([rows, width], 'float32');
+  if (simdResidualLayerNorm(backend, inputs, attrs.epsilon, out)) return out;
   // Views are taken after the allocation, which may grow (and so detach) the heap.
   const [x, residual, gamma, beta, target] = [inputs.x, inputs.residual, inputs.gamma, inputs.beta, out].map(
     (info) => backend.typedArrayFromHeap(info) as Float32Array,

@@ -1,3 +1,5 @@
+import { layerKernelsWat } from './layer-wat.js';
+
 /**
  * The WebAssembly text of our product kernels, int8 (`dtype: 'q8'`) and
  * float32, generated so that the tile stays readable as the loop that
@@ -42,6 +44,7 @@ export function q8KernelWat({ sharedMemory }: KernelModuleOptions): string {
 ${quantizeRows()}
 ${tiledProduct(Q8_PRODUCT)}
 ${tiledProduct(F32_PRODUCT)}
+${layerKernelsWat()}
 )
 `;
 }

@@ -16,6 +16,24 @@ export interface Q8Kernels {
     columnEnd: number,
   ): void;
   gemm_f32(x: number, m: number, k: number, weights: number, n: number, out: number, rowBegin: number, rowEnd: number, columnBegin: number, columnEnd: number): void;
+  /** See `layer-wat.ts`. */
+  layer_norm(x: number, residual: number, gamma: number, beta: number, rows: number, width: number, epsilon: number, out: number): void;
+  attention(
+    q: number,
+    k: number,
+    v: number,
+    cos: number,
+    sin: number,
+    tableRows: number,
+    bias: number,
+    B: number,
+    T: number,
+    H: number,
+    hd: number,
+    scale: number,
+    out: number,
+    scratch: number,
+  ): void;
 }
 
 /**

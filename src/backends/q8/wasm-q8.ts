@@ -6,6 +6,7 @@ import { Q8ThreadPool, type ProductHelpers } from './q8-threads.js';
 import type { WeightPacker } from '../../model/build-model.js';
 import type { Dtype } from '../../model/projection.js';
 import { allocateInWasmHeap } from '../wasm-heap.js';
+import { installSimdLayerKernels } from './simd-layers.js';
 import { F32Packer, QuantizingPacker, type CodePlacer } from './q8-packer.js';
 
 /**
@@ -63,6 +64,7 @@ export function installWasmQ8(wasmVersion: string, setup: ProductKernelSetup): s
   pool = new Q8ThreadPool(kernels, isSharedMemory(memory) ? setup.helpers(module, memory) : undefined);
   tf.registerKernel({ kernelName: Q8_MATMUL, backendName: 'wasm', kernelFunc: q8MatMul as unknown as tf.KernelFunc });
   tf.registerKernel({ kernelName: F32_MATMUL, backendName: 'wasm', kernelFunc: f32MatMul as unknown as tf.KernelFunc });
+  installSimdLayerKernels(kernels);
   return undefined;
 }
 

@@ -1,0 +1,63 @@
+import * as tf from '@tensorflow/tfjs-core';
+import { FUSED_ATTENTION, type FusedAttentionAttrs } from '../../model/fused-ops.js';
+import type { WasmBackendInternals } from '../wasm-internals.js';
+import type { Q8Kernels } from './kernel-module.js';
+
+/**
+ * The layer kernels of our module (`layer-wat.ts`) as wasm-backend kernels:
+ * rotary attention registered under the model's fused op, and LayerNorm for
+ * the fused kernel that `wasm-fused.ts` registers (which runs its
+ * JavaScript form where ours cannot). They run on the calling thread.
+ * SwiGLU stays tfjs's: its sigmoid is XNNPACK's, 1 ns a value, and ours
+ * (the same exp as attention's) was 1.5–1.9 ns.
+ */
+let kernels: Q8Kernels | undefined;
+
+/** Registers them; called once our module runs on the wasm backend's heap. */
+export function installSimdLayerKernels(module: Q8Kernels): void {
+  kernels = module;
+  tf.registerKernel({ kernelName: FUSED_ATTENTION, backendName: 'wasm', kernelFunc: attentionKernel as unknown as tf.KernelFunc });
+}
+
+/** Whether our attention kernel takes heads of `headDim` floats: it rotates half-heads a vector at a time. */
+export function simdAttentionTakes(headDim: number): boolean {
+  return headDim % 8 === 0;
+}
+
+const offset = (backend: WasmBackendInternals, info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId)!.memoryOffset;
+
+/**
+ * `LayerNorm(x + residual)` of each row into `out`, when our module runs
+ * here and rows are whole vectors (width a multiple of 4); false otherwise.
+ */
+export function simdResidualLayerNorm(
+  backend: WasmBackendInternals,
+  { x, residual, gamma, beta }: Record<'x' | 'residual' | 'gamma' | 'beta', tf.TensorInfo>,
+  epsilon: number,
+  out: tf.TensorInfo,
+): boolean {
+  const [rows, width] = x.shape;
+  if (kernels === undefined || width % 4 !== 0) return false;
+  const at = (info: tf.TensorInfo) => offset(backend, info);
+  kernels.layer_norm(at(x), at(residual), at(gamma), at(beta), rows, width, epsilon, at(out));
+  return true;
+}
+
+type AttentionInputs = Record<'queries' | 'keys' | 'values' | 'cosines' | 'sines' | 'bias', tf.TensorInfo>;
+
+function attentionKernel({ inputs, attrs, backend }: { inputs: AttentionInputs; attrs: FusedAttentionAttrs; backend: WasmBackendInternals }): tf.TensorInfo {
+  const [B, T, H, hd] = inputs.queries.shape;
+  if (!simdAttentionTakes(hd)) throw new Error(`the wasm attention kernel takes heads of a multiple of 8 floats, not ${hd}`);
+  const out = backend.makeOutput([B, T, H, hd], 'float32');
+  // Rotated queries and keys, one query's scores (padded to whole vectors) and its weighted sum, 16-byte aligned.
+  const scratch = backend.wasm._malloc(4 * (2 * T * hd + T + 3 + hd) + 16);
+  try {
+    const at = (info: tf.TensorInfo) => offset(backend, info);
+    const { queries, keys, values, cosines, sines, bias } = inputs;
+    const tableRows = cosines.shape[0];
+    kernels!.attention(at(queries), at(keys), at(values), at(cosines), at(sines), tableRows, at(bias), B, T, H, hd, attrs.scale, at(out), Math.ceil(scratch / 16) * 16);
+  } finally {
+    backend.wasm._free(scratch);
+  }
+  return out;
+}
