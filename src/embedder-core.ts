@@ -97,6 +97,11 @@ export class Embedder {
     return this.runner.inFlight;
   }
 
+  /** The batch budget of calls that give no `maxBatchTokens`: the backend's (see `EmbedOptions.maxBatchTokens`). */
+  get defaultMaxBatchTokens(): number {
+    return this.engine.defaultMaxBatchTokens;
+  }
+
   /** Threads each worker's (or this thread's) matrix products use: the wasm backend's threaded build; 1 elsewhere. */
   get threads(): number {
     return this.runner.threads;
@@ -111,6 +116,7 @@ export class Embedder {
       hiddenSize: this.config.n_embd,
       backend: this.backend,
       defaultMemoryBudgetBytes: this.engine.defaultMemoryBudget(this.machineBytes),
+      defaultMaxBatchTokens: this.engine.defaultMaxBatchTokens,
     });
     const { output, precision } = settings;
     // No await unless ranges are calibrated: calls made together then reach the queue in the same turn, and share a batch.

@@ -21,7 +21,12 @@ const written = (value: unknown) => (typeof value === 'string' ? `'${value}'` : 
 
 const GiB = 1024 ** 3;
 const defaultMemoryBudget = (name: BackendName, machineBytes = 16 * GiB) => backendNamed(name).defaultMemoryBudget(machineBytes);
-const traits = { hiddenSize: 64, backend: 'wasm' as const, defaultMemoryBudgetBytes: defaultMemoryBudget('wasm') };
+const traits = {
+  hiddenSize: 64,
+  backend: 'wasm' as const,
+  defaultMemoryBudgetBytes: defaultMemoryBudget('wasm'),
+  defaultMaxBatchTokens: backendNamed('wasm').defaultMaxBatchTokens,
+};
 
 describe('documented defaults are the coded ones', () => {
   it.each(Object.entries(EMBED_DEFAULTS))('embed option %s', (name, value) => {
@@ -31,6 +36,14 @@ describe('documented defaults are the coded ones', () => {
 
   it.each(Object.entries(LOAD_DEFAULTS))('loadEmbedder option %s', (name, value) => {
     expect(documentedDefault('LoadEmbedderOptions', name)).toBe(written(value));
+  });
+
+  it('maxBatchTokens: 2048 on wasm, else 8192', () => {
+    expect(documentedDefault('EmbedOptions', 'maxBatchTokens')).toBe("2048 on wasm (whose heap keeps the largest batch's memory), else 8192");
+    expect(backendNamed('wasm').defaultMaxBatchTokens).toBe(2048);
+    for (const name of ['webgpu', 'cpu', 'tensorflow', 'tensorflow-gpu'] as const) expect(backendNamed(name).defaultMaxBatchTokens, name).toBe(8192);
+    expect(resolveEmbedOptions([], {}, traits).limits.maxBatchTokens).toBe(2048);
+    expect(resolveEmbedOptions([], {}, { ...traits, backend: 'cpu', defaultMaxBatchTokens: backendNamed('cpu').defaultMaxBatchTokens }).limits.maxBatchTokens).toBe(8192);
   });
 
   it('memoryBudgetBytes: 3 GiB on wasm, 4 GiB on webgpu, else half the machine up to 8 GiB', () => {
@@ -51,7 +64,6 @@ function lookUp(name: string): unknown {
   const places: Record<string, unknown> = {
     normalize: resolved.output.normalize,
     pooling: resolved.output.pooling,
-    maxBatchTokens: resolved.limits.maxBatchTokens,
     maxBatchSize: resolved.limits.maxBatchSize,
   };
   return places[name];

@@ -207,7 +207,8 @@ describe('embedding pipeline behaviour', () => {
     const sizes = failAbove(3);
     let progress = 0;
     try {
-      const { embeddings, stats } = await embedder.embed(raw, { maxBatchSize: 16, onProgress: (done) => (progress = done) });
+      // A token budget that lets 16 of these texts share a batch, so that the first one fails.
+      const { embeddings, stats } = await embedder.embed(raw, { maxBatchSize: 16, maxBatchTokens: 8192, onProgress: (done) => (progress = done) });
       texts.forEach((t, i) => expectClose(embeddings[i], t.embedding, TOLERANCE.embedding, t.name));
       expect(stats.retries).toBeGreaterThan(0);
       expect(stats.batches).toBe(Math.ceil(texts.length / 2));

@@ -335,7 +335,7 @@ describe('the embedding server', () => {
     expect(await (await fetch(`${server.url}/health`)).json()).toEqual({ status: 'serving' });
     const info = (await (await fetch(`${server.url}/info`)).json()) as any;
     expect(info).toMatchObject({ model: 'nomic-tiny', dimensions: 64, max_input_length: 8192, backend: 'wasm', version: '0.1.0' });
-    expect(info.limits).toMatchObject({ max_batch_tokens: 8192, max_request_texts: 2048 });
+    expect(info.limits).toMatchObject({ max_batch_tokens: 2048, max_queue_tokens: 16 * 2048, max_request_texts: 2048 });
     const text = await (await fetch(`${server.url}/metrics`)).text();
     for (const name of [
       'nomic_embed_requests_total{route="/v1/embeddings",status="200"}',

@@ -59,7 +59,7 @@ describe('fused kernels of the wasm backend against the tfjs composites they rep
     expect(attention(64, 10)).toBe('per-head');
   });
 
-  /** Both compute in float32 with other summation orders (and our exp is within 2 ulp of float32's). */
+  /** Both compute in float32 with other summation orders (and our exp is within 1 ulp of the exact one). */
   const KERNEL_TOLERANCE = 1e-5;
 
   it.each([

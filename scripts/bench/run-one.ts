@@ -26,6 +26,7 @@ const { values } = parseArgs({
     concurrent: { type: 'string' },
     dtype: { type: 'string' },
     fidelity: { type: 'boolean' },
+    'max-batch-tokens': { type: 'string' },
   },
 });
 const backend = values.backend as BackendName;
@@ -144,7 +145,9 @@ if (values.roofline) {
 } else {
   const texts = loadSet(values.set as SetName, Number(values.fraction ?? 1));
   const embedder = await loadEmbedder(values.model!, options());
-  const { stats } = await embedder.embed(texts, { maxBatchTokens: 8192 });
+  // The backend's default batch budget unless told: the RSS after the call is what a user's process keeps.
+  const maxBatchTokens = values['max-batch-tokens'] === undefined ? undefined : Number(values['max-batch-tokens']);
+  const { stats } = await embedder.embed(texts, maxBatchTokens === undefined ? {} : { maxBatchTokens });
   // What the process holds once the call is over: the wasm heap keeps the largest batch's activations.
   const rssAfterCallBytes = process.memoryUsage().rss;
   await report(embedder, {

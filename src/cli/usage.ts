@@ -38,7 +38,7 @@ ${modelSourceUsage(22)}
   --threads N           threads of the wasm backend per worker (default: the cores)
   --dtype fp32|q8       the products' weights: float32 (default) or int8 with a scale
                         per column, quantized as the model loads (wasm and cpu)
-  --max-batch-tokens N  padded tokens per batch (default 8192)
+  --max-batch-tokens N  padded tokens per batch (default 2048 on wasm, else 8192)
   --max-length N        truncate texts to N tokens (default: the model's maximum)
   --long-text MODE      truncate (default) or mean: a longer text is the token-weighted
                         mean of its windows of at most --max-length tokens
@@ -100,7 +100,7 @@ ${modelSourceUsage(26)}
   --api-key KEY             require Authorization: Bearer KEY (also NOMIC_EMBED_API_KEY)
   --served-model-name NAME  the model name clients send (default the model folder's name)
   --default-task TASK       task prefix for requests that name none: ${Object.keys(TASK_PREFIXES).join(', ')}
-  --max-batch-tokens N      padded tokens per forward batch (default 8192)
+  --max-batch-tokens N      padded tokens per forward batch (default 2048 on wasm, else 8192)
   --max-queue-tokens N      tokens waiting at once; beyond, 429 (default 16 × max batch tokens)
   --max-request-texts N     texts per request; beyond, 413 (default 2048)
   --max-body-bytes N        request body size; beyond, 413 (default 33554432)

@@ -126,7 +126,10 @@ export interface EmbedOptions<P extends Precision = 'float32'> {
    * use ±4/√dimensions, which holds nearly every component of a unit vector.
    */
   readonly calibration?: readonly string[];
-  /** Most padded tokens (texts × longest length) in one batch. @default 8192 */
+  /**
+   * Most padded tokens (texts × longest length) in one batch.
+   * @default 2048 on wasm (whose heap keeps the largest batch's memory), else 8192
+   */
   readonly maxBatchTokens?: number;
   /** Most texts in one batch. @default 64 */
   readonly maxBatchSize?: number;
@@ -186,7 +189,6 @@ export const EMBED_DEFAULTS = {
   longText: 'truncate',
   overlap: 0,
   precision: 'float32',
-  maxBatchTokens: 8192,
   maxBatchSize: 64,
   chunkSize: 4096,
 } as const satisfies Partial<EmbedOptions<Precision>>;
@@ -199,7 +201,6 @@ export const LOAD_DEFAULTS = {
   dtype: 'fp32',
 } as const satisfies Partial<LoadEmbedderOptions>;
 
-export const DEFAULT_MAX_BATCH_TOKENS = EMBED_DEFAULTS.maxBatchTokens;
 export const DEFAULT_MAX_BATCH_SIZE = EMBED_DEFAULTS.maxBatchSize;
 
 /** Matryoshka sizes nomic-embed-text-v1.5 was trained for. */
@@ -251,6 +252,7 @@ export interface EmbedderTraits {
   readonly hiddenSize: number;
   readonly backend: BackendName;
   readonly defaultMemoryBudgetBytes: number;
+  readonly defaultMaxBatchTokens: number;
 }
 
 /**
@@ -272,7 +274,7 @@ export function resolveEmbedOptions(texts: readonly string[], options: EmbedOpti
     truncation = EMBED_DEFAULTS.truncation,
     longText = EMBED_DEFAULTS.longText,
     overlap = EMBED_DEFAULTS.overlap,
-    maxBatchTokens = EMBED_DEFAULTS.maxBatchTokens,
+    maxBatchTokens = traits.defaultMaxBatchTokens,
     maxBatchSize = EMBED_DEFAULTS.maxBatchSize,
     memoryBudgetBytes = traits.defaultMemoryBudgetBytes,
     chunkSize = EMBED_DEFAULTS.chunkSize,
@@ -320,7 +322,7 @@ export function resolveEmbedOptions(texts: readonly string[], options: EmbedOpti
  * model has, which only its config says.
  */
 export function checkEmbedOptionsAhead(options: EmbedOptions<Precision>): void {
-  resolveEmbedOptions([], options, { hiddenSize: Number.MAX_SAFE_INTEGER, backend: 'cpu', defaultMemoryBudgetBytes: 1 });
+  resolveEmbedOptions([], options, { hiddenSize: Number.MAX_SAFE_INTEGER, backend: 'cpu', defaultMemoryBudgetBytes: 1, defaultMaxBatchTokens: 1 });
 }
 
 function checkDimensions(dimensions: number, hiddenSize: number): void {

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, NOMIC_V15_DIMENSIONS } from '../pipeline/embed-options.js';
+import { DEFAULT_MAX_BATCH_SIZE, NOMIC_V15_DIMENSIONS } from '../pipeline/embed-options.js';
 import type { Embedder } from '../embedder.js';
 import { CancelledError, InputError } from '../errors.js';
 import { checkInteger, checkOptionNames } from '../options.js';
@@ -13,7 +13,7 @@ import type { ApiContext } from './apis/context.js';
 import { ollamaError, registerOllama } from './apis/ollama.js';
 import { openAiError, registerOpenAi } from './apis/openai.js';
 import { registerTei, teiError } from './apis/tei.js';
-import { runEmbedCall } from './embed-call.js';
+import { runEmbedCall, type ServiceLimits } from './embed-call.js';
 import type { ServerMetrics } from './metrics.js';
 
 export interface ServeOptions {
@@ -27,7 +27,7 @@ export interface ServeOptions {
   readonly servedModelName?: string;
   /** Task prefix for requests that name none. @default none */
   readonly defaultTask?: Task;
-  /** Padded tokens per forward batch. @default 8192 */
+  /** Padded tokens per forward batch. @default the embedder's backend's: 2048 on wasm, else 8192 */
   readonly maxBatchTokens?: number;
   /** Texts per forward batch. @default 64 */
   readonly maxBatchSize?: number;
@@ -99,7 +99,7 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
   const [{ default: Fastify }, { default: cors }, { ServerMetrics }] = await Promise.all([import('fastify'), import('@fastify/cors'), import('./metrics.js')]);
   const metrics = new ServerMetrics();
   let state: ServerState = 'loading';
-  let loaded: { embedder: Embedder; name: string; release: () => void } | undefined;
+  let loaded: { embedder: Embedder; name: string; limits: ServiceLimits; release: () => void } | undefined;
   // Aborted when the grace period is over: the requests still waiting then answer 503.
   const shutdown = new AbortController();
 
@@ -145,7 +145,7 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
       if (state !== 'serving' || loaded === undefined) {
         throw new ApiError('unavailable', state === 'loading' ? 'the model is still loading' : 'the server is shutting down');
       }
-      return runEmbedCall(loaded.embedder, call, AbortSignal.any([signal, shutdown.signal]), settings).catch((error: unknown) => {
+      return runEmbedCall(loaded.embedder, call, AbortSignal.any([signal, shutdown.signal]), loaded.limits).catch((error: unknown) => {
         if (error instanceof CancelledError && shutdown.signal.aborted) throw new ApiError('unavailable', 'the server shut down before this request ran');
         throw error;
       });
@@ -159,7 +159,7 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
     reply.code(state === 'serving' ? 200 : 503);
     return { status: state };
   });
-  app.get('/info', async () => info(loaded?.embedder, loaded?.name, state, settings));
+  app.get('/info', async () => info(loaded, state, settings));
   app.get('/metrics', async (_request, reply) => {
     reply.type(metrics.registry.contentType);
     return metrics.registry.metrics();
@@ -185,7 +185,7 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
     };
     const device = instance.device === undefined ? instance.backend : `${instance.device.vendor} ${instance.device.description}`;
     metrics.backend.set({ backend: instance.backend, device }, 1);
-    loaded = { embedder: instance, name: settings.servedModelName ?? instance.modelName, release };
+    loaded = { embedder: instance, name: settings.servedModelName ?? instance.modelName, limits: serviceLimits(settings, instance), release };
     if (state === 'loading') state = 'serving';
   });
   // The caller learns of a failed load through `ready`; until then the server answers 503.
@@ -370,11 +370,13 @@ function keyMatches(header: string | undefined, key: string): boolean {
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
-function info(embedder: Embedder | undefined, name: string | undefined, state: ServerState, settings: ResolvedServeOptions) {
+function info(loaded: { embedder: Embedder; name: string; limits: ServiceLimits } | undefined, state: ServerState, settings: ResolvedServeOptions) {
+  const { embedder, name } = loaded ?? {};
+  // Until the embedder is loaded, the budgets that default to its backend's are not known yet.
   const limits = {
-    max_batch_tokens: settings.maxBatchTokens,
+    max_batch_tokens: loaded?.limits.maxBatchTokens ?? settings.maxBatchTokens ?? null,
     max_batch_size: settings.maxBatchSize,
-    max_queue_tokens: settings.maxQueueTokens,
+    max_queue_tokens: loaded?.limits.maxQueueTokens ?? settings.maxQueueTokens ?? null,
     max_request_texts: settings.maxRequestTexts,
     max_body_bytes: settings.maxBodyBytes,
   };
@@ -397,21 +399,27 @@ function info(embedder: Embedder | undefined, name: string | undefined, state: S
   };
 }
 
-type ResolvedServeOptions = Required<Omit<ServeOptions, 'apiKey' | 'servedModelName' | 'defaultTask' | 'cors'>> &
-  Pick<ServeOptions, 'apiKey' | 'servedModelName' | 'defaultTask' | 'cors'>;
+/** The options with their defaults; the batch budget and the queue's, when not given, once the embedder (and so its backend) is known. */
+type ResolvedServeOptions = Required<Omit<ServeOptions, 'apiKey' | 'servedModelName' | 'defaultTask' | 'cors' | 'maxBatchTokens' | 'maxQueueTokens'>> &
+  Pick<ServeOptions, 'apiKey' | 'servedModelName' | 'defaultTask' | 'cors' | 'maxBatchTokens' | 'maxQueueTokens'>;
+
+/** The limits every call runs under on `embedder`. */
+function serviceLimits(settings: ResolvedServeOptions, embedder: Embedder): ServiceLimits {
+  const maxBatchTokens = settings.maxBatchTokens ?? embedder.defaultMaxBatchTokens;
+  return { maxBatchTokens, maxBatchSize: settings.maxBatchSize, maxQueueTokens: settings.maxQueueTokens ?? 16 * maxBatchTokens };
+}
 
 function resolveServeOptions(options: ServeOptions): ResolvedServeOptions {
   checkOptionNames('serve options', options, SERVE_OPTION_NAMES);
-  const maxBatchTokens = options.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS;
   const resolved = {
     host: options.host ?? '127.0.0.1',
     port: options.port ?? 8080,
     apiKey: options.apiKey,
     servedModelName: options.servedModelName,
     defaultTask: options.defaultTask,
-    maxBatchTokens,
+    maxBatchTokens: options.maxBatchTokens,
     maxBatchSize: options.maxBatchSize ?? DEFAULT_MAX_BATCH_SIZE,
-    maxQueueTokens: options.maxQueueTokens ?? 16 * maxBatchTokens,
+    maxQueueTokens: options.maxQueueTokens,
     maxRequestTexts: options.maxRequestTexts ?? 2048,
     maxBodyBytes: options.maxBodyBytes ?? 32 * 2 ** 20,
     batchWaitMs: options.batchWaitMs ?? 1,
@@ -423,7 +431,8 @@ function resolveServeOptions(options: ServeOptions): ResolvedServeOptions {
     maxConnections: options.maxConnections ?? 512,
   };
   checkInteger('port', resolved.port, 0);
-  for (const name of ['maxBatchTokens', 'maxBatchSize', 'maxQueueTokens', 'maxRequestTexts', 'maxBodyBytes'] as const) checkInteger(name, resolved[name], 1);
+  for (const name of ['maxBatchSize', 'maxRequestTexts', 'maxBodyBytes'] as const) checkInteger(name, resolved[name], 1);
+  for (const name of ['maxBatchTokens', 'maxQueueTokens'] as const) if (resolved[name] !== undefined) checkInteger(name, resolved[name], 1);
   checkInteger('batchWaitMs', resolved.batchWaitMs, 0);
   for (const name of ['headersTimeoutMs', 'requestTimeoutMs', 'keepAliveTimeoutMs', 'maxConnections'] as const) checkInteger(name, resolved[name], 1);
   if (resolved.headersTimeoutMs > resolved.requestTimeoutMs) {
