@@ -127,8 +127,13 @@ export class Embedder {
     for (let start = 0; start < texts.length; start += settings.chunkSize) {
       const chunk = texts.slice(start, start + settings.chunkSize);
       const { windows, owner } = this.tokenize(chunk, start, settings, stats);
-      const pending = chunk.map(() => ({ sum: new Float64Array(this.config.n_embd), weight: 0, left: 0 }));
+      // A text's windows' token-weighted sum, made only for texts of more than one window.
+      const pending = chunk.map(() => ({ sum: undefined as Float64Array | undefined, weight: 0, left: 0 }));
       for (const i of owner) pending[i].left++;
+      const finish = (w: number, pooled: Float32Array) => {
+        embeddings[start + owner[w]] = quantize(finishVector(pooled, output), precision as P, ranges);
+        settings.onProgress?.(++done, texts.length);
+      };
       await this.queue
         .submit({
           sequences: windows,
@@ -139,14 +144,17 @@ export class Embedder {
           maxQueueTokens: settings.maxQueueTokens,
           onVector: (w, vector) => {
             const text = pending[owner[w]];
-            // The token-weighted mean of a text's windows (one window: the text's own vector).
+            // One window: the text's own vector (its weighted mean would round back to it exactly).
+            if (text.sum === undefined && text.left === 1) return finish(w, vector);
+            // The token-weighted mean of a text's windows, summed in float64.
             const tokens = windows[w].length;
-            vector.forEach((x, d) => (text.sum[d] += x * tokens));
+            const sum = (text.sum ??= new Float64Array(vector.length));
+            for (let d = 0; d < vector.length; d++) sum[d] += vector[d] * tokens;
             text.weight += tokens;
             if (--text.left > 0) return;
-            const pooled = Float32Array.from(text.sum, (x) => x / text.weight);
-            embeddings[start + owner[w]] = quantize(finishVector(pooled, output), precision as P, ranges);
-            settings.onProgress?.(++done, texts.length);
+            const pooled = new Float32Array(sum.length);
+            for (let d = 0; d < sum.length; d++) pooled[d] = sum[d] / text.weight;
+            finish(w, pooled);
           },
         })
         .catch((error: unknown) => {

@@ -116,8 +116,9 @@ if (values.roofline) {
   // The whole list as one call: the batch the concurrent calls must reproduce bit for bit.
   const batched = (await embedder.embed(texts)).embeddings;
   let maxDifference = 0;
-  // Three rounds warm V8 and the kernels up; seven are timed.
-  for (let round = 0; round < 10; round++) {
+  // Five rounds warm V8 and the kernels up; twenty-five are timed (a round is tens of milliseconds, and on a shared machine
+  // one round in four or five is disturbed: seven gave medians that moved by a quarter from run to run).
+  for (let round = 0; round < 30; round++) {
     let started = performance.now();
     const one: Float32Array[] = [];
     for (const text of texts) one.push((await embedder.embed([text])).embeddings[0]);
@@ -125,7 +126,7 @@ if (values.roofline) {
     started = performance.now();
     const all = (await Promise.all(texts.map((text) => embedder.embed([text])))).map((r) => r.embeddings[0]);
     const concurrentMs = performance.now() - started;
-    if (round >= 3) {
+    if (round >= 5) {
       sequential.push(sequentialMs);
       together.push(concurrentMs);
     }
