@@ -57,6 +57,7 @@ describe('fused kernels of the wasm backend against the tfjs composites they rep
     // Half-heads of 3 and 5 floats are not whole vectors: tfjs's ops take them.
     expect(attention(8, 12)).toBe('batched');
     expect(attention(64, 10)).toBe('per-head');
+    expect(attention(2048, 64)).toBe('per-head');
   });
 
   /** Both compute in float32 with other summation orders (and our exp is within 1 ulp of the exact one). */
@@ -68,8 +69,9 @@ describe('fused kernels of the wasm backend against the tfjs composites they rep
     [3, 7, 4, 16, true],
     [2, 37, 12, 64, true],
     [1, 64, 2, 64, false],
-    // Longer than the policy sends it, which it must still compute right.
     [2, 130, 2, 32, true],
+    // Longer than the policy sends it, which it must still compute right.
+    [1, 300, 1, 16, false],
   ])('rotary attention of B=%i, T=%i, H=%i, hd=%i (a table per row: %s) with padded keys equals the composite', (B, T, H, hd, perRow) => {
     tf.tidy(() => {
       const [q, k, v] = [1, 2, 3].map((seed) => tf.randomNormal([B, T, H, hd], 0, 1, 'float32', seed) as tf.Tensor4D);

@@ -44,11 +44,12 @@ export const SHORT_BATCH_SCORE_WORK = 16384;
  * The longest batch our wasm attention kernel takes. Its cost grows with
  * T²·hd per (sequence, head); head by head, XNNPACK's products are faster
  * per score but cost a fixed 40–60 µs per pair in tfjs ops. Measured on one
- * thread, the attention alone: at hd 64 (B·T = 1024) ours is 4–5× faster
- * than either tfjs path up to T = 32, 1.35× at T = 64, 0.77× at T = 128; at
- * hd 16 (B·T = 512) 3–6× up to T = 32 and even at T = 64.
+ * thread, the attention alone, ours against head by head at hd 64 (B·T =
+ * 1024 to 2048): 7–12× up to T = 32, 2.5× at 64, 1.5× at 128, 1.14× at
+ * 256, 0.84× at 512 and 0.57× at 2048; at hd 16, 3.3× at T = 128 and 1.2×
+ * at 256.
  */
-export const FUSED_MAX_LENGTH = 64;
+export const FUSED_MAX_LENGTH = 256;
 
 /**
  * Our module's rotary attention kernel where it is registered (see

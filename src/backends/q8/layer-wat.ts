@@ -141,8 +141,14 @@ function layerNorm(): string {
  * tfjs's ops round them) into scratch; then per query the scores, their
  * softmax (keys whose weight underflows to 0, the padded ones, are skipped)
  * and the weighted sum of the values, in float32.
- * Scratch: 4·(2·T·hd + T + 3 + hd) bytes, 16-byte aligned.
+ * Scratch: 4·(T·hd + T′·hd + 2·T′ + hd) bytes, 16-byte aligned, T′ = T
+ * rounded up to a multiple of 4.
  */
+/** The four keys of a block. */
+const KEYS = [0, 1, 2, 3] as const;
+/** The 16 bytes `bytes` (0–15 of a, 16–31 of b) of two vectors. */
+const LANES = (bytes: string, a: string, b: string) => `(i8x16.shuffle ${bytes} (local.get ${a}) (local.get ${b}))`;
+
 function attention(): string {
   /** A loop over `$counter` from its current value up to `limit` (exclusive) in steps of `step`. */
   const loop = (label: string, counter: string, limit: string, step: number | string, body: string) => `(block $${label}Done (loop $${label}
@@ -168,20 +174,27 @@ function attention(): string {
     (local $rowBytes i32) (local $halfBytes i32) (local $stride i32) (local $Q i32) (local $K i32) (local $S i32) (local $A i32) (local $paddedT i32)
     (local $angles i32) (local $from i32) (local $to i32) (local $query i32) (local $key i32) (local $value i32) (local $biasRow i32)
     (local $c v128) (local $s v128) (local $x1 v128) (local $x2 v128) (local $factor v128) (local $acc v128) (local $weight v128) (local $shift v128)
-    (local $score f32) (local $top f32) (local $w f32) ${EXP_LOCALS}
+    (local $top f32) (local $w f32) (local $tops v128) (local $acc0 v128) (local $acc1 v128) (local $acc2 v128) (local $acc3 v128) ${EXP_LOCALS}
     (local.set $rowBytes (i32.shl (local.get $hd) (i32.const 2)))
     (local.set $halfBytes (i32.shl (local.get $hd) (i32.const 1)))
     (local.set $stride (i32.mul (local.get $H) (local.get $rowBytes)))
     (local.set $paddedT (i32.and (i32.add (local.get $T) (i32.const 3)) (i32.const -4)))
     (local.set $Q (local.get $scratch))
     (local.set $K (i32.add (local.get $Q) (i32.mul (local.get $T) (local.get $rowBytes))))
-    (local.set $S (i32.add (local.get $K) (i32.mul (local.get $T) (local.get $rowBytes))))
-    (local.set $A (i32.add (local.get $S) (i32.shl (local.get $paddedT) (i32.const 2))))
+    (local.set $S (i32.add (local.get $K) (i32.mul (local.get $paddedT) (local.get $rowBytes))))
+    (local.set $biasRow (i32.add (local.get $S) (i32.shl (local.get $paddedT) (i32.const 2))))
+    (local.set $A (i32.add (local.get $biasRow) (i32.shl (local.get $paddedT) (i32.const 2))))
     (local.set $factor (f32x4.splat (local.get $scale)))
     ${EXP_SETUP}
+    ;; Keys past the last are zeros, so a block of four keys reads no memory it does not own; their bias is −Inf.
+    (local.set $d (i32.mul (local.get $T) (local.get $rowBytes)))
+    ${loop('padKeys', '$d', '(i32.mul (local.get $paddedT) (local.get $rowBytes))', 16, `(v128.store align=4 ${add(get('$K'), get('$d'))} (v128.const i32x4 0 0 0 0))`)}
+    (local.set $j (local.get $T))
+    ${loop('padBias', '$j', get('$paddedT'), 1, `(f32.store (i32.add (local.get $biasRow) (i32.shl (local.get $j) (i32.const 2))) (f32.const -inf))`)}
     (block $batchDone (loop $batch
       (br_if $batchDone (i32.ge_u (local.get $b) (local.get $B)))
-      (local.set $biasRow (i32.add (local.get $bias) (i32.shl (i32.mul (local.get $b) (local.get $T)) (i32.const 2))))
+      ;; The sequence's key bias, where its padded lanes follow it.
+      (memory.copy (local.get $biasRow) (i32.add (local.get $bias) (i32.shl (i32.mul (local.get $b) (local.get $T)) (i32.const 2))) (i32.shl (local.get $T) (i32.const 2)))
       (local.set $h (i32.const 0))
       ${loop('heads', '$h', get('$H'), 1, `
         ;; The head's rotated queries and keys, [T, hd] each.
@@ -199,18 +212,23 @@ function attention(): string {
         (local.set $i (i32.const 0))
         ${loop('queries', '$i', get('$T'), 1, `
           (local.set $query (i32.add (local.get $Q) (i32.mul (local.get $i) (local.get $rowBytes))))
-          (local.set $top (f32.const -inf))
+          ;; Scores of four keys at a time: one load of the query's values for four products, the four sums in one vector.
+          (local.set $tops (v128.const f32x4 -inf -inf -inf -inf))
           (local.set $j (i32.const 0))
-          ${loop('scores', '$j', get('$T'), 1, `
+          ${loop('scores', '$j', get('$paddedT'), 4, `
             (local.set $key (i32.add (local.get $K) (i32.mul (local.get $j) (local.get $rowBytes))))
-            (local.set $acc (v128.const i32x4 0 0 0 0))
+            ${KEYS.map((n) => `(local.set $acc${n} (v128.const i32x4 0 0 0 0))`).join(' ')}
             (local.set $d (i32.const 0))
-            ${loop('dot', '$d', get('$rowBytes'), 16, `(local.set $acc (f32x4.add (local.get $acc) (f32x4.mul ${load(add(get('$query'), get('$d')))} ${load(add(get('$key'), get('$d')))})))`)}
-            (local.set $score (f32.add ${laneSum('(local.get $acc)')} (f32.load (i32.add (local.get $biasRow) (i32.shl (local.get $j) (i32.const 2))))))
-            (f32.store (i32.add (local.get $S) (i32.shl (local.get $j) (i32.const 2))) (local.get $score))
-            (local.set $top (f32.max (local.get $top) (local.get $score)))`)}
-          ;; Lanes past the last key score −Inf, so their weight is 0 (the previous query left its weights there).
-          ${loop('pad', '$j', get('$paddedT'), 1, `(f32.store (i32.add (local.get $S) (i32.shl (local.get $j) (i32.const 2))) (f32.const -inf))`)}
+            ${loop('dot', '$d', get('$rowBytes'), 16, `(local.set $x1 ${load(add(get('$query'), get('$d')))})
+              ${KEYS.map((n) => `(local.set $acc${n} (f32x4.add (local.get $acc${n}) (f32x4.mul (local.get $x1) ${load(add(get('$key'), n === 0 ? '(i32.const 0)' : `(i32.mul (local.get $rowBytes) (i32.const ${n}))`, get('$d')))})))`).join('\n              ')}`)}
+            (local.set $x1 (f32x4.add ${LANES('0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23', '$acc0', '$acc1')} ${LANES('8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31', '$acc0', '$acc1')}))
+            (local.set $x2 (f32x4.add ${LANES('0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23', '$acc2', '$acc3')} ${LANES('8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31', '$acc2', '$acc3')}))
+            (local.set $acc (f32x4.add (f32x4.add ${LANES('0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23', '$x1', '$x2')} ${LANES('8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31', '$x1', '$x2')})
+              ${load(add(get('$biasRow'), '(i32.shl (local.get $j) (i32.const 2))'))}))
+            (v128.store align=4 ${add(get('$S'), '(i32.shl (local.get $j) (i32.const 2))')} (local.get $acc))
+            (local.set $tops (f32x4.max (local.get $tops) (local.get $acc)))`)}
+          (local.set $top (f32.max (f32.max (f32x4.extract_lane 0 (local.get $tops)) (f32x4.extract_lane 1 (local.get $tops)))
+            (f32.max (f32x4.extract_lane 2 (local.get $tops)) (f32x4.extract_lane 3 (local.get $tops)))))
           ;; Weights e^(score − top), and their sum.
           (local.set $shift (f32x4.splat (local.get $top)))
           (local.set $acc (v128.const i32x4 0 0 0 0))
@@ -221,7 +239,17 @@ function attention(): string {
             (local.set $acc (f32x4.add (local.get $acc) (local.get $weight)))`)}
           (local.set $d (i32.const 0))
           ${loop('clear', '$d', get('$rowBytes'), 16, `(v128.store align=4 ${add(get('$A'), get('$d'))} (v128.const i32x4 0 0 0 0))`)}
+          ;; Values four keys at a time while four remain (a block of zero weights, padding, is skipped), then one at a time.
           (local.set $j (i32.const 0))
+          ${loop('valueBlocks', '$j', '(i32.and (local.get $T) (i32.const -4))', 4, `
+            (local.set $weight ${load(add(get('$S'), '(i32.shl (local.get $j) (i32.const 2))'))})
+            (if (v128.any_true (local.get $weight)) (then
+              ${KEYS.map((n) => `(local.set $acc${n} (f32x4.splat (f32x4.extract_lane ${n} (local.get $weight))))`).join(' ')}
+              (local.set $value (i32.add (local.get $v) (i32.add (i32.mul (i32.add (i32.mul (local.get $b) (local.get $T)) (local.get $j)) (local.get $stride)) (i32.mul (local.get $h) (local.get $rowBytes)))))
+              (local.set $d (i32.const 0))
+              ;; Summed in key order, as one key at a time sums them.
+              ${loop('accumulate4', '$d', get('$rowBytes'), 16, `(v128.store align=4 ${add(get('$A'), get('$d'))}
+                ${KEYS.reduce((sum, n) => `(f32x4.add ${sum} (f32x4.mul (local.get $acc${n}) ${load(add(get('$value'), n === 0 ? '(i32.const 0)' : `(i32.mul (local.get $stride) (i32.const ${n}))`, get('$d')))}))`, load(add(get('$A'), get('$d'))))})`)}))`)}
           ${loop('values', '$j', get('$T'), 1, `
             (local.set $w (f32.load (i32.add (local.get $S) (i32.shl (local.get $j) (i32.const 2)))))
             (if (f32.ne (local.get $w) (f32.const 0)) (then

@@ -49,8 +49,10 @@ function attentionKernel({ inputs, attrs, backend }: { inputs: AttentionInputs; 
   const [B, T, H, hd] = inputs.queries.shape;
   if (!simdAttentionTakes(hd)) throw new Error(`the wasm attention kernel takes heads of a multiple of 8 floats, not ${hd}`);
   const out = backend.makeOutput([B, T, H, hd], 'float32');
-  // Rotated queries and keys, one query's scores (padded to whole vectors) and its weighted sum, 16-byte aligned.
-  const scratch = backend.wasm._malloc(4 * (2 * T * hd + T + 3 + hd) + 16);
+  // Rotated queries and keys (the keys padded to a multiple of 4 with zeros), one query's scores, the sequence's key
+  // bias (both padded alike), one query's weighted sum; 16-byte aligned.
+  const paddedT = Math.ceil(T / 4) * 4;
+  const scratch = backend.wasm._malloc(4 * (T * hd + paddedT * hd + 2 * paddedT + hd) + 16);
   try {
     const at = (info: tf.TensorInfo) => offset(backend, info);
     const { queries, keys, values, cosines, sines, bias } = inputs;
