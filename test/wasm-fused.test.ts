@@ -1,7 +1,8 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { FUSED_MAX_LENGTH, POLICIES } from '../src/backends/policy.js';
-import { simdResidualLayerNorm } from '../src/backends/q8/simd-layers.js';
+import { simdFirstNonFinite, simdResidualLayerNorm } from '../src/backends/q8/simd-layers.js';
+import { firstNonFinite } from '../src/weights/load.js';
 import type { WasmBackendInternals } from '../src/backends/wasm-internals.js';
 import {
   FUSED_ATTENTION,
@@ -125,6 +126,35 @@ describe('fused kernels of the wasm backend against the tfjs composites they rep
       const q = tf.zeros([1, 4, 2, 12]) as tf.Tensor4D;
       expect(() => fusedAttention(q, q, q, attentionTables(1, 4, 12, false), undefined, 1)).toThrow(/multiple of 8 floats, not 12/);
     });
+  });
+
+  it("the loader's search for NaN and infinities runs in our SIMD kernel on the heap, with the JavaScript loop's answers", () => {
+    const backend = tf.backend() as unknown as WasmBackendInternals;
+    for (const length of [0, 3, 4, 9, 64, 1001]) {
+      const info = backend.makeOutput([Math.max(length, 1)], 'float32');
+      try {
+        const view = (backend.typedArrayFromHeap(info) as Float32Array).subarray(0, length);
+        // Finite extremes: the largest float, a subnormal, −0.
+        view.set([3.4028234663852886e38, -1.4e-45, -0, 1].slice(0, length).concat(Array(Math.max(0, length - 4)).fill(0.5)));
+        expect(simdFirstNonFinite(view), `all finite, length ${length}`).toBe(-1);
+        for (const bad of [NaN, Infinity, -Infinity]) {
+          // In a whole vector, in the last one, and among the values past the last whole vector.
+          for (const at of new Set([0, Math.floor(length / 2), length - 1].filter((i) => i >= 0 && i < length))) {
+            const kept = view[at];
+            view[at] = bad;
+            expect(simdFirstNonFinite(view), `${bad} at ${at} of ${length}`).toBe(at);
+            expect(firstNonFinite(view)).toBe(at);
+            expect(firstNonFinite(Float32Array.from(view))).toBe(at);
+            view[at] = kept;
+          }
+        }
+      } finally {
+        tf.engine().makeTensorFromTensorInfo(info).dispose();
+      }
+    }
+    // Memory of its own is not the heap: JavaScript searches it.
+    expect(simdFirstNonFinite(new Float32Array([1, NaN]))).toBeUndefined();
+    expect(firstNonFinite(new Float32Array([1, NaN]))).toBe(1);
   });
 
   it('LayerNorm runs in our SIMD kernel on rows of whole vectors, and in JavaScript on others', () => {

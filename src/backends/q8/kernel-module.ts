@@ -34,6 +34,7 @@ export interface Q8Kernels {
     out: number,
     scratch: number,
   ): void;
+  first_non_finite(x: number, count: number): number;
 }
 
 /**

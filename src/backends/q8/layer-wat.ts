@@ -1,6 +1,7 @@
 /**
  * The WebAssembly text of the layer kernels that sit between the products:
- * residual LayerNorm and rotary attention, in SIMD128
+ * residual LayerNorm and rotary attention, and the loader's check for NaN
+ * and infinite weights, in SIMD128
  * over the wasm backend's heap, in the module `gemm-wat.ts` assembles. At the
  * small batches a service sees these are most of a forward pass after the
  * products: in JavaScript a LayerNorm costs 4–6 ns a value and tfjs's batched
@@ -13,7 +14,7 @@
 
 
 export function layerKernelsWat(): string {
-  return [layerNorm(), attention()].join('\n');
+  return [layerNorm(), attention(), firstNonFinite()].join('\n');
 }
 
 const splat = (value: number) => `(f32x4.splat (f32.const ${value}))`;
@@ -264,5 +265,33 @@ function attention(): string {
           ${loop('store', '$d', get('$rowBytes'), 16, `(v128.store align=4 ${add(get('$to'), get('$d'))} (f32x4.mul ${load(add(get('$A'), get('$d')))} (local.get $weight)))`)}`)}`)}
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
       (br $batch)))
+  )`;
+}
+
+/**
+ * first_non_finite(x, count): the index of the first NaN or infinity among
+ * `count` floats at x (4-byte aligned), or −1. A float is not finite when
+ * its exponent bits are all ones; four are tested at once, and the vector
+ * that holds one is searched lane by lane.
+ */
+function firstNonFinite(): string {
+  const exponent = '(i32x4.splat (i32.const 0x7f800000))';
+  const notFinite = (bits: string) => `(i32.eq (i32.and ${bits} (i32.const 0x7f800000)) (i32.const 0x7f800000))`;
+  return `  (func (export "first_non_finite") (param $x i32) (param $count i32) (result i32)
+    (local $i i32) (local $whole i32) (local $mask v128)
+    (local.set $mask ${exponent})
+    (local.set $whole (i32.and (local.get $count) (i32.const -4)))
+    (block $scanned (loop $vectors
+      (br_if $scanned (i32.ge_u (local.get $i) (local.get $whole)))
+      (br_if $scanned (v128.any_true (i32x4.eq (v128.and (v128.load align=4 (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2)))) (local.get $mask)) (local.get $mask))))
+      (local.set $i (i32.add (local.get $i) (i32.const 4)))
+      (br $vectors)))
+    ;; From the vector that holds one (or the last few values) on, one at a time.
+    (block $none (loop $values
+      (br_if $none (i32.ge_u (local.get $i) (local.get $count)))
+      (if ${notFinite('(i32.load (i32.add (local.get $x) (i32.shl (local.get $i) (i32.const 2))))')} (then (return (local.get $i))))
+      (local.set $i (i32.add (local.get $i) (i32.const 1)))
+      (br $values)))
+    (i32.const -1)
   )`;
 }

@@ -1,27 +1,42 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { FUSED_ATTENTION, type FusedAttentionAttrs } from '../../model/fused-ops.js';
 import type { WasmBackendInternals } from '../wasm-internals.js';
-import type { Q8Kernels } from './kernel-module.js';
+import { useQuickFiniteScan } from '../../weights/load.js';
+import type { Q8Kernels, WasmMemory } from './kernel-module.js';
 
 /**
  * The layer kernels of our module (`layer-wat.ts`) as wasm-backend kernels:
  * rotary attention registered under the model's fused op, and LayerNorm for
  * the fused kernel that `wasm-fused.ts` registers (which runs its
- * JavaScript form where ours cannot). They run on the calling thread.
+ * JavaScript form where ours cannot), and the loader's search for NaN and
+ * infinite weights. They run on the calling thread.
  * SwiGLU stays tfjs's: its sigmoid is XNNPACK's, 1 ns a value, and ours
  * (the same exp as attention's) was 1.5–1.9 ns.
  */
 let kernels: Q8Kernels | undefined;
+let heap: WasmMemory | undefined;
 
-/** Registers them; called once our module runs on the wasm backend's heap. */
-export function installSimdLayerKernels(module: Q8Kernels): void {
+/** Registers them; called once our module runs on the wasm backend's heap, `memory`. */
+export function installSimdLayerKernels(module: Q8Kernels, memory: WasmMemory): void {
   kernels = module;
+  heap = memory;
+  useQuickFiniteScan(simdFirstNonFinite);
   tf.registerKernel({ kernelName: FUSED_ATTENTION, backendName: 'wasm', kernelFunc: attentionKernel as unknown as tf.KernelFunc });
 }
 
 /** Whether our attention kernel takes heads of `headDim` floats: it rotates half-heads a vector at a time. */
 export function simdAttentionTakes(headDim: number): boolean {
   return headDim % 8 === 0;
+}
+
+/**
+ * The index of the first NaN or infinity of `data` (or −1) when it is a view
+ * of the heap our module runs on; undefined for other memory (or a heap since
+ * grown), which the loader then searches in JavaScript.
+ */
+export function simdFirstNonFinite(data: Float32Array): number | undefined {
+  if (kernels === undefined || heap === undefined || data.buffer !== heap.buffer) return undefined;
+  return kernels.first_non_finite(data.byteOffset, data.length);
 }
 
 const offset = (backend: WasmBackendInternals, info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId)!.memoryOffset;

@@ -64,7 +64,7 @@ export function installWasmQ8(wasmVersion: string, setup: ProductKernelSetup): s
   pool = new Q8ThreadPool(kernels, isSharedMemory(memory) ? setup.helpers(module, memory) : undefined);
   tf.registerKernel({ kernelName: Q8_MATMUL, backendName: 'wasm', kernelFunc: q8MatMul as unknown as tf.KernelFunc });
   tf.registerKernel({ kernelName: F32_MATMUL, backendName: 'wasm', kernelFunc: f32MatMul as unknown as tf.KernelFunc });
-  installSimdLayerKernels(kernels);
+  installSimdLayerKernels(kernels, memory);
   return undefined;
 }
 
