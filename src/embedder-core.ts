@@ -78,6 +78,7 @@ export class Embedder {
       maxTensorBytes: details.device?.maxStorageBufferBindingSize,
       concurrency: runner.concurrency,
       inFlight: runner.inFlight,
+      lengthBreaks: attentionBreaks(engine, config.headDim, tokenizer.maxLength),
     });
   }
 
@@ -243,4 +244,18 @@ const WARM_UP_TEXTS = ['warm-up', 'warming up: a short text through every stage 
  */
 export async function warmUp(embedder: Embedder): Promise<void> {
   for (const text of WARM_UP_TEXTS) await embedder.embed([text]);
+}
+
+/**
+ * The padded lengths up to `maxLength` after which `policy` picks another
+ * attention kernel. Kernels round differently, so batches are kept from
+ * straddling them: a text then gets the same vector whatever it is batched
+ * with (bit for bit on wasm's own kernel, which also ignores padding).
+ */
+function attentionBreaks(policy: BackendPolicy, headDim: number, maxLength: number): number[] {
+  const breaks: number[] = [];
+  for (let length = 1; length < maxLength; length++) {
+    if (policy.attention(length, headDim) !== policy.attention(length + 1, headDim)) breaks.push(length);
+  }
+  return breaks;
 }

@@ -13,6 +13,7 @@ const OOM = () => new Error('OOM when allocating tensor with shape[64,12,512,512
 const text = (id: number, length: number) => Int32Array.from({ length }, (_, i) => (i === 0 ? id : 5));
 
 interface FakeOptions {
+  lengthBreaks?: number[];
   inFlight?: number;
   concurrency?: number;
   estimate?: MemoryEstimator;
@@ -25,13 +26,14 @@ interface FakeOptions {
  * A queue over a stand-in model: records each batch (as the lengths of its texts) and answers each text with
  * [its first id]. Batches wait to be released by `finishOne`, unless `auto`; `failWith` makes some fail.
  */
-function fakeQueue({ inFlight = 1, concurrency = inFlight, estimate = free, maxTensorBytes, auto = false }: FakeOptions = {}) {
+function fakeQueue({ inFlight = 1, concurrency = inFlight, estimate = free, maxTensorBytes, auto = false, lengthBreaks }: FakeOptions = {}) {
   const batches: number[][] = [];
   const pending: (() => void)[] = [];
   let fail: ((lengths: number[]) => Error | undefined) | undefined;
   const queue = new EmbeddingQueue({
     estimate,
     maxTensorBytes,
+    lengthBreaks,
     concurrency,
     inFlight,
     run: ({ sequences }) => {
@@ -124,6 +126,13 @@ describe('the embedding queue', () => {
     await fake.finishOne();
     await first;
     expect(await mixed).toEqual([2, 3, 4, 5, 6]);
+  });
+
+  it('keeps texts on either side of a length break out of one batch, where the budget would have joined them', async () => {
+    const fake = fakeQueue({ auto: true, lengthBreaks: [8] });
+    // 12 + 8 + 5 fit the budget of 64 padded to 12, but 8 and 5 are at most the break and 12 is past it; 9 too.
+    expect(await fake.submit([text(1, 12), text(2, 8), text(3, 9), text(4, 5)])).toEqual([1, 2, 3, 4]);
+    expect(fake.batches).toEqual([[12, 9], [8, 5]]);
   });
 
   it('runs requests with different limits or pooling in batches of their own, fairly in turn', async () => {

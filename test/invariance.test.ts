@@ -1,5 +1,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FUSED_MAX_LENGTH } from '../src/backends/policy.js';
+import { loadEmbedder } from '../src/embedder.js';
 import { loadModel } from '../src/model/load-model.js';
 import type { NomicBertModel } from '../src/model/nomic-bert.js';
 import { finishVector } from '../src/pipeline/finish-vector.js';
@@ -75,5 +77,24 @@ describe.each(FIXTURE_NAMES)('%s: a text embeds the same alone and in any padded
     model.forward({ inputIds, attentionMask }).dispose();
     expect(tf.memory().numTensors).toBe(before);
     tf.dispose([inputIds, attentionMask]);
+  });
+});
+
+describe('on wasm, through the embedder', () => {
+  it('a text of at most FUSED_MAX_LENGTH tokens gets the same vector bit for bit alone and queued with longer texts', async () => {
+    const embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm' });
+    try {
+      const texts = reference('nomic-tiny').texts;
+      const short = texts.filter((t) => t.num_tokens <= FUSED_MAX_LENGTH);
+      const long = texts.filter((t) => t.num_tokens > FUSED_MAX_LENGTH);
+      expect(short.length).toBeGreaterThan(1);
+      expect(long.length).toBeGreaterThan(0);
+      const alone = await Promise.all(short.map(async (t) => (await embedder.embed([t.text])).embeddings[0]));
+      // Longest first with a budget that takes them all: without the break the short texts would share the long one's batch.
+      const together = (await embedder.embed([...long, ...short].map((t) => t.text), { maxBatchTokens: 1 << 16 })).embeddings.slice(long.length);
+      together.forEach((v, i) => expect([...v].filter((x, d) => !Object.is(x, alone[i][d])).length, short[i].name).toBe(0));
+    } finally {
+      await embedder.dispose();
+    }
   });
 });

@@ -16,8 +16,10 @@ export type MemoryEstimator = (size: number, length: number) => { readonly total
  * Decides how large the next batch may be, and backs off on out-of-memory.
  *
  * Given waiting sequences sorted longest first, a batch takes the first ones
- * (padded to the first's length) while it stays under every limit; one
- * sequence alone always makes a batch. After an out-of-memory failure the
+ * (padded to the first's length) while it stays under every limit and on the
+ * first's side of every length break (where the backend changes kernels, so
+ * that a text's vector does not depend on which texts it is batched with);
+ * one sequence alone always makes a batch. After an out-of-memory failure the
  * size that failed is halved, and the smaller size caps later batches. The
  * cap grows back, doubling, after {@link GROW_BACK_AFTER} batches in a row
  * succeed at it, so one transient failure does not halve every later call; a
@@ -30,6 +32,8 @@ export class BatchPlanner {
   constructor(
     readonly limits: BatchLimits,
     private readonly estimate: MemoryEstimator,
+    /** Padded lengths at which the backend computes a batch another way: no batch holds texts from both sides of one. */
+    private readonly lengthBreaks: readonly number[] = [],
   ) {}
 
   /** The current largest batch size, after any back-off. */
@@ -44,8 +48,11 @@ export class BatchPlanner {
   nextBatchSize(lengths: readonly number[], share = Infinity): number {
     const cap = Math.min(this.maxBatchSize, share, lengths.length);
     const length = lengths[0];
+    const side = this.sideOf(length);
     let size = 1;
-    while (size < cap && (size + 1) * length <= this.limits.maxBatchTokens && this.withinMemory(size + 1, length)) size++;
+    while (size < cap && this.sideOf(lengths[size]) === side && (size + 1) * length <= this.limits.maxBatchTokens && this.withinMemory(size + 1, length)) {
+      size++;
+    }
     return size;
   }
 
@@ -61,6 +68,11 @@ export class BatchPlanner {
     if (++this.successesAtCap < GROW_BACK_AFTER) return;
     this.successesAtCap = 0;
     this.sizeCap = this.sizeCap * 2 >= this.limits.maxBatchSize ? Infinity : this.sizeCap * 2;
+  }
+
+  /** How many breaks lie below `length`. */
+  private sideOf(length: number): number {
+    return this.lengthBreaks.filter((limit) => length > limit).length;
   }
 
   private withinMemory(size: number, length: number): boolean {

@@ -46,6 +46,8 @@ export interface EmbeddingQueueOptions {
   readonly concurrency: number;
   /** Batches kept in flight: `concurrency`, or more where host and device work overlap (a GPU). */
   readonly inFlight: number;
+  /** Padded lengths at which the backend computes a batch another way (see `BatchPlanner`). @default none */
+  readonly lengthBreaks?: readonly number[];
 }
 
 /** Watches the queue: the service's metrics. */
@@ -189,7 +191,7 @@ export class EmbeddingQueue {
   private plannerFor(key: string, limits: QueueRequest['limits']): BatchPlanner {
     let planner = this.planners.get(key);
     if (planner === undefined) {
-      planner = new BatchPlanner({ ...limits, maxTensorBytes: this.options.maxTensorBytes }, this.options.estimate);
+      planner = new BatchPlanner({ ...limits, maxTensorBytes: this.options.maxTensorBytes }, this.options.estimate, this.options.lengthBreaks);
       this.planners.set(key, planner);
     }
     return planner;
