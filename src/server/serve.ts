@@ -99,7 +99,7 @@ export async function serve(embedder: Embedder | Promise<Embedder>, options: Ser
   const [{ default: Fastify }, { default: cors }, { ServerMetrics }] = await Promise.all([import('fastify'), import('@fastify/cors'), import('./metrics.js')]);
   const metrics = new ServerMetrics();
   let state: ServerState = 'loading';
-  let loaded: { embedder: Embedder; name: string; limits: ServiceLimits; release: () => void } | undefined;
+  let loaded: LoadedModel | undefined;
   // Aborted when the grace period is over: the requests still waiting then answer 503.
   const shutdown = new AbortController();
 
@@ -370,7 +370,15 @@ function keyMatches(header: string | undefined, key: string): boolean {
 
 const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
-function info(loaded: { embedder: Embedder; name: string; limits: ServiceLimits } | undefined, state: ServerState, settings: ResolvedServeOptions) {
+/** The embedder being served, once loaded: its name, the limits its calls run under, and how to let it go. */
+interface LoadedModel {
+  readonly embedder: Embedder;
+  readonly name: string;
+  readonly limits: ServiceLimits;
+  readonly release: () => void;
+}
+
+function info(loaded: LoadedModel | undefined, state: ServerState, settings: ResolvedServeOptions) {
   const { embedder, name } = loaded ?? {};
   // Until the embedder is loaded, the budgets that default to its backend's are not known yet.
   const limits = {
