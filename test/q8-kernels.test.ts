@@ -6,7 +6,8 @@ import { F32Packer, packF32Weight, placeInJs } from '../src/backends/q8/q8-packe
 import { disposeWeight } from '../src/model/projection.js';
 import { useBackend } from './helpers/backend.js';
 import { f32MatMulReference } from './helpers/products.js';
-import { MIN_COLUMNS_PER_THREAD, MIN_ROWS_PER_THREAD, productShares } from '../src/backends/q8/q8-threads.js';
+import { CHUNKS_PER_THREAD, MIN_CHUNK_WORK, productGrid, ROWS_PER_CHUNK } from '../src/backends/q8/q8-threads.js';
+import { ROW_BLOCK } from '../src/backends/q8/gemm-wat.js';
 import { packedIndex, q8MatMulReference, quantizeRows, quantizeWeight, roundHalfEven } from '../src/weights/q8-codes.js';
 
 /** A deterministic generator, so that a failure names inputs that can be remade. */
@@ -170,26 +171,37 @@ it('leaves a float32 weight whose output width is not a multiple of 8 to a plain
 });
 
 describe('q8 products shared between threads', () => {
-  it('split by whole 4-row tiles where each thread gets at least MIN_ROWS_PER_THREAD rows', () => {
-    expect(productShares(99, 64, 2)).toEqual([
-      [0, 52, 0, 64],
-      [52, 99, 0, 64],
-    ]);
-    expect(productShares(2 * MIN_ROWS_PER_THREAD - 1, 768, 2).every(([r0, r1]) => r0 === 0 && r1 === 2 * MIN_ROWS_PER_THREAD - 1)).toBe(true);
+  const covered = (m: number, k: number, n: number, threads: number) => {
+    const grid = productGrid(m, k, n, threads);
+    const cells = new Uint8Array(m * n);
+    for (let chunk = 0; chunk < grid.chunks; chunk++) {
+      const r0 = Math.floor(chunk / grid.columnChunks) * grid.rowsPerChunk;
+      const c0 = (chunk % grid.columnChunks) * grid.columnsPerChunk;
+      for (let r = r0; r < Math.min(m, r0 + grid.rowsPerChunk); r++) for (let c = c0; c < Math.min(n, c0 + grid.columnsPerChunk); c++) cells[r * n + c]++;
+    }
+    return cells.every((count) => count === 1);
+  };
+
+  it('cuts a batch into blocks of the kernel\'s rows, the weights streamed no more often than by one call', () => {
+    expect(ROWS_PER_CHUNK).toBe(ROW_BLOCK);
+    expect(productGrid(2048, 768, 3072, 2)).toEqual({ rowsPerChunk: 64, columnsPerChunk: 3072, columnChunks: 1, chunks: 32 });
+    expect(covered(2048, 768, 3072, 2)).toBe(true);
   });
 
-  it('split one short query by whole 8-column blocks instead, and not at all where the columns are few', () => {
-    expect(productShares(12, 3072, 2)).toEqual([
-      [0, 12, 0, 1536],
-      [0, 12, 1536, 3072],
-    ]);
-    expect(productShares(12, 200, 3)).toEqual([
-      [0, 12, 0, 72],
-      [0, 12, 72, 144],
-      [0, 12, 144, 200],
-    ]);
-    expect(productShares(12, 2 * MIN_COLUMNS_PER_THREAD - 8, 2)).toEqual([[0, 12, 0, 2 * MIN_COLUMNS_PER_THREAD - 8]]);
-    expect(productShares(12, 768, 1)).toEqual([[0, 12, 0, 768]]);
+  it('cuts the columns too where the rows are few, in whole 8-column blocks, every output value in one chunk', () => {
+    const query = productGrid(19, 768, 768, 2);
+    expect(query.chunks).toBe(2 * CHUNKS_PER_THREAD);
+    expect(query.columnsPerChunk % 8).toBe(0);
+    expect(19 * 768 * query.columnsPerChunk).toBeGreaterThanOrEqual(MIN_CHUNK_WORK);
+    for (const [m, k, n, threads] of [[19, 768, 768, 2], [130, 768, 2304, 2], [99, 3072, 200, 3], [5, 64, 4104, 2], [1, 768, 6144, 4]]) {
+      expect(covered(m, k, n, threads), `${m}×${k}×${n} on ${threads}`).toBe(true);
+    }
+  });
+
+  it('leaves a product whole on one thread, and where it is worth less than two chunks', () => {
+    expect(productGrid(2048, 768, 3072, 1).chunks).toBe(1);
+    expect(productGrid(4, 64, 64, 2).chunks).toBe(1);
+    expect(productGrid(1, 768, 768, 2).chunks).toBe(1);
   });
 });
 

@@ -10,6 +10,8 @@ import { allocateInWasmHeap, packForXnnpack, wasmHeapSlots } from '../src/backen
 import { xnnpackPacker } from '../src/backends/xnnpack-packer.js';
 import { ResidentMemory } from '../src/backends/resident-memory.js';
 import { threadsFailure } from '../src/backends/wasm-threads.js';
+import { MIN_CHUNK_WORK, productGrid, ROWS_PER_CHUNK } from '../src/backends/q8/q8-threads.js';
+import { productChunksOnHelpers } from '../src/backends/q8/wasm-q8.js';
 import { q8MatMulReference, quantizeWeight } from '../src/weights/q8-codes.js';
 import { placeInWasmHeap } from '../src/backends/q8/wasm-q8.js';
 import { codeWords, packedWords, project } from '../src/model/projection.js';
@@ -50,45 +52,58 @@ describe('the threaded WebAssembly build', () => {
     expect(() => embedder.model).not.toThrow();
   });
 
-  it.each([
-    // Enough rows that every thread takes a share, and a count that leaves the last share short.
-    ['rows', 16 * cores * 3 + 5, 64, 48],
-    // One short query: too few rows to share, so the columns are, the last share short again.
-    ['columns', 5, 64, 64 * cores + 8],
-  ])('splits a q8 product over its threads by %s, with the single-threaded result bit for bit', (_, M, K, N) => {
+  // Enough rows for several chunks per thread, the last one short; and one short query, whose columns are cut instead, the last chunk short again.
+  // Products of a few hundred microseconds, so that the helpers have woken before the calling thread has claimed every chunk.
+  const splits: [string, number, number, number][] = [
+    ['rows', ROWS_PER_CHUNK * 4 * cores + 5, 1024, 48],
+    ['columns', 5, 1024, Math.ceil(MIN_CHUNK_WORK / (5 * 1024) / 8) * 8 * 4 * cores + 8],
+  ];
+
+  /** x and −x: both kernels' products of −x are exactly the negated products of x, and an output chunk left over from the round before has the wrong sign. */
+  const signedInputs = (x: Float32Array, M: number, K: number) => [tf.tensor2d(x, [M, K]), tf.tensor2d(x.map((v) => -v), [M, K])];
+
+  /** Rounds until the helpers have taken part (which thread takes which chunk differs from one round to the next), each bit for bit. */
+  const expectSharedRounds = (product: (input: tf.Tensor2D) => tf.Tensor2D, inputs: tf.Tensor2D[], expected: Float32Array) => {
+    const before = productChunksOnHelpers();
+    for (let round = 0; round < 200 && productChunksOnHelpers() === before; round++) {
+      const sign = round % 2 === 0 ? 1 : -1;
+      const result = product(inputs[round % 2]);
+      const actual = result.dataSync();
+      result.dispose();
+      expect([...actual].findIndex((v, i) => v !== sign * expected[i])).toBe(-1);
+    }
+    expect(productChunksOnHelpers()).toBeGreaterThan(before);
+  };
+
+  it.each(splits)('cuts a %s product into chunks for its threads', (_, M, K, N) => {
+    expect(productGrid(M, K, N, cores).chunks).toBeGreaterThanOrEqual(cores);
+  });
+
+  it.each(splits)('splits a q8 product over its threads by %s, with the single-threaded result bit for bit', (_, M, K, N) => {
     const x = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.37) * 4);
     const w = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i * 0.11) * 0.05);
     const weight = quantizeWeight(w, K, N);
     const codes = placeInWasmHeap(codeWords(K, N), (target) => target.set(weight.codes));
     const scales = tf.tensor1d(weight.scales);
-    const input = tf.tensor2d(x, [M, K]);
+    const inputs = signedInputs(x, M, K);
     try {
-      const product = project(input, { codes, scales, inner: K });
       const expected = q8MatMulReference(x, M, K, weight, N);
-      const actual = product.dataSync();
-      product.dispose();
-      expect([...actual].findIndex((v, i) => !Object.is(v, expected[i]))).toBe(-1);
+      expectSharedRounds((input) => project(input, { codes, scales, inner: K }), inputs, expected);
     } finally {
-      tf.dispose([codes, scales, input]);
+      tf.dispose([codes, scales, ...inputs]);
     }
   });
 
-  it.each([
-    ['rows', 16 * cores * 3 + 5, 64, 48],
-    ['columns', 5, 64, 64 * cores + 8],
-  ])('splits a float32 product of our kernel over its threads by %s, bit for bit', (_, M, K, N) => {
+  it.each(splits)('splits a float32 product of our kernel over its threads by %s, bit for bit', (_, M, K, N) => {
     const x = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.37) * 4);
     const w = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i * 0.11) * 0.05);
     const packed = placeInWasmHeap(packedWords(K, N), (bytes) => packF32Weight(w, K, N, new Float32Array(bytes.buffer, bytes.byteOffset, K * N)));
-    const input = tf.tensor2d(x, [M, K]);
+    const inputs = signedInputs(x, M, K);
     try {
-      const product = project(input, { packed, inner: K, columns: N });
       const expected = f32MatMulReference(x, M, K, w, N);
-      const actual = product.dataSync();
-      product.dispose();
-      expect([...actual].findIndex((v, i) => !Object.is(v, expected[i]))).toBe(-1);
+      expectSharedRounds((input) => project(input, { packed, inner: K, columns: N }), inputs, expected);
     } finally {
-      tf.dispose([packed, input]);
+      tf.dispose([packed, ...inputs]);
     }
   });
 

@@ -19,7 +19,7 @@ interface PageApi {
 const page = globalThis as unknown as PageApi;
 
 /** A helper: told its four values by message, says so, then runs the product loop until told to stop. */
-const PAGE_HELPER = `onmessage = ({ data: { module, memory, control, index } }) => {
+const PAGE_HELPER = `onmessage = ({ data: { module, memory, control } }) => {
   postMessage('ready');
 ${HELPER_LOOP}
   close();
@@ -69,14 +69,14 @@ async function startPageHelpers(module: WasmModule, memory: WasmMemory, count: n
   const workers: PageWorker[] = [];
   try {
     await Promise.all(
-      Array.from({ length: count }, (_, index) => {
+      Array.from({ length: count }, () => {
         const worker = new page.Worker(source);
         workers.push(worker);
         return new Promise<void>((resolve, reject) => {
           const timer = setTimeout(() => reject(new Error(`a product helper did not start within ${HELPER_START_MS / 1000} s`)), HELPER_START_MS);
           worker.addEventListener('message', () => (clearTimeout(timer), resolve()), { once: true });
           worker.addEventListener('error', (event) => (clearTimeout(timer), reject(new Error(`a product helper failed to start: ${event.message ?? 'unknown error'}`))), { once: true });
-          worker.postMessage({ module, memory, control: control.buffer, index });
+          worker.postMessage({ module, memory, control: control.buffer });
         });
       }),
     );

@@ -4,14 +4,14 @@ import { HELPER_LOOP, helperControl, type ProductHelpers } from './q8-threads.js
 
 /** An eval'd worker, so that it loads from `src/` and `dist/` alike. */
 const NODE_HELPER = `
-const { module, memory, control, index } = require('node:worker_threads').workerData;
+const { module, memory, control } = require('node:worker_threads').workerData;
 ${HELPER_LOOP}`;
 
 /** `count` worker threads running the product kernels of `module` on the shared `memory`. */
 export function spawnNodeHelpers(module: WasmModule, memory: WasmMemory, count: number): ProductHelpers {
   const control = helperControl(count);
-  const threads = Array.from({ length: count }, (_, index) => {
-    const worker = new Worker(NODE_HELPER, { eval: true, workerData: { module, memory, control: control.buffer, index } });
+  const threads = Array.from({ length: count }, () => {
+    const worker = new Worker(NODE_HELPER, { eval: true, workerData: { module, memory, control: control.buffer } });
     // Idle helpers wait on the control block; they must not keep the process alive.
     worker.unref();
     return worker;

@@ -3,78 +3,115 @@ import type { Q8Kernels } from './kernel-module.js';
 /**
  * Our products (q8 and float32) on every core: threads of our own that share the threaded
  * wasm build's memory, each with the kernel module instantiated on it, split
- * a product with the calling thread: by rows, or by columns where it has too
- * few rows (one short query's products). They are woken and waited for
- * with `Atomics` on a small shared control block, no messages: a wake-up costs
- * microseconds, against milliseconds for a product worth splitting.
+ * a product with the calling thread. The product is cut into a grid of
+ * chunks (blocks of rows, and of columns where the rows are few), and each
+ * thread claims the next chunk until none is left, so a thread the system
+ * runs late (tfjs's own pool threads spin for a while after each of its ops,
+ * on the same cores) takes fewer chunks instead of holding the product up.
+ * Each output value is still computed by one kernel call over all of k, so
+ * the result equals the single-threaded one bit for bit, whoever computes it.
+ * The threads are woken and waited for with `Atomics` on a small shared
+ * control block, no messages: a wake-up costs microseconds.
  *
- * Control block (int32): slot 0 the generation (negative: stop); for helper
- * i, 16 slots from 16·(i+1): the kernel's arguments (its leading ones, then
- * the row and column range), at +14 which kernel (see {@link Q8ThreadPool.run}),
- * at +15 the generation it last finished.
+ * Control block (int32), see the slot names below: the generation (negative:
+ * stop), the claim word `(generation mod 2²⁰) · 2¹¹ + next chunk` (one
+ * compare-and-swap claims a chunk of this product and no other), the chunks
+ * finished, the kernel and its grid, and from {@link ARGS} the kernel's
+ * leading arguments.
  */
-const SLOTS = 16;
-const KERNEL = 14;
-const DONE = 15;
-/** The kernels a helper runs, by the number in its KERNEL slot. */
+const GENERATION = 0;
+const CLAIM = 1;
+const COMPLETED = 2;
+const KERNEL = 3;
+const ROWS = 4;
+const COLUMNS = 5;
+const CHUNK_ROWS = 6;
+const CHUNK_COLUMNS = 7;
+const COLUMN_CHUNKS = 8;
+const CHUNKS = 9;
+const ARGS = 16;
+const SLOTS = 32;
+/** Bits of the claim word that count chunks: a product has at most 2¹¹ of them. */
+const CHUNK_BITS = 11;
+export const MAX_CHUNKS = 1 << CHUNK_BITS;
+
+/** The kernels a helper runs, by the number in the KERNEL slot. */
 export const PRODUCT_KERNELS = ['gemm', 'gemm_f32'] as const;
 export type ProductKernel = (typeof PRODUCT_KERNELS)[number];
 
-/** Below this many rows per thread, a split by rows leaves the threads too little to do; columns are split instead. */
-export const MIN_ROWS_PER_THREAD = 16;
-/** Below this many columns per thread (a product of a few rows is then microseconds), waking a helper costs more than it saves. */
-export const MIN_COLUMNS_PER_THREAD = 64;
+/** Rows per chunk: the kernel's own block of rows (`ROW_BLOCK`), so that chunks stream the weights no more often than one call does. */
+export const ROWS_PER_CHUNK = 64;
+/** Chunks per thread that a product is cut into where it can be: enough for the threads to even out, few enough to cost nothing. */
+export const CHUNKS_PER_THREAD = 4;
+/** Below this many multiply-adds a chunk costs less than a wake-up (about 25 µs of one core): fewer, wider chunks then. */
+export const MIN_CHUNK_WORK = 1 << 20;
+
+/** How an [m, k] × [k, n] product is cut for `threads` threads: chunk i covers row block ⌊i / columnChunks⌋ and column block i mod columnChunks. */
+export interface ProductGrid {
+  readonly rowsPerChunk: number;
+  /** A multiple of 8, the kernel's column block. */
+  readonly columnsPerChunk: number;
+  readonly columnChunks: number;
+  readonly chunks: number;
+}
+
+export function productGrid(m: number, k: number, n: number, threads: number): ProductGrid {
+  const rowChunks = Math.ceil(m / ROWS_PER_CHUNK);
+  const rowsPerChunk = Math.min(m, ROWS_PER_CHUNK);
+  const narrowest = Math.ceil(MIN_CHUNK_WORK / (rowsPerChunk * k) / 8) * 8;
+  const wanted = threads === 1 ? 1 : Math.ceil((threads * CHUNKS_PER_THREAD) / rowChunks);
+  const columnChunks = Math.max(1, Math.min(wanted, Math.floor(n / narrowest), Math.floor(MAX_CHUNKS / rowChunks)));
+  const columnsPerChunk = Math.ceil(n / columnChunks / 8) * 8;
+  const chunks = threads === 1 ? 1 : rowChunks * Math.ceil(n / columnsPerChunk);
+  // One chunk of less than the minimum work: not worth waking anyone.
+  if (chunks === 1 || m * k * n < 2 * MIN_CHUNK_WORK) return { rowsPerChunk: m, columnsPerChunk: n, columnChunks: 1, chunks: 1 };
+  return { rowsPerChunk, columnsPerChunk, columnChunks: Math.ceil(n / columnsPerChunk), chunks };
+}
 
 /**
- * A helper's loop, as the source of a function of `(module, memory, control,
- * index)`: Node's worker threads and a page's Web Workers each wrap it in
- * the way they receive those four (see `node-helpers.ts`, `page-kernels.ts`).
+ * A helper's loop, as the source of a function of `(module, memory,
+ * control)`: Node's worker threads and a page's Web Workers each wrap it in
+ * the way they receive those three (see `node-helpers.ts`, `page-kernels.ts`).
+ * Its claiming is {@link Q8ThreadPool}'s, written again in plain JavaScript.
  */
 export const HELPER_LOOP = `
 const { gemm, gemm_f32 } = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const c = new Int32Array(control);
-const base = ${SLOTS} * (index + 1);
 let seen = 0;
 for (;;) {
-  Atomics.wait(c, 0, seen);
-  const generation = Atomics.load(c, 0);
+  Atomics.wait(c, ${GENERATION}, seen);
+  const generation = Atomics.load(c, ${GENERATION});
   if (generation < 0) break;
   if (generation === seen) continue;
   seen = generation;
-  if (c[base + ${KERNEL}] === 0) gemm(c[base], c[base + 1], c[base + 2], c[base + 3], c[base + 4], c[base + 5], c[base + 6], c[base + 7], c[base + 8], c[base + 9], c[base + 10], c[base + 11]);
-  else gemm_f32(c[base], c[base + 1], c[base + 2], c[base + 3], c[base + 4], c[base + 5], c[base + 6], c[base + 7], c[base + 8], c[base + 9]);
-  Atomics.store(c, base + ${DONE}, generation);
-  Atomics.notify(c, base + ${DONE});
+  const tag = generation & ${(1 << (31 - CHUNK_BITS)) - 1};
+  for (;;) {
+    const claim = Atomics.load(c, ${CLAIM});
+    const chunk = claim & ${MAX_CHUNKS - 1};
+    if (claim >>> ${CHUNK_BITS} !== tag || chunk >= c[${CHUNKS}]) break;
+    if (Atomics.compareExchange(c, ${CLAIM}, claim, claim + 1) !== claim) continue;
+    const r0 = Math.floor(chunk / c[${COLUMN_CHUNKS}]) * c[${CHUNK_ROWS}];
+    const c0 = (chunk % c[${COLUMN_CHUNKS}]) * c[${CHUNK_COLUMNS}];
+    const r1 = Math.min(c[${ROWS}], r0 + c[${CHUNK_ROWS}]);
+    const c1 = Math.min(c[${COLUMNS}], c0 + c[${CHUNK_COLUMNS}]);
+    const a = ${ARGS};
+    if (c[${KERNEL}] === 0) gemm(c[a], c[a + 1], c[a + 2], c[a + 3], c[a + 4], c[a + 5], c[a + 6], c[a + 7], r0, r1, c0, c1);
+    else gemm_f32(c[a], c[a + 1], c[a + 2], c[a + 3], c[a + 4], c[a + 5], r0, r1, c0, c1);
+    Atomics.add(c, ${COMPLETED}, 1);
+    Atomics.notify(c, ${COMPLETED});
+  }
 }
 `;
-
-/**
- * Each thread's [rowBegin, rowEnd, columnBegin, columnEnd] of an [m, n]
- * product, the caller's last (it may be short): whole tiles of 4 rows where
- * there are enough rows, else whole blocks of 8 columns; one share where
- * neither is worth a wake-up.
- */
-export function productShares(m: number, n: number, threads: number): [number, number, number, number][] {
-  const byRows = Math.min(threads, Math.floor(m / MIN_ROWS_PER_THREAD));
-  if (byRows > 1) {
-    const share = Math.ceil(m / byRows / 4) * 4;
-    return Array.from({ length: byRows }, (_, i) => [Math.min(m, i * share), i === byRows - 1 ? m : Math.min(m, (i + 1) * share), 0, n]);
-  }
-  const byColumns = Math.max(1, Math.min(threads, Math.floor(n / MIN_COLUMNS_PER_THREAD)));
-  const share = Math.ceil(n / byColumns / 8) * 8;
-  return Array.from({ length: byColumns }, (_, i) => [0, m, Math.min(n, i * share), i === byColumns - 1 ? n : Math.min(n, (i + 1) * share)]);
-}
 
 /** Threads running {@link HELPER_LOOP} on one control block. */
 export interface ProductHelpers {
   readonly control: Int32Array;
-  /** Helper i runs with index i. */
   readonly threads: readonly { terminate(): unknown }[];
 }
 
 /** The control block for `helpers` helpers: shared where there are any, so a runtime without SharedArrayBuffer runs the kernels too. */
 export function helperControl(helpers: number): Int32Array {
-  const bytes = (helpers + 1) * SLOTS * 4;
+  const bytes = SLOTS * 4;
   return new Int32Array(helpers > 0 ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes));
 }
 
@@ -100,6 +137,8 @@ export class Q8ThreadPool {
   private readonly workers: readonly { terminate(): unknown }[];
   private readonly blocks: boolean;
   private generation = 0;
+  /** Chunks the helpers have computed, over the pool's life: how much of the work they take. */
+  helperChunks = 0;
 
   constructor(
     private readonly kernels: Q8Kernels,
@@ -115,40 +154,55 @@ export class Q8ThreadPool {
   }
 
   /**
-   * `kernel` over the whole [m, n] output, split over the helpers and the
-   * calling thread: `leading` are its arguments before the row and column
-   * range (`gemm`: codes, rowScales, m, k, weights, columnScales, n, out;
-   * `gemm_f32`: x, m, k, weights, n, out).
+   * `kernel` over the whole [m, n] output of a product of inner width k,
+   * shared with the helpers: `leading` are its arguments before the row and
+   * column range (`gemm`: codes, rowScales, m, k, weights, columnScales, n,
+   * out; `gemm_f32`: x, m, k, weights, n, out).
    */
-  run(kernel: ProductKernel, leading: readonly number[], m: number, n: number): void {
-    const parts = productShares(m, n, this.threads);
-    const call = (range: readonly number[]) => (this.kernels[kernel] as (...args: number[]) => void)(...leading, ...range);
-    if (parts.length === 1) return call(parts[0]);
+  run(kernel: ProductKernel, leading: readonly number[], m: number, k: number, n: number): void {
+    const call = (r0: number, r1: number, c0: number, c1: number) => (this.kernels[kernel] as (...args: number[]) => void)(...leading, r0, r1, c0, c1);
+    const grid = productGrid(m, k, n, this.threads);
+    if (grid.chunks === 1) return call(0, m, 0, n);
+    const c = this.control;
     // Positive int32 always: a negative generation tells the helpers to stop.
     const generation = (this.generation = (this.generation % 0x7fffffff) + 1);
-    const helpers = parts.length - 1;
-    for (let i = 0; i < this.workers.length; i++) {
-      const base = SLOTS * (i + 1);
-      // Helpers without a share this time get an empty range, and answer at once.
-      this.control.set([...leading, ...(i < helpers ? parts[i] : [0, 0, 0, 0])], base);
-      this.control[base + KERNEL] = PRODUCT_KERNELS.indexOf(kernel);
+    c.set(leading, ARGS);
+    c[KERNEL] = PRODUCT_KERNELS.indexOf(kernel);
+    c[ROWS] = m;
+    c[COLUMNS] = n;
+    c[CHUNK_ROWS] = grid.rowsPerChunk;
+    c[CHUNK_COLUMNS] = grid.columnsPerChunk;
+    c[COLUMN_CHUNKS] = grid.columnChunks;
+    c[CHUNKS] = grid.chunks;
+    Atomics.store(c, COMPLETED, 0);
+    const tag = generation & ((1 << (31 - CHUNK_BITS)) - 1);
+    // The claim word is opened last: a helper that sees this product's tag sees all of the above.
+    Atomics.store(c, CLAIM, tag << CHUNK_BITS);
+    Atomics.store(c, GENERATION, generation);
+    Atomics.notify(c, GENERATION);
+    let mine = 0;
+    for (;;) {
+      const claim = Atomics.load(c, CLAIM);
+      const chunk = claim & (MAX_CHUNKS - 1);
+      if (chunk >= grid.chunks) break;
+      if (Atomics.compareExchange(c, CLAIM, claim, claim + 1) !== claim) continue;
+      const r0 = Math.floor(chunk / grid.columnChunks) * grid.rowsPerChunk;
+      const c0 = (chunk % grid.columnChunks) * grid.columnsPerChunk;
+      call(r0, Math.min(m, r0 + grid.rowsPerChunk), c0, Math.min(n, c0 + grid.columnsPerChunk));
+      mine++;
     }
-    Atomics.store(this.control, 0, generation);
-    Atomics.notify(this.control, 0);
-    call(parts[helpers]);
-    for (let i = 0; i < this.workers.length; i++) {
-      const done = SLOTS * (i + 1) + DONE;
-      // Wait on the very value compared: loading it again for the wait could read the helper's answer and sleep on it for ever.
-      for (let seen = Atomics.load(this.control, done); seen !== generation; seen = Atomics.load(this.control, done)) {
-        if (this.blocks) Atomics.wait(this.control, done, seen);
-      }
+    Atomics.add(c, COMPLETED, mine);
+    // Wait on the very value compared: loading it again for the wait could read the last helper's count and sleep on it for ever.
+    for (let done = Atomics.load(c, COMPLETED); done < grid.chunks; done = Atomics.load(c, COMPLETED)) {
+      if (this.blocks) Atomics.wait(c, COMPLETED, done);
     }
+    this.helperChunks += grid.chunks - mine;
   }
 
   /** Stops the helpers. */
   close(): void {
-    Atomics.store(this.control, 0, -1);
-    Atomics.notify(this.control, 0);
+    Atomics.store(this.control, GENERATION, -1);
+    Atomics.notify(this.control, GENERATION);
     for (const worker of this.workers) void worker.terminate();
   }
 }

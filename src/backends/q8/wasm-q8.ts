@@ -68,6 +68,11 @@ export function installWasmQ8(wasmVersion: string, setup: ProductKernelSetup): s
   return undefined;
 }
 
+/** Chunks of products the helper threads have computed in this process (none on one thread). */
+export function productChunksOnHelpers(): number {
+  return pool?.helperChunks ?? 0;
+}
+
 /** Whether our kernels are registered: float32 projections are then packed for ours rather than XNNPACK's. */
 export function wasmProductKernelsInstalled(): boolean {
   return kernels !== undefined;
@@ -78,7 +83,7 @@ function f32MatMul({ inputs, attrs, backend }: { inputs: { x: tf.TensorInfo; pac
   const N = attrs.columns;
   const out = backend.makeOutput([M, N], 'float32');
   const offset = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId)!.memoryOffset;
-  pool!.run('gemm_f32', [offset(inputs.x), M, K, align(offset(inputs.packed)), N, offset(out)], M, N);
+  pool!.run('gemm_f32', [offset(inputs.x), M, K, align(offset(inputs.packed)), N, offset(out)], M, K, N);
   return out;
 }
 
@@ -93,7 +98,7 @@ function q8MatMul({ inputs, backend }: { inputs: { x: tf.TensorInfo; codes: tf.T
     const codes = align(scratch);
     const rowScales = align(codes + M * K * 2);
     kernels!.quantize_rows(offset(inputs.x), M, K, codes, rowScales);
-    pool!.run('gemm', [codes, rowScales, M, K, align(offset(inputs.codes)), offset(inputs.scales), N, offset(out)], M, N);
+    pool!.run('gemm', [codes, rowScales, M, K, align(offset(inputs.codes)), offset(inputs.scales), N, offset(out)], M, K, N);
   } finally {
     backend.wasm._free(scratch);
   }
