@@ -13,18 +13,23 @@ import { fileURLToPath } from 'node:url';
 import wabt from 'wabt';
 import { q8KernelWat } from '../src/backends/q8/gemm-wat.js';
 import { Q8_KERNEL_FILES } from '../src/backends/q8/kernel-files.js';
+import { relaxedKernelWat } from '../src/backends/q8/relaxed-wat.js';
 
 export async function buildWasm(): Promise<void> {
   const assembler = await wabt();
   const folder = fileURLToPath(new URL('../wasm/', import.meta.url));
   mkdirSync(folder, { recursive: true });
   // Baseline SIMD128 and shared memory only: what Node 20 and every current browser run without flags.
-  const features = { simd: true, threads: true, sat_float_to_int: true };
-  for (const [sharedMemory, file] of [
-    [false, Q8_KERNEL_FILES.single],
-    [true, Q8_KERNEL_FILES.shared],
+  const baseline = { simd: true, threads: true, sat_float_to_int: true };
+  // The relaxed product, in modules of their own: used where the engine has relaxed SIMD and computes it exactly.
+  const relaxed = { ...baseline, relaxed_simd: true };
+  for (const [text, features, file] of [
+    [q8KernelWat({ sharedMemory: false }), baseline, Q8_KERNEL_FILES.single],
+    [q8KernelWat({ sharedMemory: true }), baseline, Q8_KERNEL_FILES.shared],
+    [relaxedKernelWat({ sharedMemory: false }), relaxed, Q8_KERNEL_FILES.relaxedSingle],
+    [relaxedKernelWat({ sharedMemory: true }), relaxed, Q8_KERNEL_FILES.relaxedShared],
   ] as const) {
-    const module = assembler.parseWat(file, q8KernelWat({ sharedMemory }), features);
+    const module = assembler.parseWat(file, text, features);
     try {
       // wabt's validator takes the features again (its type says it takes none).
       (module.validate as (features: object) => void)(features);

@@ -13,7 +13,7 @@ import { threadsFailure } from '../src/backends/wasm-threads.js';
 import { MIN_CHUNK_WORK, productGrid, ROWS_PER_CHUNK } from '../src/backends/q8/q8-threads.js';
 import { productChunksOnHelpers } from '../src/backends/q8/wasm-q8.js';
 import { q8MatMulReference, quantizeWeight } from '../src/weights/q8-codes.js';
-import { placeInWasmHeap } from '../src/backends/q8/wasm-q8.js';
+import { placeInWasmHeap, placeQ8Codes } from '../src/backends/q8/wasm-q8.js';
 import { codeWords, packedWords, project } from '../src/model/projection.js';
 import { packF32Weight } from '../src/backends/q8/q8-packer.js';
 import { f32MatMulReference } from './helpers/products.js';
@@ -83,7 +83,7 @@ describe('the threaded WebAssembly build', () => {
     const x = Float32Array.from({ length: M * K }, (_, i) => Math.sin(i * 0.37) * 4);
     const w = Float32Array.from({ length: K * N }, (_, i) => Math.cos(i * 0.11) * 0.05);
     const weight = quantizeWeight(w, K, N);
-    const codes = placeInWasmHeap(codeWords(K, N), (target) => target.set(weight.codes));
+    const codes = placeQ8Codes(K, N, (target) => target.set(weight.codes));
     const scales = tf.tensor1d(weight.scales);
     const inputs = signedInputs(x, M, K);
     try {
@@ -123,7 +123,7 @@ describe('the threaded WebAssembly build', () => {
     // A helper that answers between the caller's check and its wait must still wake it: a lost wake-up hangs here.
     const [K, N] = [64, 64 * cores + 8];
     const weight = quantizeWeight(Float32Array.from({ length: K * N }, (_, i) => Math.cos(i * 0.11) * 0.05), K, N);
-    const codes = placeInWasmHeap(codeWords(K, N), (target) => target.set(weight.codes));
+    const codes = placeQ8Codes(K, N, (target) => target.set(weight.codes));
     const scales = tf.tensor1d(weight.scales);
     try {
       for (const M of [5, 16 * cores]) {

@@ -4,10 +4,10 @@ import { loadModel, loadModelConcurrently, type LoadModelOptions } from '../mode
 import type { NomicBertModel } from '../model/nomic-bert.js';
 import { DTYPES, type Dtype } from '../model/projection.js';
 import { installCpuQ8 } from './q8/cpu-q8.js';
-import { placeInJs, QuantizingPacker } from './q8/q8-packer.js';
-import { q8KernelModule } from './q8/kernel-file.js';
+import { quantizedInJs, QuantizingPacker } from './q8/q8-packer.js';
+import { q8KernelModule, q8RelaxedKernelModule } from './q8/kernel-file.js';
 import { spawnNodeHelpers } from './q8/node-helpers.js';
-import { installWasmQ8, wasmKernelPacker, wasmProductKernelsInstalled } from './q8/wasm-q8.js';
+import { installWasmQ8, q8ProductKernel, wasmKernelPacker, wasmProductKernelsInstalled } from './q8/wasm-q8.js';
 import { POLICIES, type BackendPolicy } from './policy.js';
 import type { BackendName, BackendSettings } from './select.js';
 import { allocateInWasmHeap, reserveWasmHeap, wasmHeapSlots } from './wasm-heap.js';
@@ -94,7 +94,8 @@ const WASM: Backend = {
     warnOnce(installWasmFusedKernels(version_wasm));
     wasmQ8Failure = installWasmQ8(version_wasm, {
       module: q8KernelModule,
-      helpers: (module, memory) => (wasmThreadCount() > 1 ? spawnNodeHelpers(module, memory, wasmThreadCount() - 1) : undefined),
+      relaxedModule: q8RelaxedKernelModule,
+      helpers: (module, relaxed, memory) => (wasmThreadCount() > 1 ? spawnNodeHelpers(module, relaxed, memory, wasmThreadCount() - 1) : undefined),
     });
     return undefined;
   },
@@ -116,11 +117,17 @@ const WASM: Backend = {
     return loadModel(dir, options, allocateInWasmHeap, packer());
   },
   describe: () => [
+    ...(wasmProductKernelsInstalled() ? [describeQ8Product()] : []),
     wasmThreadCount() > 1
       ? `wasm: threaded build, ${wasmThreadCount()} threads (one model, every matrix product on all of them)`
       : `wasm: single-threaded build${threadsFailure() === undefined ? '' : ` (${threadsFailure()})`}; embed and serve use one worker thread per core instead`,
   ],
 };
+
+function describeQ8Product(): string {
+  const { simd, why } = q8ProductKernel();
+  return simd === 'relaxed' ? 'q8 products: relaxed SIMD (i32x4.relaxed_dot_i8x16_i7x16_add_s)' : `q8 products: baseline SIMD128 (${why})`;
+}
 
 /** Why the wasm backend's q8 kernel could not be registered, once it has started. */
 let wasmQ8Failure: string | undefined = 'the wasm backend has not started';
@@ -170,7 +177,7 @@ const BACKENDS: Readonly<Record<BackendName, Backend>> = {
       return undefined;
     },
     dtypes: () => ({ supported: DTYPES }),
-    loadModel: async (dir, options) => loadModel(dir, options, undefined, options.dtype === 'q8' ? new QuantizingPacker(placeInJs) : undefined),
+    loadModel: async (dir, options) => loadModel(dir, options, undefined, options.dtype === 'q8' ? new QuantizingPacker(quantizedInJs) : undefined),
   },
 };
 

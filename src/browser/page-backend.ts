@@ -12,7 +12,7 @@ import { guardWebGpuBatch, startWebGpu } from '../backends/webgpu/device.js';
 import { BackendError } from '../errors.js';
 import type { TensorAllocator, WeightPacker } from '../model/build-model.js';
 import { installCpuQ8 } from '../backends/q8/cpu-q8.js';
-import { placeInJs, QuantizingPacker } from '../backends/q8/q8-packer.js';
+import { quantizedInJs, QuantizingPacker } from '../backends/q8/q8-packer.js';
 import type { Dtype } from '../model/projection.js';
 import { wasmKernelPacker, wasmProductKernelsInstalled } from '../backends/q8/wasm-q8.js';
 import { installPageKernels } from './page-kernels.js';
@@ -35,7 +35,9 @@ export type WasmFileName =
   | 'tfjs-backend-wasm-simd.wasm'
   | 'tfjs-backend-wasm-threaded-simd.wasm'
   | 'q8-kernels.wasm'
-  | 'q8-kernels-shared.wasm';
+  | 'q8-kernels-shared.wasm'
+  | 'q8-kernels-relaxed.wasm'
+  | 'q8-kernels-relaxed-shared.wasm';
 
 /**
  * Where the `.wasm` files are: a URL prefix ending in `/` that holds them
@@ -133,7 +135,7 @@ const START: Record<PageBackendName, (picking: boolean, options: PageBackendOpti
   cpu: async () => {
     await activate('cpu');
     installCpuQ8();
-    return { policy: POLICIES.cpu, guard: yieldFirst, threads: 1, packer: (dtype) => (dtype === 'q8' ? new QuantizingPacker(placeInJs) : undefined) };
+    return { policy: POLICIES.cpu, guard: yieldFirst, threads: 1, packer: (dtype) => (dtype === 'q8' ? new QuantizingPacker(quantizedInJs) : undefined) };
   },
 };
 
@@ -191,6 +193,8 @@ function packagedWasmPaths(): Record<WasmFileName, string> {
     'tfjs-backend-wasm-threaded-simd.wasm': new URL('../../wasm/tfjs/tfjs-backend-wasm-threaded-simd.wasm', import.meta.url).href,
     'q8-kernels.wasm': new URL('../../wasm/q8-kernels.wasm', import.meta.url).href,
     'q8-kernels-shared.wasm': new URL('../../wasm/q8-kernels-shared.wasm', import.meta.url).href,
+    'q8-kernels-relaxed.wasm': new URL('../../wasm/q8-kernels-relaxed.wasm', import.meta.url).href,
+    'q8-kernels-relaxed-shared.wasm': new URL('../../wasm/q8-kernels-relaxed-shared.wasm', import.meta.url).href,
   };
 }
 

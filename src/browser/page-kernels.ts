@@ -19,7 +19,7 @@ interface PageApi {
 const page = globalThis as unknown as PageApi;
 
 /** A helper: told its four values by message, says so, then runs the product loop until told to stop. */
-const PAGE_HELPER = `onmessage = ({ data: { module, memory, control } }) => {
+const PAGE_HELPER = `onmessage = ({ data: { module, relaxed, memory, control } }) => {
   postMessage('ready');
 ${HELPER_LOOP}
   close();
@@ -52,18 +52,37 @@ export async function installPageKernels(url: (file: string) => string, helpers:
   } catch (error) {
     return `our product kernels could not be loaded from ${url(file)} (${(error as Error).message}); the products run on XNNPACK`;
   }
+  const relaxed = await compileRelaxed(url(shared ? Q8_KERNEL_FILES.relaxedShared : Q8_KERNEL_FILES.relaxedSingle));
   let threads: ProductHelpers | undefined;
   if (shared && helpers > 0) {
     try {
-      threads = await startPageHelpers(module, memory, helpers);
+      threads = await startPageHelpers(module, 'module' in relaxed ? relaxed.module : undefined, memory, helpers);
     } catch (error) {
       return `${(error as Error).message}; the products run on XNNPACK`;
     }
   }
-  return installWasmQ8(version_wasm, { module: () => module, helpers: () => threads });
+  return installWasmQ8(version_wasm, {
+    module: () => module,
+    relaxedModule: () => {
+      if ('module' in relaxed) return relaxed.module;
+      throw new Error(relaxed.failure);
+    },
+    helpers: () => threads,
+  });
 }
 
-async function startPageHelpers(module: WasmModule, memory: WasmMemory, count: number): Promise<ProductHelpers> {
+/** The relaxed-SIMD product module, or why there is none: a browser without relaxed SIMD refuses to compile it, and q8 then runs on the baseline kernel. */
+async function compileRelaxed(location: string): Promise<{ module: WasmModule } | { failure: string }> {
+  try {
+    const response = await fetch(location);
+    if (!response.ok) return { failure: `${location}: HTTP ${response.status}` };
+    return { module: await page.WebAssembly.compile(await response.arrayBuffer()) };
+  } catch (error) {
+    return { failure: (error as Error).message };
+  }
+}
+
+async function startPageHelpers(module: WasmModule, relaxed: WasmModule | undefined, memory: WasmMemory, count: number): Promise<ProductHelpers> {
   const control = helperControl(count);
   const source = page.URL.createObjectURL(new page.Blob([PAGE_HELPER], { type: 'text/javascript' }));
   const workers: PageWorker[] = [];
@@ -76,7 +95,7 @@ async function startPageHelpers(module: WasmModule, memory: WasmMemory, count: n
           const timer = setTimeout(() => reject(new Error(`a product helper did not start within ${HELPER_START_MS / 1000} s`)), HELPER_START_MS);
           worker.addEventListener('message', () => (clearTimeout(timer), resolve()), { once: true });
           worker.addEventListener('error', (event) => (clearTimeout(timer), reject(new Error(`a product helper failed to start: ${event.message ?? 'unknown error'}`))), { once: true });
-          worker.postMessage({ module, memory, control: control.buffer });
+          worker.postMessage({ module, relaxed, memory, control: control.buffer });
         });
       }),
     );

@@ -19,9 +19,10 @@ export type Dtype = (typeof DTYPES)[number];
 export interface QuantizedProjection {
   /**
    * int32 words holding the [K, N] int8 codes in the kernels' packed layout
-   * (`backends/q8/gemm-wat.ts`), from the first 64-byte boundary of the
-   * tensor's memory on the wasm heap (from its start elsewhere), with room
-   * for that alignment after them.
+   * (`backends/q8/gemm-wat.ts`, or on wasm with relaxed SIMD
+   * `relaxed-wat.ts`'s, with its column sums after the codes), from the
+   * first 64-byte boundary of the tensor's memory on the wasm heap (from its
+   * start elsewhere), with room for that alignment after them.
    */
   readonly codes: tf.Tensor1D;
   /** float32 [N]: one scale per output column. */
@@ -51,9 +52,13 @@ export type ModelWeight = tf.Tensor | QuantizedProjection | PackedProjection;
 /** Where the codes start in wasm memory: a boundary of this many bytes (8-byte-aligned weights ran 20% slower). */
 export const CODE_ALIGNMENT_BYTES = 64;
 
-/** int32 words a quantized [K, N] weight's codes take, alignment room included. */
+/**
+ * int32 words a quantized [K, N] weight's codes take: the codes, then one
+ * int32 per column for the relaxed kernel's sums (`relaxed-wat.ts`), and
+ * alignment room.
+ */
 export function codeWords(K: number, N: number): number {
-  return (K * N + CODE_ALIGNMENT_BYTES) / 4;
+  return (K * N + 4 * N + CODE_ALIGNMENT_BYTES) / 4;
 }
 
 /** int32 words a packed float32 [K, N] weight takes, alignment room included. */

@@ -22,10 +22,10 @@ function code(value: number, inverse: number): number {
   return roundHalfEven(Math.fround(value * inverse));
 }
 
-/** float32 `127 / max` and `max / 127`, or zeros for an all-zero vector (whose codes are all 0). */
-function scalesFor(max: number): { inverse: number; scale: number } {
+/** float32 `levels / max` and `max / levels`, or zeros for an all-zero vector (whose codes are all 0). */
+function scalesFor(max: number, levels = Q8_MAX): { inverse: number; scale: number } {
   const f32 = Math.fround;
-  return max > 0 ? { inverse: f32(Q8_MAX / max), scale: f32(max / Q8_MAX) } : { inverse: 0, scale: 0 };
+  return max > 0 ? { inverse: f32(levels / max), scale: f32(max / levels) } : { inverse: 0, scale: 0 };
 }
 
 export interface QuantizedMatrix {
@@ -76,14 +76,18 @@ export function dequantizeWeight({ codes, scales }: QuantizedMatrix, K: number, 
   return target;
 }
 
-/** Each row of x [M, K] as codes (int16, values in -127..127) and one scale, as the kernel's `quantize_rows`. */
-export function quantizeRows(x: Float32Array, M: number, K: number): { codes: Int16Array; scales: Float32Array } {
+/**
+ * Each row of x [M, K] as codes (int16, values in -levels..levels) and one
+ * scale, as the kernel's `quantize_rows` (127 levels) or the relaxed
+ * kernel's `quantize_rows_relaxed` (63, each code then stored plus 64).
+ */
+export function quantizeRows(x: Float32Array, M: number, K: number, levels = Q8_MAX): { codes: Int16Array; scales: Float32Array } {
   const codes = new Int16Array(M * K);
   const scales = new Float32Array(M);
   for (let m = 0; m < M; m++) {
     let max = 0;
     for (let k = 0; k < K; k++) max = Math.max(max, Math.abs(x[m * K + k]));
-    const { scale, inverse } = scalesFor(max);
+    const { scale, inverse } = scalesFor(max, levels);
     scales[m] = scale;
     for (let k = 0; k < K; k++) codes[m * K + k] = code(x[m * K + k], inverse);
   }
@@ -93,11 +97,12 @@ export function quantizeRows(x: Float32Array, M: number, K: number): { codes: In
 /**
  * x [M, K] times a quantized [K, N] weight: activations quantized per row,
  * exact integer sums, then `float(sum) · (columnScale · rowScale)`, each step
- * rounded to float32 as the kernel rounds it. Bit for bit the kernel's result.
+ * rounded to float32 as the kernel rounds it. Bit for bit the kernel's result;
+ * with `levels` 63, the relaxed kernel's.
  */
-export function q8MatMulReference(x: Float32Array, M: number, K: number, weight: QuantizedMatrix, N: number): Float32Array {
+export function q8MatMulReference(x: Float32Array, M: number, K: number, weight: QuantizedMatrix, N: number, levels = Q8_MAX): Float32Array {
   const f32 = Math.fround;
-  const rows = quantizeRows(x, M, K);
+  const rows = quantizeRows(x, M, K, levels);
   const out = new Float32Array(M * N);
   const { codes } = weight;
   for (let n = 0; n < N; n++) {

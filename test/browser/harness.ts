@@ -8,6 +8,7 @@
 import * as tf from '@tensorflow/tfjs-core';
 import * as lib from '../../src/browser/index.js';
 import type { Embedder, PageLoadOptions, WorkerEmbedder } from '../../src/browser/index.js';
+import { q8ProductKernel } from '../../src/backends/q8/wasm-q8.js';
 
 let embedder: Embedder | WorkerEmbedder | undefined;
 
@@ -117,6 +118,9 @@ const harness = {
     await embedder?.dispose();
     embedder = undefined;
   },
+
+  /** Which q8 product the page's wasm backend runs, once it has started. */
+  q8Kernel: () => q8ProductKernel(),
 };
 
 (globalThis as { harness?: typeof harness }).harness = harness;

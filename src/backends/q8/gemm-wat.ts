@@ -96,7 +96,7 @@ function quantizeRows(): string {
  * One tiled product kernel: the loops over 64-row blocks, 8-column weight
  * blocks and 4-row tiles, and what differs between the element types.
  */
-interface TiledProduct {
+export interface TiledProduct {
   readonly name: string;
   /** Its parameters before `$rowBegin $rowEnd $columnBegin $columnEnd`; `$m $k $n $out $weights` among them. */
   readonly params: readonly string[];
@@ -115,7 +115,8 @@ interface TiledProduct {
   readonly store: (r: number) => readonly string[];
 }
 
-const ROWS = Array.from({ length: TILE_ROWS }, (_, r) => r);
+/** The tile's row numbers, for generators of its turns and stores. */
+export const ROWS = Array.from({ length: TILE_ROWS }, (_, r) => r);
 
 /**
  * gemm(codes, rowScales, m, k, weights, columnScales, n, out, rowBegin, rowEnd, columnBegin, columnEnd):
@@ -191,7 +192,7 @@ const F32_PRODUCT: TiledProduct = {
  * are none and V8 unrolls the loop itself; the q8 kernel ran at 66 GOP/s
  * instead of 44.
  */
-function tiledProduct(product: TiledProduct): string {
+export function tiledProduct(product: TiledProduct): string {
   const accumulators = ROWS.flatMap((r) => [`$acc${r}lo`, `$acc${r}hi`]);
   const locals = [
     ...accumulators.map((a) => `(local ${a} v128)`),

@@ -4,6 +4,9 @@ export const Q8_KERNEL_FILES = {
   single: 'q8-kernels.wasm',
   /** For the threaded build's shared heap. */
   shared: 'q8-kernels-shared.wasm',
+  /** The q8 product on relaxed SIMD (`relaxed-wat.ts`), for each heap: compiled only where the engine has it. */
+  relaxedSingle: 'q8-kernels-relaxed.wasm',
+  relaxedShared: 'q8-kernels-relaxed-shared.wasm',
 } as const;
 
 /** The folder holding them, from this module in `src/` or in `dist/` (both sit at the package's top). */

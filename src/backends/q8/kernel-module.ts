@@ -67,3 +67,15 @@ export function compileQ8Kernels(bytes: Uint8Array): WasmModule {
 export function instantiateQ8Kernels(module: WasmModule, memory: WasmMemory): Q8Kernels {
   return new Wasm.Instance(module, { env: { memory } }).exports as unknown as Q8Kernels;
 }
+
+/** The exports of the relaxed-SIMD module (`relaxed-wat.ts`). */
+export interface RelaxedKernels {
+  quantize_rows_relaxed(x: number, rows: number, k: number, codes: number, scales: number): void;
+  relax_codes(weights: number, k: number, n: number): void;
+  gemm_relaxed: Q8Kernels['gemm'];
+}
+
+/** The relaxed kernels of `module` on `memory` (of the kind it was built for). */
+export function instantiateRelaxedKernels(module: WasmModule, memory: WasmMemory): RelaxedKernels {
+  return new Wasm.Instance(module, { env: { memory } }).exports as unknown as RelaxedKernels;
+}

@@ -11,6 +11,16 @@ import { quantizeWeight } from '../../weights/q8-codes.js';
  */
 export type CodePlacer = (words: number, write: (codes: Int8Array) => void) => tf.Tensor1D;
 
+/**
+ * Makes the tensor of a [K, N] weight's q8 codes: `write` puts the codes, in
+ * the layout of `gemm-wat.ts`, into its first K · N bytes, and the placer
+ * makes of them whatever its kernel reads (see `wasm-q8.ts`).
+ */
+export type QuantizedPlacer = (K: number, N: number, write: (codes: Int8Array) => void) => tf.Tensor1D;
+
+/** Codes in a JavaScript-backed tensor (the cpu backend), as written. */
+export const quantizedInJs: QuantizedPlacer = (K, N, write) => placeInJs(codeWords(K, N), write);
+
 /** Reads in flight at once, each into its own staging buffer: as many as Node has I/O threads by default. */
 const STAGING_BUFFERS = 4;
 
@@ -26,7 +36,6 @@ abstract class StagedPacker<Made extends ModelWeight> implements WeightPacker {
   private readonly waiting: ((buffer: Float32Array) => void)[] = [];
   private made = 0;
 
-  constructor(protected readonly place: CodePlacer) {}
 
   async pack(shape: readonly number[], fill: (target: Float32Array) => Promise<void>, checkFinite: (data: Float32Array) => void): Promise<Made | tf.Tensor> {
     const size = shape[0] * shape[1];
@@ -85,10 +94,14 @@ abstract class StagedPacker<Made extends ModelWeight> implements WeightPacker {
  * and scales are kept, a quarter of their float32 size.
  */
 export class QuantizingPacker extends StagedPacker<QuantizedProjection> {
+  constructor(private readonly placeCodes: QuantizedPlacer) {
+    super();
+  }
+
   /** A q8 checkpoint's codes straight from the file into the backend's tensor. */
   packQ8([K, N]: readonly number[], source: Q8TensorSource): QuantizedProjection {
     const scales = source.readScales();
-    const codes = this.place(codeWords(K, N), (target) => source.readCodesInto(target.subarray(0, K * N)));
+    const codes = this.placeCodes(K, N, (target) => source.readCodesInto(target.subarray(0, K * N)));
     try {
       return { codes, scales: tf.tensor1d(scales), inner: K };
     } catch (error) {
@@ -100,7 +113,7 @@ export class QuantizingPacker extends StagedPacker<QuantizedProjection> {
   /** Codes straight into the backend's tensor, then the scales: only the int8 form is ever made. */
   protected make([K, N]: readonly number[], weight: Float32Array): QuantizedProjection {
     let scales: Float32Array | undefined;
-    const codes = this.place(codeWords(K, N), (target) => (scales = quantizeWeight(weight, K, N, target).scales));
+    const codes = this.placeCodes(K, N, (target) => (scales = quantizeWeight(weight, K, N, target).scales));
     try {
       return { codes, scales: tf.tensor1d(scales!), inner: K };
     } catch (error) {
@@ -125,10 +138,10 @@ export const placeInJs: CodePlacer = (words, write) => {
  */
 export class F32Packer extends StagedPacker<PackedProjection> {
   constructor(
-    place: CodePlacer,
+    private readonly place: CodePlacer,
     private readonly plain: (shape: readonly number[], weight: Float32Array) => tf.Tensor,
   ) {
-    super(place);
+    super();
   }
 
   protected make([K, N]: readonly number[], weight: Float32Array): PackedProjection | tf.Tensor {

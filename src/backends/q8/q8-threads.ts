@@ -1,4 +1,4 @@
-import type { Q8Kernels } from './kernel-module.js';
+import type { Q8Kernels, RelaxedKernels } from './kernel-module.js';
 
 /**
  * Our products (q8 and float32) on every core: threads of our own that share the threaded
@@ -36,8 +36,10 @@ const CHUNK_BITS = 11;
 export const MAX_CHUNKS = 1 << CHUNK_BITS;
 
 /** The kernels a helper runs, by the number in the KERNEL slot. */
-export const PRODUCT_KERNELS = ['gemm', 'gemm_f32'] as const;
+export const PRODUCT_KERNELS = ['gemm', 'gemm_f32', 'gemm_relaxed'] as const;
 export type ProductKernel = (typeof PRODUCT_KERNELS)[number];
+/** The product kernels the pool runs on this thread: the baseline module's, and the relaxed one's where it is used. */
+export type ProductFunctions = Pick<Q8Kernels, 'gemm' | 'gemm_f32'> & Partial<Pick<RelaxedKernels, 'gemm_relaxed'>>;
 
 /** Rows per chunk: the kernel's own block of rows (`ROW_BLOCK`), so that chunks stream the weights no more often than one call does. */
 export const ROWS_PER_CHUNK = 64;
@@ -69,13 +71,15 @@ export function productGrid(m: number, k: number, n: number, threads: number): P
 }
 
 /**
- * A helper's loop, as the source of a function of `(module, memory,
- * control)`: Node's worker threads and a page's Web Workers each wrap it in
- * the way they receive those three (see `node-helpers.ts`, `page-kernels.ts`).
+ * A helper's loop, as the source of a function of `(module, relaxed, memory,
+ * control)` (`relaxed` the relaxed-SIMD module, or undefined): Node's worker
+ * threads and a page's Web Workers each wrap it in the way they receive
+ * those four (see `node-helpers.ts`, `page-kernels.ts`).
  * Its claiming is {@link Q8ThreadPool}'s, written again in plain JavaScript.
  */
 export const HELPER_LOOP = `
 const { gemm, gemm_f32 } = new WebAssembly.Instance(module, { env: { memory } }).exports;
+const gemm_relaxed = relaxed === undefined ? undefined : new WebAssembly.Instance(relaxed, { env: { memory } }).exports.gemm_relaxed;
 const c = new Int32Array(control);
 let seen = 0;
 for (;;) {
@@ -95,8 +99,9 @@ for (;;) {
     const r1 = Math.min(c[${ROWS}], r0 + c[${CHUNK_ROWS}]);
     const c1 = Math.min(c[${COLUMNS}], c0 + c[${CHUNK_COLUMNS}]);
     const a = ${ARGS};
-    if (c[${KERNEL}] === 0) gemm(c[a], c[a + 1], c[a + 2], c[a + 3], c[a + 4], c[a + 5], c[a + 6], c[a + 7], r0, r1, c0, c1);
-    else gemm_f32(c[a], c[a + 1], c[a + 2], c[a + 3], c[a + 4], c[a + 5], r0, r1, c0, c1);
+    const kernel = c[${KERNEL}];
+    if (kernel === 1) gemm_f32(c[a], c[a + 1], c[a + 2], c[a + 3], c[a + 4], c[a + 5], r0, r1, c0, c1);
+    else (kernel === 0 ? gemm : gemm_relaxed)(c[a], c[a + 1], c[a + 2], c[a + 3], c[a + 4], c[a + 5], c[a + 6], c[a + 7], r0, r1, c0, c1);
     Atomics.add(c, ${COMPLETED}, 1);
     Atomics.notify(c, ${COMPLETED});
   }
@@ -141,7 +146,7 @@ export class Q8ThreadPool {
   helperChunks = 0;
 
   constructor(
-    private readonly kernels: Q8Kernels,
+    private readonly kernels: ProductFunctions,
     helpers: ProductHelpers = NO_HELPERS,
   ) {
     this.control = helpers.control;
@@ -156,11 +161,13 @@ export class Q8ThreadPool {
   /**
    * `kernel` over the whole [m, n] output of a product of inner width k,
    * shared with the helpers: `leading` are its arguments before the row and
-   * column range (`gemm`: codes, rowScales, m, k, weights, columnScales, n,
-   * out; `gemm_f32`: x, m, k, weights, n, out).
+   * column range (`gemm` and `gemm_relaxed`: codes, rowScales, m, k,
+   * weights, columnScales, n, out; `gemm_f32`: x, m, k, weights, n, out).
    */
   run(kernel: ProductKernel, leading: readonly number[], m: number, k: number, n: number): void {
-    const call = (r0: number, r1: number, c0: number, c1: number) => (this.kernels[kernel] as (...args: number[]) => void)(...leading, r0, r1, c0, c1);
+    const run = this.kernels[kernel];
+    if (run === undefined) throw new Error(`the ${kernel} kernel is not installed`);
+    const call = (r0: number, r1: number, c0: number, c1: number) => (run as (...args: number[]) => void)(...leading, r0, r1, c0, c1);
     const grid = productGrid(m, k, n, this.threads);
     if (grid.chunks === 1) return call(0, m, 0, n);
     const c = this.control;

@@ -1,13 +1,14 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { CODE_ALIGNMENT_BYTES, F32_MATMUL, Q8_MATMUL } from '../../model/projection.js';
+import { CODE_ALIGNMENT_BYTES, codeWords, F32_MATMUL, Q8_MATMUL } from '../../model/projection.js';
 import { WASM_INTERNALS_VERSION, type WasmBackendInternals } from '../wasm-internals.js';
-import { instantiateQ8Kernels, isSharedMemory, type Q8Kernels, type WasmMemory, type WasmModule } from './kernel-module.js';
+import { instantiateQ8Kernels, instantiateRelaxedKernels, isSharedMemory, type Q8Kernels, type RelaxedKernels, type WasmMemory, type WasmModule } from './kernel-module.js';
 import { Q8ThreadPool, type ProductHelpers } from './q8-threads.js';
+import { probeRelaxedProduct } from './relaxed-probe.js';
 import type { WeightPacker } from '../../model/build-model.js';
 import type { Dtype } from '../../model/projection.js';
 import { allocateInWasmHeap } from '../wasm-heap.js';
 import { installSimdLayerKernels } from './simd-layers.js';
-import { F32Packer, QuantizingPacker, type CodePlacer } from './q8-packer.js';
+import { F32Packer, QuantizingPacker, type CodePlacer, type QuantizedPlacer } from './q8-packer.js';
 
 /**
  * Our products on the wasm backend, q8 and float32: our kernel module (`gemm-wat.ts`)
@@ -21,17 +22,24 @@ const ALIGNMENT = CODE_ALIGNMENT_BYTES;
 const align = (address: number) => Math.ceil(address / ALIGNMENT) * ALIGNMENT;
 
 let kernels: Q8Kernels | undefined;
+/** The q8 product on relaxed SIMD, where the probe found it exact here. */
+let relaxed: RelaxedKernels | undefined;
+/** Why the q8 product runs on baseline SIMD128, where it does. */
+let relaxedFailure: string | undefined = 'our kernels are not installed';
 /** On the threaded build, with helpers that split each product with the calling thread. */
 let pool: Q8ThreadPool | undefined;
 
 /**
  * What the kernels need from the runtime, for the heap they run on: the
- * module assembled for it (shared or not), and on a shared heap the helper
- * threads (Node's worker threads, a page's Web Workers; none on one thread).
+ * module assembled for it (shared or not), the relaxed-SIMD product module
+ * (which throws where the engine cannot compile it), and on a shared heap
+ * the helper threads (Node's worker threads, a page's Web Workers; none on
+ * one thread), given both modules (the second undefined where it is not used).
  */
 export interface ProductKernelSetup {
   module(shared: boolean): WasmModule;
-  helpers(module: WasmModule, memory: WasmMemory): ProductHelpers | undefined;
+  relaxedModule(shared: boolean): WasmModule;
+  helpers(module: WasmModule, relaxedModule: WasmModule | undefined, memory: WasmMemory): ProductHelpers | undefined;
 }
 
 function backendInternals(): WasmBackendInternals {
@@ -59,9 +67,13 @@ export function installWasmQ8(wasmVersion: string, setup: ProductKernelSetup): s
   if (wasmVersion !== WASM_INTERNALS_VERSION) return `q8 needs @tensorflow/tfjs-backend-wasm ${WASM_INTERNALS_VERSION}, whose memory its kernel reads; this is ${wasmVersion}`;
   const memory = wasmBackendMemory();
   if (memory === undefined) return 'the wasm backend has not started, or its memory is not where tfjs 4.22 keeps it';
-  const module = setup.module(isSharedMemory(memory));
+  const shared = isSharedMemory(memory);
+  const module = setup.module(shared);
   kernels = instantiateQ8Kernels(module, memory);
-  pool = new Q8ThreadPool(kernels, isSharedMemory(memory) ? setup.helpers(module, memory) : undefined);
+  relaxedFailure = probeRelaxedProduct(() => setup.relaxedModule(shared), shared);
+  const relaxedModule = relaxedFailure === undefined ? setup.relaxedModule(shared) : undefined;
+  if (relaxedModule !== undefined) relaxed = instantiateRelaxedKernels(relaxedModule, memory);
+  pool = new Q8ThreadPool({ ...kernels, ...relaxed }, shared ? setup.helpers(module, relaxedModule, memory) : undefined);
   tf.registerKernel({ kernelName: Q8_MATMUL, backendName: 'wasm', kernelFunc: q8MatMul as unknown as tf.KernelFunc });
   tf.registerKernel({ kernelName: F32_MATMUL, backendName: 'wasm', kernelFunc: f32MatMul as unknown as tf.KernelFunc });
   installSimdLayerKernels(kernels, memory);
@@ -71,6 +83,14 @@ export function installWasmQ8(wasmVersion: string, setup: ProductKernelSetup): s
 /** Chunks of products the helper threads have computed in this process (none on one thread). */
 export function productChunksOnHelpers(): number {
   return pool?.helperChunks ?? 0;
+}
+
+/**
+ * Which q8 product runs: on relaxed SIMD where this engine has it and
+ * computes it exactly, else on baseline SIMD128, and why.
+ */
+export function q8ProductKernel(): { simd: 'relaxed' | 'baseline'; why?: string } {
+  return relaxed !== undefined ? { simd: 'relaxed' } : { simd: 'baseline', why: relaxedFailure };
 }
 
 /** Whether our kernels are registered: float32 projections are then packed for ours rather than XNNPACK's. */
@@ -92,23 +112,29 @@ function q8MatMul({ inputs, backend }: { inputs: { x: tf.TensorInfo; codes: tf.T
   const N = inputs.scales.shape[0];
   const out = backend.makeOutput([M, N], 'float32');
   const offset = (info: tf.TensorInfo) => backend.dataIdMap.get(info.dataId)!.memoryOffset;
-  // Each row's codes and scale, aligned as the weights are.
-  const scratch = backend.wasm._malloc(M * K * 2 + M * 4 + 2 * ALIGNMENT);
+  // Each row's codes (int16 for the baseline kernel, bytes for the relaxed one) and scale, aligned as the weights are.
+  const codeBytes = relaxed === undefined ? 2 : 1;
+  const scratch = backend.wasm._malloc(M * K * codeBytes + M * 4 + 2 * ALIGNMENT);
   try {
     const codes = align(scratch);
-    const rowScales = align(codes + M * K * 2);
-    kernels!.quantize_rows(offset(inputs.x), M, K, codes, rowScales);
-    pool!.run('gemm', [codes, rowScales, M, K, align(offset(inputs.codes)), offset(inputs.scales), N, offset(out)], M, K, N);
+    const rowScales = align(codes + M * K * codeBytes);
+    const leading = [codes, rowScales, M, K, align(offset(inputs.codes)), offset(inputs.scales), N, offset(out)];
+    if (relaxed === undefined) {
+      kernels!.quantize_rows(offset(inputs.x), M, K, codes, rowScales);
+      pool!.run('gemm', leading, M, K, N);
+    } else {
+      relaxed.quantize_rows_relaxed(offset(inputs.x), M, K, codes, rowScales);
+      pool!.run('gemm_relaxed', leading, M, K, N);
+    }
   } finally {
     backend.wasm._free(scratch);
   }
   return out;
 }
 
-
 /** How our kernels' projections are made for `dtype` (once they are installed): q8 codes, or float32 packed, holding that copy only. */
 export function wasmKernelPacker(dtype: Dtype): WeightPacker {
-  if (dtype === 'q8') return new QuantizingPacker(placeInWasmHeap);
+  if (dtype === 'q8') return new QuantizingPacker(placeQ8Codes);
   return new F32Packer(placeInWasmHeap, (shape, weight) => allocateInWasmHeap(shape, (target) => target.set(weight)));
 }
 
@@ -126,4 +152,14 @@ export const placeInWasmHeap: CodePlacer = (words, write) => {
     throw error;
   }
   return tensor;
+};
+
+/**
+ * A weight's q8 codes in the wasm heap, for the product that runs here: as
+ * written, or turned into the relaxed kernel's layout with its column sums.
+ */
+export const placeQ8Codes: QuantizedPlacer = (K, N, write) => {
+  const codes = placeInWasmHeap(codeWords(K, N), write);
+  if (relaxed !== undefined) relaxed.relax_codes(align(backendInternals().dataIdMap.get(codes.dataId)!.memoryOffset), K, N);
+  return codes;
 };

@@ -1,0 +1,81 @@
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { q8ProductKernel } from '../src/backends/q8/wasm-q8.js';
+import { loadEmbedder, type Embedder } from '../src/embedder.js';
+import { fixtureDir } from './helpers/fixtures.js';
+
+/**
+ * The q8 product's two roads: relaxed SIMD where the engine has it and the
+ * probe finds it exact, baseline SIMD128 elsewhere. Node 20 has relaxed SIMD
+ * only behind `--experimental-wasm-relaxed-simd`, and there its baseline
+ * compiler gets the dot product wrong: so the relaxed road is tested in Node
+ * processes started with that flag, with and without `--no-liftoff`.
+ */
+const RUN = fileURLToPath(new URL('./helpers/relaxed-simd-run.ts', import.meta.url));
+const NODE_MAJOR = Number(process.versions.node.split('.')[0]);
+/** Node 20's V8 ships relaxed SIMD behind a flag only; later Node releases run it by default. */
+const RELAXED_BY_DEFAULT = NODE_MAJOR >= 22;
+
+function run(flags: string[], ...args: string[]): Record<string, any> {
+  const child = spawnSync(process.execPath, [...flags, '--import', 'tsx', RUN, ...args], { encoding: 'utf8', maxBuffer: 1 << 24 });
+  const line = child.stdout.split('\n').find((l) => l.startsWith('{'));
+  if (child.status !== 0 || line === undefined) throw new Error(`the relaxed-SIMD run failed (${child.status}):\n${child.stderr}`);
+  return JSON.parse(line);
+}
+
+describe('q8 on relaxed SIMD, where the engine computes it exactly', () => {
+  let result: Record<string, any>;
+  beforeAll(() => {
+    result = run(['--experimental-wasm-relaxed-simd', '--no-liftoff']);
+  });
+
+  it('passes the probe on both kinds of memory, and the wasm backend then runs it', () => {
+    expect(result.probe).toEqual({ single: null, shared: null });
+    expect(result.kernel).toEqual({ simd: 'relaxed' });
+  });
+
+  it('lays the codes out, sums each column, quantizes rows and multiplies exactly as the reference', () => {
+    expect(result.kernels).toHaveLength(8);
+    for (const check of result.kernels) {
+      expect(check, JSON.stringify(check.shape)).toMatchObject({ layoutExact: true, sumsExact: true, activationsExact: true, productExact: true, rangeExact: true });
+    }
+  });
+
+  it('shares its products with a helper thread, bit for bit', () => {
+    expect(result.threads.exact).toBe(true);
+    expect(result.threads.helperChunks).toBeGreaterThan(0);
+  });
+
+  it("stays within the README's cosine of float32 on both fixtures, at half the baseline's activation resolution", () => {
+    for (const [fixture, figures] of Object.entries<Record<string, number>>(result.fidelity)) {
+      expect(figures.mean, fixture).toBeGreaterThanOrEqual(0.999);
+      expect(figures.worst, fixture).toBeGreaterThanOrEqual(0.995);
+      expect(figures.unchanged, fixture).toBeLessThan(figures.texts / 2);
+    }
+  });
+});
+
+describe('the relaxed-SIMD probe', () => {
+  it.skipIf(RELAXED_BY_DEFAULT)("refuses Node 20's relaxed SIMD, whose baseline compiler gets the dot product wrong", () => {
+    const { probe } = run(['--experimental-wasm-relaxed-simd'], '--probe-only');
+    expect(probe.single).toMatch(/computes relaxed SIMD's dot product wrongly on its first call/);
+    expect(probe.shared).toMatch(/computes relaxed SIMD's dot product wrongly on its first call/);
+  });
+
+  describe('in this process', () => {
+    let embedder: Embedder;
+    beforeAll(async () => {
+      embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm', workers: 1, threads: 1, dtype: 'q8' });
+    });
+    afterAll(() => embedder.dispose());
+
+    it.skipIf(RELAXED_BY_DEFAULT)('runs the baseline kernel where the engine has no relaxed SIMD, and says why', () => {
+      expect(q8ProductKernel()).toEqual({ simd: 'baseline', why: expect.stringMatching(/this engine has no relaxed SIMD/) });
+    });
+
+    it.runIf(RELAXED_BY_DEFAULT)('runs the relaxed kernel where the engine has it by default', () => {
+      expect(q8ProductKernel()).toEqual({ simd: 'relaxed' });
+    });
+  });
+});
