@@ -50,17 +50,13 @@ ${layerKernelsWat()}
 }
 
 /**
- * quantize_rows(x, rows, k, codes, scales): each float32 row of x [rows, k]
- * (k a multiple of 8) to int16 codes round(x · 127 / max|x|), ties to even,
- * with its scale max|x| / 127 (0 for a row of zeros, whose codes are 0).
+ * The part of a row quantizer both kernels share: `$p` and `$end` over row
+ * `$row` of x, its max |x| in `$m`, its scale max / levels stored, and
+ * `$inverse` = levels / max splatted (0 for a row of zeros); `$p` is left
+ * at the row's start.
  */
-function quantizeRows(): string {
-  return `  (func (export "quantize_rows") (param $x i32) (param $rows i32) (param $k i32) (param $codes i32) (param $scales i32)
-    (local $row i32) (local $p i32) (local $end i32) (local $max v128) (local $inverse v128) (local $m f32)
-    (local.set $row (i32.const 0))
-    (block $done (loop $rows
-      (br_if $done (i32.ge_u (local.get $row) (local.get $rows)))
-      ;; max |x| of the row
+export function rowScale(levels: number): string {
+  return `      ;; max |x| of the row
       (local.set $p (i32.add (local.get $x) (i32.mul (local.get $row) (i32.shl (local.get $k) (i32.const 2)))))
       (local.set $end (i32.add (local.get $p) (i32.shl (local.get $k) (i32.const 2))))
       (local.set $max (f32x4.splat (f32.const 0)))
@@ -73,11 +69,25 @@ function quantizeRows(): string {
         (f32.max (f32x4.extract_lane 0 (local.get $max)) (f32x4.extract_lane 1 (local.get $max)))
         (f32.max (f32x4.extract_lane 2 (local.get $max)) (f32x4.extract_lane 3 (local.get $max)))))
       (f32.store (i32.add (local.get $scales) (i32.shl (local.get $row) (i32.const 2)))
-        (f32.div (local.get $m) (f32.const 127)))
+        (f32.div (local.get $m) (f32.const ${levels})))
       (local.set $inverse (f32x4.splat
-        (select (f32.div (f32.const 127) (local.get $m)) (f32.const 0) (f32.gt (local.get $m) (f32.const 0)))))
+        (select (f32.div (f32.const ${levels}) (local.get $m)) (f32.const 0) (f32.gt (local.get $m) (f32.const 0)))))
+      (local.set $p (i32.sub (local.get $p) (i32.shl (local.get $k) (i32.const 2))))`;
+}
+
+/**
+ * quantize_rows(x, rows, k, codes, scales): each float32 row of x [rows, k]
+ * (k a multiple of 8) to int16 codes round(x · 127 / max|x|), ties to even,
+ * with its scale max|x| / 127 (0 for a row of zeros, whose codes are 0).
+ */
+function quantizeRows(): string {
+  return `  (func (export "quantize_rows") (param $x i32) (param $rows i32) (param $k i32) (param $codes i32) (param $scales i32)
+    (local $row i32) (local $p i32) (local $end i32) (local $max v128) (local $inverse v128) (local $m f32)
+    (local.set $row (i32.const 0))
+    (block $done (loop $rows
+      (br_if $done (i32.ge_u (local.get $row) (local.get $rows)))
+${rowScale(127)}
       ;; codes, 8 at a time
-      (local.set $p (i32.sub (local.get $p) (i32.shl (local.get $k) (i32.const 2))))
       (block $coded (loop $code
         (br_if $coded (i32.ge_u (local.get $p) (local.get $end)))
         (v128.store align=2 (local.get $codes)

@@ -1,4 +1,4 @@
-import { ROWS, tiledProduct, type KernelModuleOptions, type TiledProduct } from './gemm-wat.js';
+import { ROWS, rowScale, tiledProduct, type KernelModuleOptions, type TiledProduct } from './gemm-wat.js';
 
 /**
  * The WebAssembly text of the q8 product on relaxed SIMD, a module of its own
@@ -52,23 +52,8 @@ function quantizeRowsRelaxed(): string {
     (local.set $row (i32.const 0))
     (block $done (loop $rows
       (br_if $done (i32.ge_u (local.get $row) (local.get $rows)))
-      (local.set $p (i32.add (local.get $x) (i32.mul (local.get $row) (i32.shl (local.get $k) (i32.const 2)))))
-      (local.set $end (i32.add (local.get $p) (i32.shl (local.get $k) (i32.const 2))))
-      (local.set $max (f32x4.splat (f32.const 0)))
-      (block $maxed (loop $scan
-        (br_if $maxed (i32.ge_u (local.get $p) (local.get $end)))
-        (local.set $max (f32x4.max (local.get $max) (f32x4.abs (v128.load align=4 (local.get $p)))))
-        (local.set $p (i32.add (local.get $p) (i32.const 16)))
-        (br $scan)))
-      (local.set $m (f32.max
-        (f32.max (f32x4.extract_lane 0 (local.get $max)) (f32x4.extract_lane 1 (local.get $max)))
-        (f32.max (f32x4.extract_lane 2 (local.get $max)) (f32x4.extract_lane 3 (local.get $max)))))
-      (f32.store (i32.add (local.get $scales) (i32.shl (local.get $row) (i32.const 2)))
-        (f32.div (local.get $m) (f32.const ${RELAXED_ACTIVATION_MAX})))
-      (local.set $inverse (f32x4.splat
-        (select (f32.div (f32.const ${RELAXED_ACTIVATION_MAX}) (local.get $m)) (f32.const 0) (f32.gt (local.get $m) (f32.const 0)))))
+${rowScale(RELAXED_ACTIVATION_MAX)}
       ;; bytes, 8 at a time: two quarters narrowed to 16 bits, then to 8
-      (local.set $p (i32.sub (local.get $p) (i32.shl (local.get $k) (i32.const 2))))
       (block $coded (loop $code
         (br_if $coded (i32.ge_u (local.get $p) (local.get $end)))
         (local.set $words (i16x8.narrow_i32x4_s ${half(0)} ${half(16)}))
