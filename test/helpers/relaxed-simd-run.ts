@@ -60,15 +60,21 @@ function inputs(M: number, K: number, N: number) {
   return { x, weight };
 }
 
-/** The relaxed kernels on a fresh memory against the exact JavaScript reference: codes, column sums, the product and a part of it. */
-function checkKernels(shared: boolean, M: number, K: number, N: number) {
-  const { memory, place } = onMemory(shared);
-  const kernels = instantiateRelaxedKernels(q8RelaxedKernelModule(shared), memory);
+/** The inputs of an [M, K] × [K, N] product laid out in `memory`: x, the weight's codes (baseline layout) and scales, and room for the rest. */
+function placeInputs(memory: WasmMemory, place: (bytes: number) => number, M: number, K: number, N: number) {
   const { x, weight } = inputs(M, K, N);
   const [xAt, codesAt, rowScalesAt, weightsAt, scalesAt, outAt] = [M * K * 4, M * K, M * 4, K * N + 4 * N, N * 4, M * N * 4].map(place);
   new Float32Array(memory.buffer, xAt, M * K).set(x);
   new Int8Array(memory.buffer, weightsAt, K * N).set(weight.codes);
   new Float32Array(memory.buffer, scalesAt, N).set(weight.scales);
+  return { x, weight, xAt, codesAt, rowScalesAt, weightsAt, scalesAt, outAt };
+}
+
+/** The relaxed kernels on a fresh memory against the exact JavaScript reference: codes, column sums, the product and a part of it. */
+function checkKernels(shared: boolean, M: number, K: number, N: number) {
+  const { memory, place } = onMemory(shared);
+  const kernels = instantiateRelaxedKernels(q8RelaxedKernelModule(shared), memory);
+  const { x, weight, xAt, codesAt, rowScalesAt, weightsAt, scalesAt, outAt } = placeInputs(memory, place, M, K, N);
   kernels.relax_codes(weightsAt, K, N);
   const relaxedCodes = new Int8Array(memory.buffer, weightsAt, K * N);
   let layoutExact = true;
@@ -110,11 +116,7 @@ function checkHelpers() {
   const base = instantiateQ8Kernels(q8KernelModule(true), memory);
   const relaxed = instantiateRelaxedKernels(q8RelaxedKernelModule(true), memory);
   const pool = new Q8ThreadPool({ ...base, ...relaxed }, spawnNodeHelpers(q8KernelModule(true), q8RelaxedKernelModule(true), memory, 1));
-  const { x, weight } = inputs(M, K, N);
-  const [xAt, codesAt, rowScalesAt, weightsAt, scalesAt, outAt] = [M * K * 4, M * K, M * 4, K * N + 4 * N, N * 4, M * N * 4].map(place);
-  new Float32Array(memory.buffer, xAt, M * K).set(x);
-  new Int8Array(memory.buffer, weightsAt, K * N).set(weight.codes);
-  new Float32Array(memory.buffer, scalesAt, N).set(weight.scales);
+  const { x, weight, xAt, codesAt, rowScalesAt, weightsAt, scalesAt, outAt } = placeInputs(memory, place, M, K, N);
   relaxed.relax_codes(weightsAt, K, N);
   relaxed.quantize_rows_relaxed(xAt, M, K, codesAt, rowScalesAt);
   const expected = q8MatMulReference(x, M, K, weight, N, RELAXED_ACTIVATION_MAX);
