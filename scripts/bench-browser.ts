@@ -35,7 +35,7 @@ const { values } = parseArgs({
   options: { texts: { type: 'string', default: '64' }, rounds: { type: 'string', default: '5' }, loads: { type: 'string', default: '3' }, dtype: { type: 'string', default: 'fp32' } },
 });
 const dtype = values.dtype as Dtype;
-if (!DTYPES.includes(dtype)) throw new Error(`--dtype is 'fp32' or 'q8', not '${values.dtype}'`);
+if (!DTYPES.includes(dtype)) throw new Error(`--dtype is one of ${DTYPES.join(', ')}, not '${values.dtype}'`);
 const count = Number(values.texts);
 const rounds = Number(values.rounds);
 const loads = Number(values.loads);
