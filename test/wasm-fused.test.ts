@@ -7,6 +7,7 @@ import type { WasmBackendInternals } from '../src/backends/wasm-internals.js';
 import {
   FUSED_ATTENTION,
   fusedAttention,
+  fusedSwiglu,
   hasFusedKernel,
   RESIDUAL_LAYER_NORM,
   residualLayerNorm,
@@ -14,6 +15,7 @@ import {
   ROTARY_HEADS,
   rotaryHeads,
   rotaryHeadsComposite,
+  SWIGLU,
 } from '../src/model/fused-ops.js';
 import { stackedRotaryTables, type RotaryTables } from '../src/model/rotary.js';
 import { useBackend } from './helpers/backend.js';
@@ -47,6 +49,7 @@ describe('fused kernels of the wasm backend against the tfjs composites they rep
     expect(hasFusedKernel(RESIDUAL_LAYER_NORM)).toBe(true);
     expect(hasFusedKernel(ROTARY_HEADS)).toBe(true);
     expect(hasFusedKernel(FUSED_ATTENTION)).toBe(true);
+    expect(hasFusedKernel(SWIGLU)).toBe(true);
   });
 
   it('the wasm policy runs batches up to FUSED_MAX_LENGTH through our attention kernel, longer ones and odd heads through tfjs', () => {
@@ -205,6 +208,44 @@ describe('fused kernels of the wasm backend against the tfjs composites they rep
       expectClose(fused, exact, 1e-6, 'against float64');
       const composite = residualLayerNormComposite(x, residual, gamma, beta, eps).dataSync() as Float32Array;
       expect(maxAbsDiff(fused, exact).diff).toBeLessThanOrEqual(maxAbsDiff(composite, exact).diff);
+    });
+  });
+
+  /** SwiGLU's step in float64 from the same float32 inputs. */
+  const swigluFloat64 = (gate: Float32Array, up: Float32Array) => Float64Array.from(gate, (g, i) => (up[i] * g) / (1 + Math.exp(-g)));
+
+  it.each([
+    [1, 1],
+    [3, 5],
+    [37, 256],
+    [22, 3072],
+  ])('SwiGLU of [%i, %i] is within 3 ulp of float64, vectors and the last few values alike', (N, F) => {
+    tf.tidy(() => {
+      const gate = tf.randomNormal([N, F], 0, 4, 'float32', 11) as tf.Tensor2D;
+      const up = tf.randomNormal([N, F], 0, 1, 'float32', 12) as tf.Tensor2D;
+      const fused = fusedSwiglu(gate, up).dataSync() as Float32Array;
+      const exact = swigluFloat64(gate.dataSync() as Float32Array, up.dataSync() as Float32Array);
+      const ulps = (values: Float32Array) => Math.max(...Array.from(values, (v, i) => Math.abs(v - exact[i]) / (2 ** -23 * Math.max(Math.abs(exact[i]), 2 ** -126))));
+      // Measured: at most 1.84 ulp here, where tfjs's composite (XNNPACK's sigmoid) is 2.53 from float64.
+      expect(ulps(fused)).toBeLessThanOrEqual(3);
+    });
+  });
+
+  // Below g = −87.34 our e^g is 0 (float32's exp is subnormal there), so the result is 0 where the exact one is under 1e-36.
+  it('SwiGLU keeps NaN, and takes gates far past where e^x under- and overflows', () => {
+    tf.tidy(() => {
+      const gate = tf.tensor2d([[NaN, 100, -100, 0, -0.5, 0.5, 88, -88, 1e30, -1e30, 20]]);
+      const up = tf.onesLike(gate);
+      const fused = [...fusedSwiglu(gate as tf.Tensor2D, up as tf.Tensor2D).dataSync()];
+      expect(fused[0]).toBeNaN();
+      const exact = swigluFloat64(gate.dataSync() as Float32Array, up.dataSync() as Float32Array);
+      fused.slice(1).forEach((v, i) => expect(Math.abs(v - exact[i + 1]), `gate ${gate.dataSync()[i + 1]}`).toBeLessThanOrEqual(4 * 2 ** -23 * Math.abs(exact[i + 1]) + 1e-36));
+    });
+  });
+
+  it('SwiGLU refuses a gate and an up of different shapes, naming both', () => {
+    tf.tidy(() => {
+      expect(() => fusedSwiglu(tf.zeros([2, 8]) as tf.Tensor2D, tf.zeros([2, 4]) as tf.Tensor2D)).toThrow(/gate \[2,8\] and up \[2,4\]/);
     });
   });
 });

@@ -209,7 +209,7 @@ export function tiledProduct(product: TiledProduct): string {
     ...ROWS.map((r) => `(local $a${r} i32)`),
     product.locals,
     '(local $blockStart i32) (local $blockEnd i32) (local $column i32) (local $row i32) (local $turns i32) (local $w i32) (local $wBlock i32)',
-    '(local $rowBytes i32) (local $last i32) (local $dest i32)',
+    '(local $rowBytes i32) (local $last i32) (local $dest i32) (local $blockBytes i32) (local $touchEnd i32)',
   ].join(' ');
   const params = [...product.params, '$rowBegin', '$rowEnd', '$columnBegin', '$columnEnd'].map((p) => `(param ${p} i32)`).join(' ');
   const advance = [
@@ -241,6 +241,15 @@ export function tiledProduct(product: TiledProduct): string {
       (local.set $wBlock (i32.add (local.get $weights) (i32.shl (i32.mul (i32.shr_u (local.get $columnBegin) (i32.const 3)) (local.get $k)) (i32.const ${product.weightShift}))))
       (block $columnsDone (loop $columns
         (br_if $columnsDone (i32.ge_u (local.get $column) (local.get $columnEnd)))
+        (local.set $blockBytes (i32.shl (local.get $k) (i32.const ${product.weightShift})))
+        (if (i32.lt_u (i32.add (local.get $column) (i32.const ${TILE_COLUMNS})) (local.get $columnEnd)) (then
+          (local.set $w (i32.add (local.get $wBlock) (local.get $blockBytes)))
+          (local.set $touchEnd (i32.add (local.get $w) (local.get $blockBytes)))
+          (block $touched (loop $touch
+            (br_if $touched (i32.ge_u (local.get $w) (local.get $touchEnd)))
+            (drop (i32.load (local.get $w)))
+            (local.set $w (i32.add (local.get $w) (i32.const 64)))
+            (br $touch)))))
         (local.set $row (local.get $blockStart))
         (block $tilesDone (loop $tiles
           (br_if $tilesDone (i32.ge_u (local.get $row) (local.get $blockEnd)))

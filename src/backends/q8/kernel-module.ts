@@ -34,6 +34,7 @@ export interface Q8Kernels {
     out: number,
     scratch: number,
   ): void;
+  swiglu(gate: number, up: number, count: number, out: number): void;
   first_non_finite(x: number, count: number): number;
 }
 

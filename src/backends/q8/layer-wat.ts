@@ -14,7 +14,7 @@
 
 
 export function layerKernelsWat(): string {
-  return [layerNorm(), attention(), firstNonFinite()].join('\n');
+  return [layerNorm(), attention(), swiglu(), firstNonFinite()].join('\n');
 }
 
 const splat = (value: number) => `(f32x4.splat (f32.const ${value}))`;
@@ -274,6 +274,41 @@ function attention(): string {
  * its exponent bits are all ones; four are tested at once, and the vector
  * that holds one is searched lane by lane.
  */
+/**
+ * swiglu(gate, up, count, out): `up · (gate · sigmoid(gate))` for `count`
+ * floats, rounded where tfjs's composite (sigmoid, then two products) rounds.
+ * sigmoid(g) from t = e^−|g| (the exp above takes x ≤ 0): 1 / (1 + t) for
+ * g ≥ 0, t / (1 + t) below, so neither side overflows; NaN stays NaN. The
+ * last count mod 4 values go through the same vector code one lane at a
+ * time, so every value is computed alike.
+ */
+function swiglu(): string {
+  const body = (gate: string, up: string) => `${expInto('$t', `(f32x4.neg (f32x4.abs (local.tee $g ${gate})))`)}
+      (local.set $s (f32x4.div ${constant('one')} (f32x4.add ${constant('one')} (local.get $t))))
+      (local.set $s (v128.bitselect (local.get $s) (f32x4.mul (local.get $t) (local.get $s)) (f32x4.ge (local.get $g) (local.get $zero))))
+      (local.set $s (f32x4.mul ${up} (f32x4.mul (local.get $g) (local.get $s))))`;
+  const at = (base: string) => `(i32.add (local.get ${base}) (local.get $p))`;
+  return `  (func (export "swiglu") (param $gate i32) (param $up i32) (param $count i32) (param $out i32)
+    (local $p i32) (local $whole i32) (local $end i32) (local $g v128) (local $t v128) (local $s v128) (local $zero v128) ${EXP_LOCALS}
+    ${EXP_SETUP}
+    (local.set $zero (v128.const i32x4 0 0 0 0))
+    (local.set $end (i32.shl (local.get $count) (i32.const 2)))
+    (local.set $whole (i32.and (local.get $end) (i32.const -16)))
+    (block $vectorsDone (loop $vectors
+      (br_if $vectorsDone (i32.ge_u (local.get $p) (local.get $whole)))
+      ${body(`(v128.load align=4 ${at('$gate')})`, `(v128.load align=4 ${at('$up')})`)}
+      (v128.store align=4 ${at('$out')} (local.get $s))
+      (local.set $p (i32.add (local.get $p) (i32.const 16)))
+      (br $vectors)))
+    (block $valuesDone (loop $values
+      (br_if $valuesDone (i32.ge_u (local.get $p) (local.get $end)))
+      ${body(`(f32x4.splat (f32.load ${at('$gate')}))`, `(f32x4.splat (f32.load ${at('$up')}))`)}
+      (f32.store ${at('$out')} (f32x4.extract_lane 0 (local.get $s)))
+      (local.set $p (i32.add (local.get $p) (i32.const 4)))
+      (br $values)))
+  )`;
+}
+
 function firstNonFinite(): string {
   const exponent = '(i32x4.splat (i32.const 0x7f800000))';
   const notFinite = (bits: string) => `(i32.eq (i32.and ${bits} (i32.const 0x7f800000)) (i32.const 0x7f800000))`;

@@ -1,5 +1,5 @@
 import * as tf from '@tensorflow/tfjs-core';
-import { FUSED_ATTENTION, type FusedAttentionAttrs } from '../../model/fused-ops.js';
+import { FUSED_ATTENTION, SWIGLU, type FusedAttentionAttrs } from '../../model/fused-ops.js';
 import type { WasmBackendInternals } from '../wasm-internals.js';
 import { useQuickFiniteScan } from '../../weights/load.js';
 import type { Q8Kernels, WasmMemory } from './kernel-module.js';
@@ -8,10 +8,12 @@ import type { Q8Kernels, WasmMemory } from './kernel-module.js';
  * The layer kernels of our module (`layer-wat.ts`) as wasm-backend kernels:
  * rotary attention registered under the model's fused op, and LayerNorm for
  * the fused kernel that `wasm-fused.ts` registers (which runs its
- * JavaScript form where ours cannot), and the loader's search for NaN and
- * infinite weights. They run on the calling thread.
- * SwiGLU stays tfjs's: its sigmoid is XNNPACK's, 1 ns a value, and ours
- * (the same exp as attention's) was 1.5–1.9 ns.
+ * JavaScript form where ours cannot), SwiGLU's elementwise step, and the
+ * loader's search for NaN and infinite weights. They run on the calling thread.
+ * SwiGLU's sigmoid alone is faster in XNNPACK (1 ns a value against our
+ * exp's 1.5–1.9), but tfjs's three passes cost more than our one, and its
+ * pool threads, woken for them, spin on the cores our product threads need
+ * (11 ms of a core per 22-token query).
  */
 let kernels: Q8Kernels | undefined;
 let heap: WasmMemory | undefined;
@@ -22,6 +24,7 @@ export function installSimdLayerKernels(module: Q8Kernels, memory: WasmMemory): 
   heap = memory;
   useQuickFiniteScan(simdFirstNonFinite);
   tf.registerKernel({ kernelName: FUSED_ATTENTION, backendName: 'wasm', kernelFunc: attentionKernel as unknown as tf.KernelFunc });
+  tf.registerKernel({ kernelName: SWIGLU, backendName: 'wasm', kernelFunc: swigluKernel as unknown as tf.KernelFunc });
 }
 
 /** Whether our attention kernel takes heads of `headDim` floats: it rotates half-heads a vector at a time. */
@@ -76,5 +79,13 @@ function attentionKernel({ inputs, attrs, backend }: { inputs: AttentionInputs; 
   } finally {
     backend.wasm._free(scratch);
   }
+  return out;
+}
+
+function swigluKernel({ inputs, backend }: { inputs: Record<'gate' | 'up', tf.TensorInfo>; backend: WasmBackendInternals }): tf.TensorInfo {
+  const { gate, up } = inputs;
+  if (gate.shape.join() !== up.shape.join()) throw new Error(`${SWIGLU}: gate [${gate.shape}] and up [${up.shape}] differ in shape`);
+  const out = backend.makeOutput(gate.shape, 'float32');
+  kernels!.swiglu(offset(backend, gate), offset(backend, up), tf.util.sizeFromShape(gate.shape), offset(backend, out));
   return out;
 }
