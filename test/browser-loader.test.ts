@@ -8,7 +8,7 @@ import { loadEmbedder } from '../src/browser/load-embedder.js';
 import { modelBaseUrl } from '../src/browser/model-files.js';
 import { runtimeEntryUrl } from '../src/browser/runtime-weights.js';
 import { serveEmbedder, type MessageScope } from '../src/browser/worker.js';
-import { DownloadError, InputError, NonFiniteWeightError, SafetensorsError } from '../src/errors.js';
+import { BackendError, DownloadError, InputError, NonFiniteWeightError, SafetensorsError } from '../src/errors.js';
 import type { ResponseCache } from '../src/download/fetch-cached.js';
 import { convertWeights } from '../src/weights/convert.js';
 import { SafetensorsFile } from '../src/weights/safetensors.js';
@@ -268,6 +268,37 @@ describe("the page's loadEmbedder (cpu, in Node)", () => {
     } finally {
       server.setFaults({});
     }
+  });
+
+  it('the backend starts while the files arrive; where it fails, the download stops and its error is the one thrown', async () => {
+    const weights = '/models/nomic-tiny/model.safetensors';
+    server.setFaults({ stall: { [weights]: 1000 } });
+    // A WebGPU whose adapter request answers "none" once the weights have begun to arrive.
+    const requested = server.count(weights);
+    const gpu = {
+      requestAdapter: async () => {
+        while (server.count(weights) === requested) await new Promise((resolve) => setTimeout(resolve, 5));
+        return null;
+      },
+    };
+    vi.stubGlobal('navigator', { gpu });
+    try {
+      const error = await loadEmbedder(model, { backend: 'webgpu', cache: false }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(BackendError);
+      expect((error as Error).message).toMatch(/no WebGPU adapter/);
+      expect(server.count(weights)).toBe(requested + 1);
+      // The stalled answer's connection is closed by the abort, not left open.
+      await vi.waitFor(() => expect(server.stalledAnswers()).toBe(0));
+    } finally {
+      vi.unstubAllGlobals();
+      server.setFaults({});
+    }
+  });
+
+  it('webgpu refuses q8 before anything is requested', async () => {
+    const before = server.requests.length;
+    await expect(loadEmbedder(model, { backend: 'webgpu', cache: false, dtype: 'q8' })).rejects.toThrow(/dtype.*q8.*webgpu has no q8 kernel/);
+    expect(server.requests.length).toBe(before);
   });
 
   it('a load that fails once the weights are on the backend frees them', async () => {

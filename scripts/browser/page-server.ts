@@ -98,6 +98,8 @@ export async function startPageServer(roots: Readonly<Record<string, string>>, o
     requests,
     /** Requests whose path ends with `suffix`. */
     count: (suffix: string) => requests.filter((r) => r.path.endsWith(suffix)).length,
+    /** Stalled answers whose connection is still open. */
+    stalledAnswers: () => stalled.size,
     setFaults(next: PageFaults): void {
       faults.corrupt = new Set(next.corrupt ?? []);
       faults.stall = new Map(Object.entries(next.stall ?? {}));

@@ -7,7 +7,7 @@ import { checkChoice, checkInteger, checkOptionNames, describe } from '../option
 import { TextTokenizer } from '../pipeline/tokenizer.js';
 import { LocalRunner } from '../pool/local-runner.js';
 import { DEFAULT_CACHE_NAME, fetchModelFiles, type ModelFilesOptions } from './model-files.js';
-import { PAGE_BACKENDS, startPageBackend, type PageBackendChoice, type StartedBackend, type WasmPaths } from './page-backend.js';
+import { PAGE_BACKENDS, refusalBeforeStart, startPageBackend, type PageBackendChoice, type StartedBackend, type WasmPaths } from './page-backend.js';
 
 export interface PageLoadOptions extends ModelFilesOptions {
   /** `auto` takes WebGPU on a hardware adapter, else wasm. @default 'auto' */
@@ -42,19 +42,23 @@ export const PAGE_LOAD_OPTION_NAMES = Object.keys({
  */
 export async function loadEmbedder(source: string, options: PageLoadOptions = {}): Promise<Embedder> {
   checkPageOptions(options);
-  const starting = startPageBackend(options.backend ?? 'auto', { wasmPaths: options.wasmPaths, threads: options.threads });
+  const choice = options.backend ?? 'auto';
   const dtype = options.dtype ?? 'fp32';
-  // Whether the backend runs q8 is known once it has started: before the download, not after it.
-  if (dtype !== 'fp32') packerFor(await starting, dtype);
+  const refusal = refusalBeforeStart(choice, dtype);
+  if (refusal !== undefined) throw new ConfigError('dtype', dtype, `not on the ${choice} backend: ${refusal}`);
+  // The backend starts while the files arrive (from the cache, as long as the start); where it fails, or cannot
+  // run `dtype`, the download stops and that failure is the one thrown.
+  const stop = new AbortController();
+  const ready = startPageBackend(choice, { wasmPaths: options.wasmPaths, threads: options.threads }).then((backend) => ({ backend, packer: packerFor(backend, dtype) }));
+  ready.catch(() => stop.abort());
+  const signal = options.signal === undefined ? stop.signal : AbortSignal.any([options.signal, stop.signal]);
   let files;
   try {
-    files = await fetchModelFiles(source, options, await openCache(options.cache), configOverrides(options));
+    files = await fetchModelFiles(source, { ...options, signal }, await openCache(options.cache), configOverrides(options));
   } catch (error) {
-    await starting.catch(() => undefined);
-    throw error;
+    throw await ready.then(() => error, (failure: unknown) => failure);
   }
-  const backend = await starting;
-  const packer = packerFor(backend, dtype);
+  const { backend, packer } = await ready;
   const model = loadModelFromBytes(files.config, files.weights, modelOverrides(files.weightsUrl, options), backend.allocate, packer);
   // From here the model holds its weights on the backend: a failure frees them.
   try {

@@ -141,6 +141,14 @@ const START: Record<PageBackendName, (picking: boolean, options: PageBackendOpti
 
 const NO_Q8_ON_GPU = 'webgpu has no q8 kernel; q8 runs on wasm and cpu';
 
+/**
+ * Why the backend asked for cannot run `dtype`, where that is known before it
+ * starts (webgpu has no q8 kernel); undefined where only its start can tell.
+ */
+export function refusalBeforeStart(choice: PageBackendChoice, dtype: Dtype): string | undefined {
+  return choice === 'webgpu' && dtype === 'q8' ? NO_Q8_ON_GPU : undefined;
+}
+
 /** Batches on the CPU run synchronously: each waits for a turn of the event loop first, so the page (or an abort) is not shut out for a whole call. */
 const yieldFirst: BatchGuard = async (run) => {
   await yieldToEventLoop();
