@@ -269,12 +269,6 @@ function attention(): string {
 }
 
 /**
- * first_non_finite(x, count): the index of the first NaN or infinity among
- * `count` floats at x (4-byte aligned), or −1. A float is not finite when
- * its exponent bits are all ones; four are tested at once, and the vector
- * that holds one is searched lane by lane.
- */
-/**
  * swiglu(gate, up, count, out): `up · (gate · sigmoid(gate))` for `count`
  * floats, rounded where tfjs's composite (sigmoid, then two products) rounds.
  * sigmoid(g) from t = e^−|g| (the exp above takes x ≤ 0): 1 / (1 + t) for
@@ -309,6 +303,12 @@ function swiglu(): string {
   )`;
 }
 
+/**
+ * first_non_finite(x, count): the index of the first NaN or infinity among
+ * `count` floats at x (4-byte aligned), or −1. A float is not finite when
+ * its exponent bits are all ones; four are tested at once, and the vector
+ * that holds one is searched lane by lane.
+ */
 function firstNonFinite(): string {
   const exponent = '(i32x4.splat (i32.const 0x7f800000))';
   const notFinite = (bits: string) => `(i32.eq (i32.and ${bits} (i32.const 0x7f800000)) (i32.const 0x7f800000))`;
