@@ -109,7 +109,7 @@ const START: Record<PageBackendName, (picking: boolean, options: PageBackendOpti
     await import('@tensorflow/tfjs-backend-webgpu');
     await activate('webgpu');
     startWebGpu(tf.backend(), report);
-    return { policy: POLICIES.webgpu, guard: guardWebGpuBatch, threads: 1, device: report, packer: (dtype) => (dtype === 'q8' ? NO_Q8_ON_GPU : undefined) };
+    return { policy: POLICIES.webgpu, guard: guardWebGpuBatch, threads: 1, device: report, packer: (dtype) => refusalBeforeStart('webgpu', dtype) };
   },
   wasm: async (_picking, { wasmPaths, threads }) => {
     const path = wasmPath(wasmPaths);

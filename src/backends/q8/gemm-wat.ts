@@ -231,17 +231,18 @@ export function tiledProduct(product: TiledProduct): string {
     ${locals}
     (local.set $rowBytes (i32.mul (local.get $k) (i32.const ${product.activationBytes})))
     (local.set $last (i32.sub (local.get $m) (i32.const 1)))
+    ;; A block of 8 columns holds k input rows of 2^${product.weightShift} bytes.
+    (local.set $blockBytes (i32.shl (local.get $k) (i32.const ${product.weightShift})))
     (local.set $blockStart (local.get $rowBegin))
     (block $blocksDone (loop $blocks
       (br_if $blocksDone (i32.ge_u (local.get $blockStart) (local.get $rowEnd)))
       (local.set $blockEnd (select (i32.add (local.get $blockStart) (i32.const ${ROW_BLOCK})) (local.get $rowEnd)
         (i32.lt_u (i32.add (local.get $blockStart) (i32.const ${ROW_BLOCK})) (local.get $rowEnd))))
-      ;; A block of 8 columns holds k input rows of 2^${product.weightShift} bytes: column c's block starts c / 8 of those blocks in.
+      ;; Column c's block starts c / 8 blocks in.
       (local.set $column (local.get $columnBegin))
-      (local.set $wBlock (i32.add (local.get $weights) (i32.shl (i32.mul (i32.shr_u (local.get $columnBegin) (i32.const 3)) (local.get $k)) (i32.const ${product.weightShift}))))
+      (local.set $wBlock (i32.add (local.get $weights) (i32.mul (i32.shr_u (local.get $columnBegin) (i32.const 3)) (local.get $blockBytes))))
       (block $columnsDone (loop $columns
         (br_if $columnsDone (i32.ge_u (local.get $column) (local.get $columnEnd)))
-        (local.set $blockBytes (i32.shl (local.get $k) (i32.const ${product.weightShift})))
         (if (i32.lt_u (i32.add (local.get $column) (i32.const ${TILE_COLUMNS})) (local.get $columnEnd)) (then
           (local.set $w (i32.add (local.get $wBlock) (local.get $blockBytes)))
           (local.set $touchEnd (i32.add (local.get $w) (local.get $blockBytes)))
@@ -265,7 +266,7 @@ export function tiledProduct(product: TiledProduct): string {
           ${stores.join('\n          ')}
           (local.set $row (i32.add (local.get $row) (i32.const ${TILE_ROWS})))
           (br $tiles)))
-        (local.set $wBlock (i32.add (local.get $wBlock) (i32.shl (local.get $k) (i32.const ${product.weightShift}))))
+        (local.set $wBlock (i32.add (local.get $wBlock) (local.get $blockBytes)))
         (local.set $column (i32.add (local.get $column) (i32.const ${TILE_COLUMNS})))
         (br $columns)))
       (local.set $blockStart (local.get $blockEnd))
