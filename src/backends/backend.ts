@@ -7,7 +7,7 @@ import { installCpuQ8 } from './q8/cpu-q8.js';
 import { quantizedInJs, QuantizingPacker } from './q8/q8-packer.js';
 import { q8KernelModule, q8RelaxedKernelModule } from './q8/kernel-file.js';
 import { spawnNodeHelpers } from './q8/node-helpers.js';
-import { installWasmQ8, q8ProductKernel, wasmKernelPacker, wasmProductKernelsInstalled } from './q8/wasm-q8.js';
+import { describeQ8Product, installWasmQ8, parseQ8Simd, wasmKernelPacker, wasmProductKernelsInstalled } from './q8/wasm-q8.js';
 import { POLICIES, type BackendPolicy } from './policy.js';
 import type { BackendName, BackendSettings } from './select.js';
 import { allocateInWasmHeap, reserveWasmHeap, wasmHeapSlots } from './wasm-heap.js';
@@ -96,6 +96,7 @@ const WASM: Backend = {
       module: q8KernelModule,
       relaxedModule: q8RelaxedKernelModule,
       helpers: (module, relaxed, memory) => (wasmThreadCount() > 1 ? spawnNodeHelpers(module, relaxed, memory, wasmThreadCount() - 1) : undefined),
+      simd: parseQ8Simd(process.env.NOMIC_EMBED_Q8_SIMD, 'NOMIC_EMBED_Q8_SIMD'),
     });
     return undefined;
   },
@@ -123,11 +124,6 @@ const WASM: Backend = {
       : `wasm: single-threaded build${threadsFailure() === undefined ? '' : ` (${threadsFailure()})`}; embed and serve use one worker thread per core instead`,
   ],
 };
-
-function describeQ8Product(): string {
-  const { simd, why } = q8ProductKernel();
-  return simd === 'relaxed' ? 'q8 products: relaxed SIMD (i32x4.relaxed_dot_i8x16_i7x16_add_s)' : `q8 products: baseline SIMD128 (${why})`;
-}
 
 /** Why the wasm backend's q8 kernel could not be registered, once it has started. */
 let wasmQ8Failure: string | undefined = 'the wasm backend has not started';

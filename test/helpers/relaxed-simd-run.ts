@@ -2,7 +2,9 @@
  * What the relaxed-SIMD q8 road computes, run in a Node started with
  * `--experimental-wasm-relaxed-simd` (and `--no-liftoff`, so that Node 20's
  * wrong baseline tier never runs) by `relaxed-simd.test.ts`: prints one JSON
- * line. `--probe-only` stops after the probe.
+ * line. `--probe-only` stops after the probe; `--kernel-only` only loads a q8
+ * embedder and says which product it runs (`NOMIC_EMBED_Q8_SIMD` as the
+ * parent set it).
  */
 import { q8KernelModule, q8RelaxedKernelModule } from '../../src/backends/q8/kernel-file.js';
 import { instantiateQ8Kernels, instantiateRelaxedKernels, type WasmMemory } from '../../src/backends/q8/kernel-module.js';
@@ -10,7 +12,7 @@ import { spawnNodeHelpers } from '../../src/backends/q8/node-helpers.js';
 import { Q8ThreadPool } from '../../src/backends/q8/q8-threads.js';
 import { probeRelaxedProduct } from '../../src/backends/q8/relaxed-probe.js';
 import { RELAXED_ACTIVATION_MAX, RELAXED_ACTIVATION_OFFSET } from '../../src/backends/q8/relaxed-wat.js';
-import { q8ProductKernel } from '../../src/backends/q8/wasm-q8.js';
+import { describeQ8Product, q8ProductKernel } from '../../src/backends/q8/wasm-q8.js';
 import { loadEmbedder } from '../../src/embedder.js';
 import { packedIndex, q8MatMulReference, quantizeRows, quantizeWeight } from '../../src/weights/q8-codes.js';
 import { cosine, FIXTURE_NAMES, fixtureDir, reference } from './fixtures.js';
@@ -19,7 +21,12 @@ const result: Record<string, unknown> = {
   probe: { single: probeRelaxedProduct(() => q8RelaxedKernelModule(false), false) ?? null, shared: probeRelaxedProduct(() => q8RelaxedKernelModule(true), true) ?? null },
 };
 
-if (!process.argv.includes('--probe-only')) {
+if (process.argv.includes('--kernel-only')) {
+  const embedder = await loadEmbedder(fixtureDir('nomic-tiny'), { backend: 'wasm', workers: 1, threads: 1, dtype: 'q8' });
+  result.kernel = q8ProductKernel();
+  result.description = describeQ8Product();
+  await embedder.dispose();
+} else if (!process.argv.includes('--probe-only')) {
   result.kernels = [false, true].flatMap((shared) =>
     [
       [4, 16, 8],

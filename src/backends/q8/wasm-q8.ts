@@ -4,6 +4,8 @@ import { WASM_INTERNALS_VERSION, type WasmBackendInternals } from '../wasm-inter
 import { instantiateQ8Kernels, instantiateRelaxedKernels, isSharedMemory, type Q8Kernels, type RelaxedKernels, type WasmMemory, type WasmModule } from './kernel-module.js';
 import { Q8ThreadPool, type ProductHelpers } from './q8-threads.js';
 import { probeRelaxedProduct } from './relaxed-probe.js';
+import { raceProducts, type ProductRates } from './product-race.js';
+import { InputError } from '../../errors.js';
 import type { WeightPacker } from '../../model/build-model.js';
 import type { Dtype } from '../../model/projection.js';
 import { allocateInWasmHeap } from '../wasm-heap.js';
@@ -26,6 +28,8 @@ let kernels: Q8Kernels | undefined;
 let relaxed: RelaxedKernels | undefined;
 /** Why the q8 product runs on baseline SIMD128, where it does. */
 let relaxedFailure: string | undefined = 'our kernels are not installed';
+/** What each product ran at when they were timed against each other (not where one was asked for or relaxed SIMD failed). */
+let raced: ProductRates | undefined;
 /** On the threaded build, with helpers that split each product with the calling thread. */
 let pool: Q8ThreadPool | undefined;
 
@@ -40,6 +44,24 @@ export interface ProductKernelSetup {
   module(shared: boolean): WasmModule;
   relaxedModule(shared: boolean): WasmModule;
   helpers(module: WasmModule, relaxedModule: WasmModule | undefined, memory: WasmMemory): ProductHelpers | undefined;
+  /** Which product to run; by default (`'auto'`) the relaxed one where it is exact and faster. */
+  simd?: Q8Simd;
+}
+
+/**
+ * `'auto'`: the relaxed-SIMD product where the probe finds it exact and it
+ * outruns the baseline one here; `'relaxed'`: wherever it is exact, without
+ * the race; `'baseline'`: never relaxed SIMD.
+ */
+export const Q8_SIMD_CHOICES = ['auto', 'relaxed', 'baseline'] as const;
+export type Q8Simd = (typeof Q8_SIMD_CHOICES)[number];
+
+/** The product asked for by `value` (an environment variable's, named `source`); unset or empty means `'auto'`. */
+export function parseQ8Simd(value: string | undefined, source: string): Q8Simd {
+  if (value === undefined || value === '') return 'auto';
+  const choice = Q8_SIMD_CHOICES.find((name) => name === value.toLowerCase());
+  if (choice === undefined) throw new InputError(source, `"${value}" is not one of ${Q8_SIMD_CHOICES.join(', ')}`);
+  return choice;
 }
 
 function backendInternals(): WasmBackendInternals {
@@ -70,8 +92,7 @@ export function installWasmQ8(wasmVersion: string, setup: ProductKernelSetup): s
   const shared = isSharedMemory(memory);
   const module = setup.module(shared);
   kernels = instantiateQ8Kernels(module, memory);
-  relaxedFailure = probeRelaxedProduct(() => setup.relaxedModule(shared), shared);
-  const relaxedModule = relaxedFailure === undefined ? setup.relaxedModule(shared) : undefined;
+  const relaxedModule = chooseRelaxed(setup, module, shared);
   if (relaxedModule !== undefined) relaxed = instantiateRelaxedKernels(relaxedModule, memory);
   pool = new Q8ThreadPool({ ...kernels, ...relaxed }, shared ? setup.helpers(module, relaxedModule, memory) : undefined);
   tf.registerKernel({ kernelName: Q8_MATMUL, backendName: 'wasm', kernelFunc: q8MatMul as unknown as tf.KernelFunc });
@@ -80,17 +101,45 @@ export function installWasmQ8(wasmVersion: string, setup: ProductKernelSetup): s
   return undefined;
 }
 
+/** The relaxed-SIMD module where its product is to run, setting why not otherwise. */
+function chooseRelaxed(setup: ProductKernelSetup, module: WasmModule, shared: boolean): WasmModule | undefined {
+  const simd = setup.simd ?? 'auto';
+  if (simd === 'baseline') {
+    relaxedFailure = 'the baseline kernel was asked for';
+    return undefined;
+  }
+  relaxedFailure = probeRelaxedProduct(() => setup.relaxedModule(shared), shared);
+  if (relaxedFailure !== undefined) return undefined;
+  const relaxedModule = setup.relaxedModule(shared);
+  if (simd === 'relaxed') return relaxedModule;
+  raced = raceProducts(module, relaxedModule, shared);
+  if (raced.relaxed > raced.baseline) return relaxedModule;
+  relaxedFailure = `relaxed SIMD is exact here but slower: ${raceFigures(raced)}`;
+  return undefined;
+}
+
+const raceFigures = ({ relaxed, baseline }: ProductRates) => `${relaxed.toFixed(0)} GOP/s against the baseline kernel's ${baseline.toFixed(0)}`;
+
 /** Chunks of products the helper threads have computed in this process (none on one thread). */
 export function productChunksOnHelpers(): number {
   return pool?.helperChunks ?? 0;
 }
 
 /**
- * Which q8 product runs: on relaxed SIMD where this engine has it and
- * computes it exactly, else on baseline SIMD128, and why.
+ * Which q8 product runs: on relaxed SIMD where this engine has it, computes
+ * it exactly and runs it faster (or it was asked for), else on baseline
+ * SIMD128, and why; `rates` where the two were timed against each other.
  */
-export function q8ProductKernel(): { simd: 'relaxed' | 'baseline'; why?: string } {
-  return relaxed !== undefined ? { simd: 'relaxed' } : { simd: 'baseline', why: relaxedFailure };
+export function q8ProductKernel(): { simd: 'relaxed' | 'baseline'; why?: string; rates?: ProductRates } {
+  const rates = raced === undefined ? {} : { rates: raced };
+  return relaxed !== undefined ? { simd: 'relaxed', ...rates } : { simd: 'baseline', why: relaxedFailure, ...rates };
+}
+
+/** How `q8ProductKernel()` reads in a backend report. */
+export function describeQ8Product(): string {
+  const { simd, why, rates } = q8ProductKernel();
+  if (simd === 'baseline') return `q8 products: baseline SIMD128 (${why})`;
+  return `q8 products: relaxed SIMD (i32x4.relaxed_dot_i8x16_i7x16_add_s${rates === undefined ? '' : `, ${raceFigures(rates)}`})`;
 }
 
 /** Whether our kernels are registered: float32 projections are then packed for ours rather than XNNPACK's. */
