@@ -51,8 +51,14 @@ export type WasmModule = object;
 interface WasmApi {
   Module: new (bytes: Uint8Array) => WasmModule;
   Instance: new (module: WasmModule, imports: object) => { exports: object };
+  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
 }
 const Wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+/** A memory of `pages` 64 KiB pages of its own, of the kind a module built for `shared` memory (or not) imports, for kernels tried apart from tfjs's heap. */
+export function newKernelMemory(pages: number, shared: boolean): WasmMemory {
+  return new Wasm.Memory(shared ? { initial: pages, maximum: 65536, shared: true } : { initial: pages });
+}
 
 /** Whether `memory` is shared (the threaded build's heap): the kernel module must be the one built for it. */
 export function isSharedMemory(memory: WasmMemory): boolean {

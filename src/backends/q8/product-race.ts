@@ -1,4 +1,4 @@
-import { instantiateQ8Kernels, instantiateRelaxedKernels, type WasmMemory, type WasmModule } from './kernel-module.js';
+import { instantiateQ8Kernels, instantiateRelaxedKernels, newKernelMemory, type WasmModule } from './kernel-module.js';
 
 /**
  * How fast each q8 product runs in this engine, timed side by side: being
@@ -30,15 +30,10 @@ export interface ProductRates {
   baseline: number;
 }
 
-interface WasmMemoryApi {
-  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
-}
-
 /** Times the baseline product of `module` against the relaxed one of `relaxedModule` (both built for a shared memory or not, as `shared` says). */
 export function raceProducts(module: WasmModule, relaxedModule: WasmModule, shared: boolean): ProductRates {
-  const { Memory } = (globalThis as unknown as { WebAssembly: WasmMemoryApi }).WebAssembly;
   const pages = 4;
-  const memory = new Memory(shared ? { initial: pages, maximum: 65536, shared: true } : { initial: pages });
+  const memory = newKernelMemory(pages, shared);
   const baseline = instantiateQ8Kernels(module, memory);
   const relaxed = instantiateRelaxedKernels(relaxedModule, memory);
 

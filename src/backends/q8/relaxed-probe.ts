@@ -1,4 +1,4 @@
-import { instantiateRelaxedKernels, type RelaxedKernels, type WasmMemory, type WasmModule } from './kernel-module.js';
+import { instantiateRelaxedKernels, newKernelMemory, type RelaxedKernels, type WasmMemory, type WasmModule } from './kernel-module.js';
 import { q8MatMulReference, quantizeWeight } from '../../weights/q8-codes.js';
 import { RELAXED_ACTIVATION_MAX } from './relaxed-wat.js';
 
@@ -22,17 +22,12 @@ const N = 16;
  */
 export const PROBE_MS = 25;
 
-interface WasmMemoryApi {
-  Memory: new (descriptor: { initial: number; maximum?: number; shared?: boolean }) => WasmMemory;
-}
-
 /** Returns why the relaxed product cannot be used here, or undefined when it can. */
 export function probeRelaxedProduct(compile: () => WasmModule, shared: boolean): string | undefined {
   let kernels: RelaxedKernels;
   let memory: WasmMemory;
   try {
-    const { Memory } = (globalThis as unknown as { WebAssembly: WasmMemoryApi }).WebAssembly;
-    memory = new Memory(shared ? { initial: 1, maximum: 65536, shared: true } : { initial: 1 });
+    memory = newKernelMemory(1, shared);
     kernels = instantiateRelaxedKernels(compile(), memory);
   } catch (error) {
     // V8 says which function failed and where before why ("…failed: simd opcode not available, enable with … @+1076").
